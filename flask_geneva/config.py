@@ -1,0 +1,122 @@
+"""``GENEVA_*`` settings: defaults, validation, and turning ``GENEVA_HUEY`` into a Huey.
+
+Read once per app in ``init_app`` (``app.config.setdefault`` first, so the effective
+defaults are visible in ``app.config``) into a frozen :class:`GenevaConfig`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from huey import Huey
+from huey import MemoryHuey
+from huey import RedisHuey
+from huey import SqliteHuey
+
+from .clock import to_timedelta
+from .errors import ConfigurationError
+
+#: Every setting with its default.
+DEFAULTS: dict[str, Any] = {
+    "GENEVA_HUEY": "sqlite:///geneva-huey.db",
+    "GENEVA_HUEY_NAME": "geneva",
+    "GENEVA_DELETE_FINISHED_AFTER": timedelta(days=30),
+    "GENEVA_STUCK_IN_PROGRESS_AFTER": timedelta(hours=1),
+    "GENEVA_STUCK_SCHEDULED_AFTER": timedelta(minutes=15),
+    "GENEVA_STUCK_RECOVERY": "reattempt",
+    "GENEVA_HOUSEKEEPING_BATCH_SIZE": 1000,
+    "GENEVA_HOUSEKEEPING_INTERVAL": timedelta(minutes=5),
+    "GENEVA_ADMIN_LOGS_URL": None,
+}
+
+
+@dataclass(frozen=True)
+class GenevaConfig:
+    """The validated ``GENEVA_*`` settings of one app."""
+
+    huey: Any
+    huey_name: str
+    delete_finished_after: timedelta | None
+    stuck_in_progress_after: timedelta
+    stuck_scheduled_after: timedelta
+    stuck_recovery: str
+    housekeeping_batch_size: int
+    housekeeping_interval: timedelta | None
+    admin_logs_url: str | None
+
+    @classmethod
+    def from_mapping(cls, config: Any) -> GenevaConfig:
+        recovery = config["GENEVA_STUCK_RECOVERY"]
+        if recovery not in ("reattempt", "cancel"):
+            raise ConfigurationError(
+                f"GENEVA_STUCK_RECOVERY must be 'reattempt' or 'cancel', got {recovery!r}"
+            )
+        batch = config["GENEVA_HOUSEKEEPING_BATCH_SIZE"]
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ConfigurationError(
+                f"GENEVA_HOUSEKEEPING_BATCH_SIZE must be a positive integer, got {batch!r}"
+            )
+        return cls(
+            huey=config["GENEVA_HUEY"],
+            huey_name=str(config["GENEVA_HUEY_NAME"]),
+            delete_finished_after=_duration(config, "GENEVA_DELETE_FINISHED_AFTER", optional=True),
+            stuck_in_progress_after=_duration(config, "GENEVA_STUCK_IN_PROGRESS_AFTER"),  # type: ignore[arg-type]
+            stuck_scheduled_after=_duration(config, "GENEVA_STUCK_SCHEDULED_AFTER"),  # type: ignore[arg-type]
+            stuck_recovery=recovery,
+            housekeeping_batch_size=batch,
+            housekeeping_interval=_duration(config, "GENEVA_HOUSEKEEPING_INTERVAL", optional=True),
+            admin_logs_url=config["GENEVA_ADMIN_LOGS_URL"],
+        )
+
+
+def _duration(config: Any, key: str, *, optional: bool = False) -> timedelta | None:
+    value = config[key]
+    if value is None:
+        if optional:
+            return None
+        raise ConfigurationError(f"{key} cannot be None")
+    try:
+        delta = to_timedelta(value)
+    except TypeError:
+        raise ConfigurationError(f"{key} must be a timedelta or seconds, got {value!r}") from None
+    if delta <= timedelta(0):
+        raise ConfigurationError(f"{key} must be positive, got {value!r}")
+    return delta
+
+
+def make_huey(value: Any, *, name: str, instance_path: str) -> Huey:
+    """Return a Huey for ``GENEVA_HUEY``.
+
+    Accepts a ``huey.Huey`` instance (used as is) or a URL:
+
+    * ``sqlite:///relative/or/absolute/path.db`` — SqliteHuey; a relative path lives in
+      the app's instance folder (the embedded default, no server needed);
+    * ``redis://host:port/db`` — RedisHuey, for several worker machines;
+    * ``memory://`` — MemoryHuey, in-process only (tests; a worker thread in the same
+      process consumes it).
+    """
+    if isinstance(value, Huey):
+        return value
+    if not isinstance(value, str):
+        raise ConfigurationError(f"GENEVA_HUEY must be a huey.Huey or a URL, got {value!r}")
+    scheme = urlsplit(value).scheme
+    if scheme == "sqlite":
+        path = value[len("sqlite:///") :] if value.startswith("sqlite:///") else ""
+        if not path:
+            raise ConfigurationError(f"GENEVA_HUEY {value!r}: expected sqlite:///path/to/file.db")
+        if not os.path.isabs(path):
+            os.makedirs(instance_path, exist_ok=True)
+            path = os.path.join(instance_path, path)
+        return SqliteHuey(name, filename=path)
+    if scheme in ("redis", "rediss", "unix"):
+        # Blocking reads make a new message reach an idle worker at once.
+        return RedisHuey(name, url=value, blocking=True, read_timeout=1)
+    if scheme == "memory":
+        return MemoryHuey(name)
+    raise ConfigurationError(
+        f"GENEVA_HUEY {value!r}: unsupported scheme {scheme!r}; use sqlite:///, redis:// or memory://"
+    )

@@ -1,0 +1,452 @@
+"""Run one step execution: claim (locked) → run the body (unlocked) → finalize (locked).
+
+``execute(ext, execution_id)`` is the whole job of a Huey trigger. Nothing else lives
+here: the rules of what a result does are in :mod:`~flask_geneva.transitions`, the SQL
+in :mod:`~flask_geneva.store`.
+
+Why three phases: a step body may take minutes and call other services, so it runs
+with no transaction open and no lock held. The claim is a short transaction that
+flips the execution from ``scheduled`` to ``in_progress`` with a conditional UPDATE
+(``WHERE state = 'scheduled'``), after updating the workflow row (which takes its
+lock first, keeping the workflow-then-execution lock order). Two workers holding the
+same trigger (duplicate delivery, a re-trigger racing the original) both try; exactly
+one UPDATE matches, the other sees rowcount 0 and does nothing, so a body runs once
+per execution, even on SQLite, where ``FOR UPDATE`` does not exist. Finalize is a
+second short transaction under the workflow row lock: it re-reads the executions (a
+sibling branch may have finished meanwhile), records the outcome and creates the
+successors that became ready. Triggers are sent only after each commit.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import make_transient_to_detached
+
+from . import clock
+from . import signals
+from . import store
+from .errors import StepNotDefinedError
+from .errors import UnresolvedReferenceError
+from .flow import FlowSignal
+from .flow import ReattemptSignal
+from .logging import tagged
+from .policy import resolve
+from .scheduling import Trigger
+from .scheduling import new_task_id
+from .states import RUNNABLE_WORKFLOW_STATES
+from .states import StepState
+from .steps import evaluate_condition
+from .transaction import run_locked
+from .transitions import ErrorInfo
+from .transitions import StepResult
+from .transitions import Transition
+
+if TYPE_CHECKING:
+    from .extension import Geneva
+    from .extension import GenevaState
+    from .steps import StepDefinition
+
+#: A trigger that arrives this early still runs (clock skew between machines).
+EARLY_TOLERANCE_SECONDS = 0.5
+
+
+@dataclass
+class ExecutionReport:
+    """What one call to :func:`execute` did."""
+
+    execution_id: int
+    workflow_id: int
+    step_name: str
+    #: ``ran`` (the body ran), ``settled`` (decided before the body: skip, cancel,
+    #: pause), ``deferred`` (early trigger re-sent), ``noop`` (nothing to do).
+    status: str
+    action: str | None = None
+    error: BaseException | None = None
+
+
+class _Claim:
+    """Everything read before the claim: the execution, its workflow, the step."""
+
+    def __init__(self, row: Any) -> None:
+        m = row._mapping
+        self.execution_id: int = m["e_id"]
+        self.workflow_id: int = m["id"]
+        self.step_name: str = m["e_step_name"]
+        self.state: str = m["e_state"]
+        self.scheduled_for = m["e_scheduled_for"]
+        self.consecutive_reattempts: int = m["e_consecutive_reattempts"]
+        self.workflow_values = {k: v for k, v in m.items() if not k.startswith("e_")}
+
+
+def execute(
+    ext: Geneva,
+    state: GenevaState,
+    execution_id: int,
+    *,
+    ignore_schedule: bool = False,
+    raise_errors: bool = False,
+) -> ExecutionReport | None:
+    """Run the step execution ``execution_id`` if it is due and still scheduled.
+
+    Safe to call any number of times for the same id: only one call runs the body.
+
+    :param ignore_schedule: run even if ``scheduled_for`` is in the future (test helpers).
+    :param raise_errors: re-raise the step's exception after its outcome is committed.
+    :return: a report, or None when the execution does not exist.
+    """
+    tables = ext.tables
+    engine = ext.engine()
+    with engine.connect() as conn:
+        row = conn.execute(_claim_query(tables, execution_id)).first()
+    if row is None:
+        ext.log.info("execution %s not found (deleted?); trigger ignored", execution_id)
+        return None
+    claim = _Claim(row)
+    values = claim.workflow_values
+    report = ExecutionReport(execution_id, claim.workflow_id, claim.step_name, "noop")
+    if claim.state != StepState.SCHEDULED:
+        return report
+
+    now = clock.now()
+    lateness = (claim.scheduled_for - now).total_seconds()
+    if not ignore_schedule and lateness > EARLY_TOLERANCE_SECONDS:
+        # Early trigger (an operator moved scheduled_for later, or a clock is skewed):
+        # run nothing now and come back when it is due.
+        state.send([Trigger(execution_id, claim.scheduled_for, new_task_id(), None)])
+        report.status = "deferred"
+        return report
+
+    cls = ext.registry.get(values["type"])
+    class_name = cls.__name__ if cls is not None else str(values["type"])
+    log = tagged(
+        class_name,
+        claim.workflow_id,
+        values["hero_type"],
+        values["hero_id"],
+        execution_id=execution_id,
+        step_name=claim.step_name,
+    )
+    if values["state"] not in RUNNABLE_WORKFLOW_STATES:
+        return _settle(ext, state, claim, None, StepResult("drop"), report, log)
+
+    # -- preconditions, evaluated before any lock is taken ---------------------------------
+    if cls is None:
+        error = UnresolvedReferenceError(
+            f"workflow type {values['type']!r} names no workflow class in this process; "
+            "workflow paused (deploy the class, or pin its old name with __geneva_type__)",
+            workflow_id=claim.workflow_id,
+            execution_id=execution_id,
+        )
+        return _settle(ext, state, claim, None, _failed(error), report, log)
+    definition = cls.__geneva_definition__
+    step = definition.graph.steps.get(claim.step_name)
+    if step is None:
+        error = StepNotDefinedError(
+            f"Step '{claim.step_name}' is not defined in {cls.__name__}; workflow paused",
+            workflow_id=claim.workflow_id,
+            execution_id=execution_id,
+        )
+        return _settle(ext, state, claim, cls, _failed(error), report, log)
+
+    workflow = _instance(cls, values)
+    if values["hero_type"] is not None:
+        try:
+            with engine.connect() as conn:
+                hero_exists = ext.heroes.exists(conn, values["hero_type"], values["hero_id"])
+        except LookupError as exc:
+            error = UnresolvedReferenceError(
+                f"{exc}; workflow paused", workflow_id=claim.workflow_id, execution_id=execution_id
+            )
+            return _settle(ext, state, claim, cls, _failed(error), report, log)
+        if not hero_exists and not definition.may_proceed_without_hero:
+            log.info("hero %s:%s is gone; workflow canceled", values["hero_type"], values["hero_id"])
+            return _settle(ext, state, claim, cls, StepResult("cancel"), report, log)
+
+    if definition.cancel_if or step.skip_if is not None:
+        result = _preconditions(ext, cls, workflow, step, claim, log)
+        if result is not None:
+            _settle(ext, state, claim, cls, result, report, log)
+            if raise_errors and report.error is not None:
+                raise report.error
+            return report
+
+    # -- claim -----------------------------------------------------------------------------
+    try:
+        claimed = run_locked(engine, lambda conn: _claim(conn, tables, claim, clock.now()))
+    except _NotClaimed:
+        return report  # another worker claimed it first: a duplicate trigger
+    if not claimed:
+        # The workflow stopped being runnable (paused, canceled) since it was read.
+        return _settle(ext, state, claim, cls, StepResult("drop"), report, log)
+
+    # -- run the body with nothing held ----------------------------------------------------
+    log.debug("step started")
+    workflow._geneva_context = log
+    started = time.perf_counter()
+    error: BaseException | None = None
+    try:
+        step.body(workflow)()
+        ext.db.session.commit()
+        result, outcome = StepResult("success"), "completed"
+    except FlowSignal as signal:
+        ext.db.session.commit()
+        result, outcome = _from_signal(signal, None, "flow_control"), signal.action
+    except Exception as exc:
+        ext.db.session.rollback()
+        error, outcome = exc, "exception"
+        result = _on_error(workflow, step, claim, exc, "exception_policy", log)
+    finally:
+        workflow._geneva_context = None
+    duration = time.perf_counter() - started
+    signals.step_performed.send(
+        cls,
+        workflow_id=claim.workflow_id,
+        execution_id=execution_id,
+        step_name=claim.step_name,
+        outcome=outcome,
+        exception=error,
+        duration=duration,
+    )
+    report.status = "ran"
+    report.error = error
+    _finalize(ext, state, claim, cls, result, report, log, expect=StepState.IN_PROGRESS)
+    if error is not None:
+        log.warning("step raised %s: %s; %s", type(error).__name__, error, report.action)
+    else:
+        log.debug("step ended: %s in %.1f ms", report.action, duration * 1000)
+    if raise_errors and error is not None:
+        raise error
+    return report
+
+
+def _preconditions(
+    ext: Geneva, cls: Any, workflow: Any, step: StepDefinition, claim: _Claim, log: Any
+) -> StepResult | None:
+    """Evaluate ``cancel_if`` then ``skip_if``; return a result if one decides the step."""
+    definition = cls.__geneva_definition__
+    started = time.perf_counter()
+    outcome, result, error = "passed", None, None
+    try:
+        if any(evaluate_condition(c, workflow) for c in definition.cancel_if):
+            outcome, result = "canceled", StepResult("cancel")
+        elif step.should_skip(workflow):
+            outcome, result = "skipped", StepResult("skip")
+    except Exception as exc:
+        outcome, error = "exception", exc
+        result = _on_error(workflow, step, claim, exc, "precondition", log)
+    finally:
+        # Conditions only read. End their transaction so the step body starts a fresh
+        # one (on SQLite an old read snapshot cannot be upgraded to a write).
+        ext.db.session.rollback()
+    signals.precondition_evaluated.send(
+        cls,
+        workflow_id=claim.workflow_id,
+        execution_id=claim.execution_id,
+        step_name=claim.step_name,
+        outcome=outcome,
+        exception=error,
+        duration=time.perf_counter() - started,
+    )
+    if result is not None and error is not None:
+        result.exception = error
+    return result
+
+
+def _claim_query(tables: store.Tables, execution_id: int) -> sa.Select[Any]:
+    e, w = tables.executions, tables.workflows
+    return (
+        sa.select(
+            e.c.id.label("e_id"),
+            e.c.step_name.label("e_step_name"),
+            e.c.state.label("e_state"),
+            e.c.scheduled_for.label("e_scheduled_for"),
+            e.c.consecutive_reattempts.label("e_consecutive_reattempts"),
+            *w.c,
+        )
+        .join(w, w.c.id == e.c.workflow_id)
+        .where(e.c.id == execution_id)
+    )
+
+
+def _claim(conn: Connection, tables: store.Tables, claim: _Claim, now: Any) -> bool:
+    w, e = tables.workflows, tables.executions
+    # Updating the workflow row first takes its lock (workflow, then execution).
+    moved = conn.execute(
+        sa.update(w)
+        .where(w.c.id == claim.workflow_id, w.c.state.in_(RUNNABLE_WORKFLOW_STATES))
+        .values(
+            state="performing",
+            started_at=sa.func.coalesce(w.c.started_at, now),
+            transitioned_at=sa.case((w.c.state != "performing", now), else_=w.c.transitioned_at),
+            updated_at=now,
+        )
+    )
+    if moved.rowcount != 1:
+        return False
+    claimed = conn.execute(
+        sa.update(e)
+        .where(e.c.id == claim.execution_id, e.c.state == StepState.SCHEDULED)
+        .values(state=StepState.IN_PROGRESS, started_at=now, updated_at=now)
+    )
+    if claimed.rowcount != 1:
+        raise _NotClaimed()
+    return True
+
+
+class _NotClaimed(Exception):
+    """Raised inside the claim transaction to roll it back: someone else claimed first."""
+
+
+def _settle(
+    ext: Geneva,
+    state: GenevaState,
+    claim: _Claim,
+    cls: type | None,
+    result: StepResult,
+    report: ExecutionReport,
+    log: Any,
+) -> ExecutionReport:
+    """Record a result decided before the body ran (the execution is still scheduled)."""
+    report.status = "settled"
+    report.error = result.exception
+    _finalize(ext, state, claim, cls, result, report, log, expect=StepState.SCHEDULED)
+    return report
+
+
+def _finalize(
+    ext: Geneva,
+    state: GenevaState,
+    claim: _Claim,
+    cls: Any,
+    result: StepResult,
+    report: ExecutionReport,
+    log: Any,
+    *,
+    expect: str,
+) -> None:
+    tables = ext.tables
+    graph = cls.__geneva_definition__.graph if cls is not None else None
+    priority = cls.__geneva_definition__.job_options.get("priority") if cls is not None else None
+    started = time.perf_counter()
+    outcome: dict[str, Any] = {}
+
+    def work(conn: Connection) -> list[Trigger]:
+        outcome.clear()
+        workflow = store.lock_workflow(conn, tables, claim.workflow_id)
+        if workflow is None:
+            return []
+        transition = Transition(
+            graph, workflow["state"], store.load_records(conn, tables, claim.workflow_id),
+            clock.now(), priority=priority,
+        )
+        record = transition.get(claim.execution_id)
+        if record is None or record.state != expect:
+            outcome["lost"] = None if record is None else record.state
+            return []
+        applied = result
+        if expect == StepState.SCHEDULED and transition.state not in RUNNABLE_WORKFLOW_STATES:
+            # Decided before the claim, but the workflow was paused or ended meanwhile:
+            # the execution alone is canceled; resume will create a fresh one.
+            applied = StepResult("drop")
+        transition.apply(record, applied)
+        triggers = store.persist(conn, tables, claim.workflow_id, transition)
+        outcome.update(
+            action=applied.action,
+            workflow_state=transition.state,
+            step_state=record.state,
+            outcome=record.outcome,
+        )
+        return triggers
+
+    triggers = run_locked(ext.engine(), work)
+    state.send(triggers)
+    if "lost" in outcome:
+        if expect == StepState.IN_PROGRESS:
+            log.warning(
+                "execution changed to %s while its body ran (recovered by housekeeping?); "
+                "this run's outcome is discarded",
+                outcome["lost"],
+            )
+        return
+    report.action = outcome.get("action")
+    signals.step_finalized.send(
+        cls,
+        workflow_id=claim.workflow_id,
+        execution_id=claim.execution_id,
+        step_name=claim.step_name,
+        outcome=outcome.get("outcome"),
+        workflow_state=outcome.get("workflow_state"),
+        step_state=outcome.get("step_state"),
+        exception=report.error,
+        duration=time.perf_counter() - started,
+    )
+    if result.error is not None and result.action == "failed":
+        log.error("step failed with %s: %s", result.error.error_class, result.error.message)
+
+
+def _on_error(
+    workflow: Any,
+    step: StepDefinition,
+    claim: _Claim,
+    error: Exception,
+    reason: str,
+    log: Any,
+) -> StepResult:
+    """Turn an exception into a result through the exception policies."""
+    info = ErrorInfo.from_exception(error, traceback.format_exc())
+    policy = resolve(step.policy, workflow.__geneva_definition__.policies, error)
+    if policy.handler is not None:
+        workflow._geneva_context = log
+        try:
+            policy.handler(workflow, error)
+        except FlowSignal as signal:
+            return _from_signal(signal, info, "exception_policy")
+        except Exception as handler_error:
+            log.exception("exception handler raised %r; workflow paused", handler_error)
+        finally:
+            workflow._geneva_context = None
+        return StepResult("failed", error=info, then="pause")
+    if policy.action == "reattempt":
+        limit = policy.max_reattempts
+        if limit is not None and claim.consecutive_reattempts >= limit:
+            log.info("reattempt limit (%d) reached; %s", limit, policy.terminal_action)
+            return StepResult("failed", error=info, then=policy.terminal_action)
+        return StepResult("reattempt", wait=policy.wait, error=info, reason=reason)
+    if policy.action == "skip":
+        return StepResult("skip", error=info)
+    return StepResult("failed", error=info, then=policy.action or "pause")
+
+
+def _from_signal(signal: FlowSignal, error: ErrorInfo | None, reason: str) -> StepResult:
+    if isinstance(signal, ReattemptSignal):
+        return StepResult("reattempt", wait=signal.wait, error=error, reason=reason)
+    if signal.action == "pause" and error is not None:
+        return StepResult("failed", error=error, then="pause")
+    if signal.action == "cancel" and error is not None:
+        return StepResult("failed", error=error, then="cancel")
+    return StepResult(signal.action, error=error)
+
+
+def _failed(error: Exception) -> StepResult:
+    return StepResult("failed", error=ErrorInfo.from_exception(error, ""), then="pause")
+
+
+def _instance(cls: type, values: dict[str, Any]) -> Any:
+    """Build a detached instance of ``cls`` from a row already read (no extra query)."""
+    instance = cls.__mapper__.class_manager.new_instance()  # type: ignore[attr-defined]
+    mapper = cls.__mapper__  # type: ignore[attr-defined]
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        if column.name in values:
+            sa.orm.attributes.set_committed_value(instance, prop.key, values[column.name])
+    make_transient_to_detached(instance)
+    return instance
+
+

@@ -1,0 +1,121 @@
+"""The step graph of a workflow class: sequence, edges, validation and the ready set.
+
+Built once per class when the class is created; pure Python, no app or database.
+Default edges make a class without ``after=`` a straight line, in the order given by
+definition order with ``before_step=`` / ``after_step=`` insertions applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+
+from .errors import DefinitionError
+from .steps import StepDefinition
+
+
+class StepGraph:
+    """The validated DAG of one workflow class.
+
+    :param class_name: used in error messages.
+    :param definitions: every step, inherited ones first, in definition order.
+    """
+
+    def __init__(self, class_name: str, definitions: Sequence[StepDefinition]) -> None:
+        self.class_name = class_name
+        sequence: list[StepDefinition] = []
+        seen: set[str] = set()
+        for definition in definitions:
+            if definition.name in seen:
+                raise DefinitionError(
+                    f"{class_name}.{definition.name}: step {definition.name!r} is already "
+                    "defined (step names must be unique, inherited ones included)"
+                )
+            seen.add(definition.name)
+            target = definition.before_step or definition.after_step
+            if target is None:
+                sequence.append(definition)
+                continue
+            option = "before_step" if definition.before_step else "after_step"
+            names = [d.name for d in sequence]
+            if target not in names:
+                raise DefinitionError(
+                    f"{class_name}.{definition.name}: {option}={target!r} references "
+                    "non-existent step; it must name a step that has already been defined"
+                )
+            index = names.index(target) + (1 if option == "after_step" else 0)
+            sequence.insert(index, definition)
+
+        #: Every step by name, in sequence order.
+        self.steps: dict[str, StepDefinition] = {d.name: d for d in sequence}
+        preds: dict[str, tuple[str, ...]] = {}
+        for index, definition in enumerate(sequence):
+            if definition.after is not None:
+                for name in definition.after:
+                    if name not in self.steps:
+                        raise DefinitionError(
+                            f"{class_name}.{definition.name}: after={name!r} references "
+                            "non-existent step"
+                        )
+                preds[definition.name] = tuple(dict.fromkeys(definition.after))
+            elif index == 0:
+                preds[definition.name] = ()
+            else:
+                preds[definition.name] = (sequence[index - 1].name,)
+        #: Each step's predecessors (all must be done before it runs).
+        self.predecessors: Mapping[str, tuple[str, ...]] = preds
+        succ: dict[str, list[str]] = {name: [] for name in self.steps}
+        for name, before in preds.items():
+            for pred in before:
+                succ[pred].append(name)
+        #: Each step's successors, in sequence order.
+        self.successors: Mapping[str, tuple[str, ...]] = {k: tuple(v) for k, v in succ.items()}
+        #: Steps with no predecessors: they start when the workflow is created.
+        self.roots: tuple[str, ...] = tuple(n for n, p in preds.items() if not p)
+        #: Steps in an order where each comes after all its predecessors.
+        self.topological_order: tuple[str, ...] = self._toposort()
+
+    def _toposort(self) -> tuple[str, ...]:
+        remaining = {name: len(p) for name, p in self.predecessors.items()}
+        ready = [name for name, count in remaining.items() if count == 0]
+        order: list[str] = []
+        while ready:
+            name = ready.pop(0)
+            order.append(name)
+            for succ in self.successors[name]:
+                remaining[succ] -= 1
+                if remaining[succ] == 0:
+                    ready.append(succ)
+        if len(order) != len(self.steps):
+            cycle = [name for name in self.steps if name not in order]
+            raise DefinitionError(
+                f"{self.class_name}: the steps {', '.join(repr(n) for n in cycle)} form a cycle "
+                "through after=; a workflow must be a DAG"
+            )
+        return tuple(order)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.steps
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def ready_steps(self, done: Iterable[str], started: Iterable[str]) -> list[str]:
+        """Return the steps whose predecessors are all done and that have not started.
+
+        :param done: names of steps that are completed or skipped.
+        :param started: names of steps that already have an execution.
+        """
+        done_set = set(done)
+        started_set = set(started)
+        return [
+            name
+            for name in self.steps
+            if name not in started_set
+            and all(pred in done_set for pred in self.predecessors[name])
+        ]
+
+    def describe(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Return ``(step, predecessors)`` pairs in sequence order (for printing)."""
+        return [(name, self.predecessors[name]) for name in self.steps]

@@ -1,0 +1,155 @@
+"""The two tables (workflows, step executions), built on the application's ``db.Model``.
+
+Uniqueness rules live in the database, per dialect:
+
+* one *ongoing* workflow per (type, hero_type, hero_id) unless ``allow_multiple``;
+* one *active* (scheduled or in progress) execution per (workflow, step).
+
+PostgreSQL and SQLite get partial unique indexes. MySQL/MariaDB have no partial
+indexes, so each rule becomes a stored generated column that is 1 while the rule
+applies and NULL otherwise, plus a unique index over it (NULLs never collide). The
+generated columns are added by DDL only on those dialects and are not mapped, so the
+ORM never reads or writes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+#: Table names (fixed: migrations and the admin rely on them).
+WORKFLOWS_TABLE = "geneva_workflows"
+EXECUTIONS_TABLE = "geneva_step_executions"
+#: The discriminator stored for rows whose class is the abstract base.
+BASE_IDENTITY = "flask_geneva.Workflow"
+
+_NAME = 191  # 191 utf8mb4 characters keep three-column unique keys under InnoDB's 3072 bytes
+
+_MYSQL = ("mysql", "mariadb")
+_PARTIAL = ("postgresql", "sqlite")
+
+ONGOING_WHERE = "state NOT IN ('finished', 'canceled') AND NOT allow_multiple"
+ACTIVE_WHERE = "state IN ('scheduled', 'in_progress')"
+
+
+def _id_type() -> sa.types.TypeEngine[int]:
+    # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
+    return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _timestamp() -> sa.types.TypeEngine[Any]:
+    # MySQL/MariaDB DATETIME drops fractions of a second unless asked for six digits.
+    return sa.DateTime().with_variant(mysql.DATETIME(fsp=6), *_MYSQL)
+
+
+def workflow_columns() -> list[sa.Column[Any]]:
+    """Return fresh Column objects of the workflows table."""
+    return [
+        sa.Column("id", _id_type(), primary_key=True, autoincrement=True),
+        sa.Column("type", sa.String(_NAME), nullable=False),
+        sa.Column("hero_type", sa.String(_NAME), nullable=True),
+        sa.Column("hero_id", sa.String(_NAME), nullable=True),
+        sa.Column("state", sa.String(16), nullable=False, server_default="ready"),
+        sa.Column("allow_multiple", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("created_at", _timestamp(), nullable=False),
+        sa.Column("updated_at", _timestamp(), nullable=False),
+        sa.Column("started_at", _timestamp(), nullable=True),
+        sa.Column("transitioned_at", _timestamp(), nullable=True),
+    ]
+
+
+def workflow_indexes(table: str = WORKFLOWS_TABLE) -> list[sa.Index]:
+    """Return the indexes of the workflows table (unbound; attach via the table)."""
+    return [
+        sa.Index(f"ix_{table}_type_state_id", "type", "state", "id"),
+        sa.Index(f"ix_{table}_state_id", "state", "id"),
+        sa.Index(f"ix_{table}_state_transitioned_at", "state", "transitioned_at"),
+        sa.Index(f"ix_{table}_hero", "hero_type", "hero_id"),
+        sa.Index(
+            f"uq_{table}_ongoing",
+            "type",
+            "hero_type",
+            "hero_id",
+            unique=True,
+            postgresql_where=sa.text(ONGOING_WHERE),
+            sqlite_where=sa.text(ONGOING_WHERE),
+        ).ddl_if(dialect=_PARTIAL),
+    ]
+
+
+def execution_columns(workflows_table: str = WORKFLOWS_TABLE) -> list[sa.Column[Any]]:
+    """Return fresh Column objects of the step executions table."""
+    return [
+        sa.Column("id", _id_type(), primary_key=True, autoincrement=True),
+        sa.Column(
+            "workflow_id",
+            _id_type(),
+            sa.ForeignKey(f"{workflows_table}.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("step_name", sa.String(_NAME), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False, server_default="scheduled"),
+        sa.Column("outcome", sa.String(16), nullable=True),
+        sa.Column("scheduled_for", _timestamp(), nullable=False),
+        sa.Column("started_at", _timestamp(), nullable=True),
+        sa.Column("finished_at", _timestamp(), nullable=True),
+        sa.Column("completed_at", _timestamp(), nullable=True),
+        sa.Column("failed_at", _timestamp(), nullable=True),
+        sa.Column("canceled_at", _timestamp(), nullable=True),
+        sa.Column("skipped_at", _timestamp(), nullable=True),
+        sa.Column("error_class", sa.String(255), nullable=True),
+        sa.Column("error_message", sa.Text(), nullable=True),
+        sa.Column("error_traceback", sa.Text(), nullable=True),
+        sa.Column("huey_task_id", sa.String(64), nullable=True),
+        # attempt: 1 for the first execution of this step in this workflow, then 2, 3...
+        sa.Column("attempt", sa.Integer(), nullable=False, server_default="1"),
+        # automatic reattempts of this step in a row before this execution (the limit)
+        sa.Column("consecutive_reattempts", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("metadata", sa.JSON(), nullable=True),
+        sa.Column("created_at", _timestamp(), nullable=False),
+        sa.Column("updated_at", _timestamp(), nullable=False),
+    ]
+
+
+def execution_indexes(table: str = EXECUTIONS_TABLE) -> list[sa.Index]:
+    """Return the indexes of the step executions table."""
+    return [
+        sa.Index(f"ix_{table}_workflow_id_id", "workflow_id", "id"),
+        sa.Index(f"ix_{table}_state_scheduled_for", "state", "scheduled_for"),
+        sa.Index(f"ix_{table}_state_started_at", "state", "started_at"),
+        sa.Index(f"ix_{table}_step_name_state", "step_name", "state"),
+        sa.Index(
+            f"uq_{table}_active",
+            "workflow_id",
+            "step_name",
+            unique=True,
+            postgresql_where=sa.text(ACTIVE_WHERE),
+            sqlite_where=sa.text(ACTIVE_WHERE),
+        ).ddl_if(dialect=_PARTIAL),
+    ]
+
+
+def mysql_unique_ddl(workflows: str = WORKFLOWS_TABLE, executions: str = EXECUTIONS_TABLE) -> list[str]:
+    """Return the MySQL/MariaDB statements that add the generated columns and unique keys."""
+    return [
+        f"ALTER TABLE {workflows} ADD COLUMN ongoing_flag TINYINT AS "
+        f"(CASE WHEN {ONGOING_WHERE} THEN 1 END) STORED, "
+        f"ADD UNIQUE INDEX uq_{workflows}_ongoing (type, hero_type, hero_id, ongoing_flag)",
+        f"ALTER TABLE {executions} ADD COLUMN active_flag TINYINT AS "
+        f"(CASE WHEN {ACTIVE_WHERE} THEN 1 END) STORED, "
+        f"ADD UNIQUE INDEX uq_{executions}_active (workflow_id, step_name, active_flag)",
+    ]
+
+
+def attach_mysql_ddl(workflows: sa.Table, executions: sa.Table) -> None:
+    """Emit :func:`mysql_unique_ddl` after ``create_all`` creates the tables on MySQL."""
+    wf_sql, ex_sql = mysql_unique_ddl(workflows.name, executions.name)
+    sa.event.listen(workflows, "after_create", sa.DDL(wf_sql).execute_if(dialect=_MYSQL))
+    sa.event.listen(executions, "after_create", sa.DDL(ex_sql).execute_if(dialect=_MYSQL))
+
+
+def is_mysql(dialect_name: str) -> bool:
+    """Return whether a dialect name is MySQL or MariaDB."""
+    return dialect_name in _MYSQL

@@ -1,0 +1,201 @@
+"""Exception policies: what a step's exception does, and which policy applies.
+
+Resolution order (first match wins): the step's own policy, then the class-level
+policies that name specific exception classes (subclass before parent, in the order
+listed), then the class-level blanket policy, then the default: **pause**.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from .clock import to_timedelta
+
+#: The actions a policy may name.
+ACTIONS = ("pause", "cancel", "reattempt", "skip")
+#: The actions allowed once the reattempt limit is exhausted.
+TERMINAL_ACTIONS = ("pause", "cancel")
+#: The reattempt limit when none is given.
+DEFAULT_MAX_REATTEMPTS = 100
+
+ExceptionSpec = type[BaseException] | str
+Handler = Callable[[Any, BaseException], Any]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET: Any = _Unset()
+
+
+class ExceptionPolicy:
+    """What to do when a step raises.
+
+    Declarative form: an action, optionally limited to some exception classes::
+
+        ExceptionPolicy("reattempt", exceptions=(TimeoutError,), wait=30, max_reattempts=5)
+
+    Imperative form: a handler receiving ``(workflow, error)`` that calls a flow-control
+    method (``workflow.reattempt(wait=...)``, ``workflow.skip()``, ...). A handler that
+    returns without calling one pauses the workflow::
+
+        ExceptionPolicy(handler=lambda wf, error: wf.skip())
+
+    :param action: ``"pause"``, ``"cancel"``, ``"reattempt"`` or ``"skip"``.
+    :param exceptions: exception classes (or their names, matched against the error's
+        class hierarchy) this policy applies to; empty means every ``Exception``.
+    :param wait: delay before a reattempt (timedelta or seconds).
+    :param max_reattempts: consecutive automatic reattempts allowed before
+        ``terminal_action`` applies; 100 by default, ``None`` for no limit.
+    :param terminal_action: ``"pause"`` (default) or ``"cancel"``.
+    :param handler: a callable taking ``(workflow, error)``, instead of an action.
+    """
+
+    __slots__ = ("action", "exceptions", "handler", "max_reattempts", "terminal_action", "wait")
+
+    def __init__(
+        self,
+        action: str | None = None,
+        *,
+        exceptions: ExceptionSpec | Iterable[ExceptionSpec] = (),
+        wait: timedelta | int | float | None = None,
+        max_reattempts: int | None = UNSET,
+        terminal_action: str = "pause",
+        handler: Handler | None = None,
+    ) -> None:
+        if handler is not None:
+            if action is not None:
+                raise ValueError("ExceptionPolicy takes an action or a handler, not both")
+            if not callable(handler):
+                raise ValueError(f"ExceptionPolicy handler must be callable, got {handler!r}")
+            if wait is not None or max_reattempts is not UNSET or terminal_action != "pause":
+                raise ValueError(
+                    "ExceptionPolicy with a handler takes no wait, max_reattempts or "
+                    "terminal_action: the handler decides"
+                )
+        elif action not in ACTIONS:
+            raise ValueError(
+                f"invalid ExceptionPolicy action {action!r}; expected one of {', '.join(ACTIONS)}"
+            )
+        if action != "reattempt":
+            if max_reattempts is not UNSET:
+                raise ValueError("max_reattempts applies only to the 'reattempt' action")
+            if terminal_action != "pause":
+                raise ValueError("terminal_action applies only to the 'reattempt' action")
+            if wait is not None and handler is None:
+                raise ValueError("wait applies only to the 'reattempt' action")
+        if max_reattempts is UNSET:
+            max_reattempts = DEFAULT_MAX_REATTEMPTS if action == "reattempt" else None
+        elif max_reattempts is not None and (
+            isinstance(max_reattempts, bool)
+            or not isinstance(max_reattempts, int)
+            or max_reattempts < 1
+        ):
+            raise ValueError(
+                f"max_reattempts must be a positive integer or None, got {max_reattempts!r}"
+            )
+        if terminal_action not in TERMINAL_ACTIONS:
+            raise ValueError(
+                f"invalid terminal_action {terminal_action!r}; expected 'pause' or 'cancel'"
+            )
+        delay = to_timedelta(wait)
+        if delay < timedelta(0):
+            raise ValueError(f"invalid wait value {wait!r}: it must be non-negative")
+        if isinstance(exceptions, type | str):
+            exceptions = (exceptions,)
+        specs = tuple(exceptions)
+        for spec in specs:
+            if not (isinstance(spec, str) or (isinstance(spec, type) and issubclass(spec, BaseException))):
+                raise ValueError(f"exceptions must be exception classes or names, got {spec!r}")
+        self.action = action
+        self.exceptions: tuple[ExceptionSpec, ...] = specs
+        self.wait = delay
+        self.max_reattempts: int | None = max_reattempts
+        self.terminal_action = terminal_action
+        self.handler = handler
+
+    def matches(self, error: BaseException) -> bool:
+        """Return whether this policy applies to ``error``."""
+        if not self.exceptions:
+            return True
+        names = {f"{k.__module__}.{k.__qualname__}" for k in type(error).__mro__}
+        names |= {k.__qualname__ for k in type(error).__mro__}
+        for spec in self.exceptions:
+            if isinstance(spec, str):
+                if spec in names:
+                    return True
+            elif isinstance(error, spec):
+                return True
+        return False
+
+    def __repr__(self) -> str:
+        if self.handler is not None:
+            return f"ExceptionPolicy(handler={self.handler!r})"
+        parts = [repr(self.action)]
+        if self.exceptions:
+            parts.append(f"exceptions={self.exceptions!r}")
+        if self.action == "reattempt":
+            parts += [
+                f"wait={self.wait!r}",
+                f"max_reattempts={self.max_reattempts!r}",
+                f"terminal_action={self.terminal_action!r}",
+            ]
+        return f"ExceptionPolicy({', '.join(parts)})"
+
+
+#: The policy used when nothing else matches.
+DEFAULT_POLICY = ExceptionPolicy("pause")
+
+
+def coerce_policy(value: Any) -> ExceptionPolicy:
+    """Turn an ``on_exception`` value (action name, policy or handler) into a policy."""
+    if isinstance(value, ExceptionPolicy):
+        return value
+    if isinstance(value, str):
+        return ExceptionPolicy(value)
+    if callable(value):
+        return ExceptionPolicy(handler=value)
+    raise ValueError(
+        f"invalid on_exception {value!r}: expected an action name "
+        f"({', '.join(ACTIONS)}), an ExceptionPolicy, or a callable"
+    )
+
+
+def resolve(
+    step_policy: ExceptionPolicy | None,
+    class_policies: Sequence[ExceptionPolicy],
+    error: BaseException,
+) -> ExceptionPolicy:
+    """Return the policy that applies to ``error`` raised by a step.
+
+    :param step_policy: the step's own ``on_exception`` policy, if any.
+    :param class_policies: the class-level policies in precedence order (see
+        :func:`class_policy_order`).
+    """
+    if step_policy is not None and step_policy.matches(error):
+        return step_policy
+    for policy in class_policies:
+        if policy.exceptions and policy.matches(error):
+            return policy
+    for policy in class_policies:
+        if not policy.exceptions:
+            return policy
+    return DEFAULT_POLICY
+
+
+def class_policy_order(per_class: Sequence[Sequence[ExceptionPolicy]]) -> tuple[ExceptionPolicy, ...]:
+    """Order class-level policies for :func:`resolve`.
+
+    :param per_class: each class's own declared policies, base class first.
+    :return: the subclass's policies before its parents', each class's in listed order.
+    """
+    ordered: list[ExceptionPolicy] = []
+    for policies in reversed(per_class):
+        ordered.extend(policies)
+    return tuple(ordered)

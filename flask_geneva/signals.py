@@ -1,0 +1,22 @@
+"""Blinker signals sent around each phase of running a step.
+
+Connect with ``flask_geneva.signals.step_performed.connect(receiver)``. The sender is
+the workflow class; keyword arguments: ``workflow_id``, ``execution_id``,
+``step_name``, ``outcome``, ``exception`` (or None) and ``duration`` (seconds).
+"""
+
+from __future__ import annotations
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+#: After ``cancel_if`` / ``skip_if`` were evaluated. ``outcome``: ``passed``,
+#: ``skipped``, ``canceled`` or ``exception``.
+precondition_evaluated = _signals.signal("precondition-evaluated")
+#: After the step body returned or raised. ``outcome``: ``completed``, ``finish``,
+#: ``cancel``, ``pause``, ``skip``, ``reattempt`` or ``exception``.
+step_performed = _signals.signal("step-performed")
+#: After the finalize transaction committed. ``outcome``: the execution's outcome;
+#: also ``workflow_state`` and ``step_state``.
+step_finalized = _signals.signal("step-finalized")

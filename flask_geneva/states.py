@@ -1,0 +1,54 @@
+"""Workflow states, step execution states and outcomes, and what each allows."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class WorkflowState(StrEnum):
+    """The states of a workflow, stored as these lowercase strings."""
+
+    READY = "ready"
+    PERFORMING = "performing"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    CANCELED = "canceled"
+
+
+class StepState(StrEnum):
+    """The states of one step execution (one attempt to run a step)."""
+
+    SCHEDULED = "scheduled"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    SKIPPED = "skipped"
+
+
+class Outcome(StrEnum):
+    """Why a step execution ended, recorded beside its terminal state."""
+
+    SUCCESS = "success"
+    REATTEMPTED = "reattempted"
+    SKIPPED = "skipped"
+    CANCELED = "canceled"
+    FAILED = "failed"
+    RECOVERED = "recovered"
+
+
+#: Workflow states that will never change again.
+TERMINAL_WORKFLOW_STATES = frozenset({WorkflowState.FINISHED, WorkflowState.CANCELED})
+#: Workflow states in which a claimed execution may start.
+RUNNABLE_WORKFLOW_STATES = frozenset({WorkflowState.READY, WorkflowState.PERFORMING})
+#: Execution states that hold the (workflow, step) slot of the unique index.
+ACTIVE_STEP_STATES = frozenset({StepState.SCHEDULED, StepState.IN_PROGRESS})
+#: Execution states that will never change again.
+TERMINAL_STEP_STATES = frozenset(
+    {StepState.COMPLETED, StepState.FAILED, StepState.CANCELED, StepState.SKIPPED}
+)
+
+
+def is_ongoing(state: str) -> bool:
+    """Return whether a workflow in ``state`` may still change."""
+    return state not in TERMINAL_WORKFLOW_STATES

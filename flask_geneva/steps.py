@@ -1,0 +1,300 @@
+"""The ``@step`` decorator and the validated, frozen definition of one step.
+
+``@step`` only records what was written (a :class:`StepDeclaration`); the workflow
+class turns each declaration into a :class:`StepDefinition` when the class is created,
+so every error can name both the class and the step.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from typing import overload
+
+from .clock import to_timedelta
+from .errors import DefinitionError
+from .policy import UNSET
+from .policy import ExceptionPolicy
+from .policy import coerce_policy
+
+_counter = itertools.count()
+
+StepBody = Callable[[Any], Any]
+Condition = Callable[[Any], Any] | str | bool | None
+
+
+class StepDeclaration:
+    """What ``@step`` recorded; becomes a :class:`StepDefinition` when the class is built.
+
+    As a class attribute it behaves like the decorated method, so step methods stay
+    callable (``self.capture()``) and overridable in subclasses.
+    """
+
+    def __init__(self, func: StepBody, options: dict[str, Any]) -> None:
+        if not callable(func):
+            raise TypeError(f"@step needs a function, got {func!r}")
+        self.func = func
+        self.options = options
+        self.order = next(_counter)
+        self.attr_name: str | None = None
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if self.attr_name is None:
+            self.attr_name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return self.func.__get__(instance, owner)
+
+    def __repr__(self) -> str:
+        return f"<step {self.options.get('name') or self.attr_name or self.func.__name__!r}>"
+
+
+@overload
+def step(func: StepBody, /) -> StepDeclaration: ...
+@overload
+def step(
+    func: StepBody | None = None,
+    /,
+    *,
+    name: str | None = None,
+    wait: timedelta | int | float | None = None,
+    skip_if: Condition = None,
+    on_exception: str | ExceptionPolicy | Callable[..., Any] | None = None,
+    max_reattempts: int | None = UNSET,
+    terminal_action: str | None = None,
+    before_step: str | None = None,
+    after_step: str | None = None,
+    after: str | Sequence[str] | None = None,
+) -> Callable[[StepBody], StepDeclaration] | StepDeclaration: ...
+
+
+def step(
+    func: StepBody | None = None,
+    /,
+    **options: Any,
+) -> Any:
+    """Declare a step of a workflow.
+
+    Use it bare or with options on a method of a workflow class::
+
+        class PaymentWorkflow(geneva.Workflow):
+            @step
+            def authorize(self): ...
+
+            @step(wait=timedelta(hours=1), on_exception="reattempt", max_reattempts=5)
+            def capture(self): ...
+
+            @step(after="authorize")  # runs beside capture
+            def notify_risk_team(self): ...
+
+    Called with a function and options, it makes one step from a plain function, so a
+    loop in the class body can make several (they are named ``step_1``, ``step_2``...
+    by position unless ``name=`` is given)::
+
+        def check_settlement(self): ...
+        polls = [step(check_settlement, wait=w) for w in (0, 30, 30, 3600)]
+
+    :param name: the step's name (default: the attribute name).
+    :param wait: delay between becoming ready and running (timedelta or seconds).
+    :param skip_if: a callable taking the workflow, a method name, or a bool; when true
+        at run time the step is recorded as skipped.
+    :param on_exception: ``"pause"``, ``"cancel"``, ``"reattempt"``, ``"skip"``, an
+        :class:`~flask_geneva.ExceptionPolicy` or a handler ``(workflow, error)``.
+    :param max_reattempts: with ``on_exception="reattempt"``: consecutive automatic
+        reattempts before ``terminal_action`` (default 100; ``None`` = unlimited).
+    :param terminal_action: with ``on_exception="reattempt"``: ``"pause"`` (default)
+        or ``"cancel"``.
+    :param before_step: insert this step in the sequence before an earlier step.
+    :param after_step: insert this step in the sequence after an earlier step.
+    :param after: explicit predecessors (a name or a list of names); ``after=[]``
+        makes a root step. Without it a step follows the step before it.
+    """
+    unknown = set(options) - _OPTION_NAMES
+    if unknown:
+        raise TypeError(f"step() got unknown option(s): {', '.join(sorted(unknown))}")
+    if func is not None:
+        return StepDeclaration(func, options)
+
+    def decorate(f: StepBody) -> StepDeclaration:
+        return StepDeclaration(f, options)
+
+    return decorate
+
+
+_OPTION_NAMES = frozenset(
+    {
+        "name",
+        "wait",
+        "skip_if",
+        "on_exception",
+        "max_reattempts",
+        "terminal_action",
+        "before_step",
+        "after_step",
+        "after",
+    }
+)
+
+
+@dataclass(frozen=True, eq=False)
+class StepDefinition:
+    """One validated step of one workflow class."""
+
+    #: The step's name, unique within the class.
+    name: str
+    #: The body; called with the workflow instance.
+    func: StepBody
+    #: The attribute to look the body up on the instance (so subclasses may override
+    #: it), or None for steps made from plain functions.
+    method_name: str | None
+    wait: timedelta
+    skip_if: Condition
+    policy: ExceptionPolicy | None
+    #: Explicit predecessors, or None for "the step defined before me".
+    after: tuple[str, ...] | None
+    before_step: str | None
+    after_step: str | None
+    order: int
+    #: Where the body is defined, for the admin's source excerpt: (file, first line).
+    source: tuple[str, int] | None
+
+    def body(self, workflow: Any) -> Callable[[], Any]:
+        """Return the callable that runs this step on ``workflow``."""
+        if self.method_name is not None:
+            attr = getattr(workflow, self.method_name)
+            if callable(attr):
+                return attr  # type: ignore[no-any-return]
+        return lambda: self.func(workflow)
+
+    def should_skip(self, workflow: Any) -> bool:
+        """Evaluate ``skip_if`` on ``workflow``."""
+        return evaluate_condition(self.skip_if, workflow)
+
+
+def evaluate_condition(condition: Condition, workflow: Any) -> bool:
+    """Evaluate a condition given as a bool, a method name or a callable."""
+    if condition is None or isinstance(condition, bool):
+        return bool(condition)
+    if isinstance(condition, str):
+        return bool(getattr(workflow, condition)())
+    return bool(condition(workflow))
+
+
+def check_condition(condition: Any, where: str) -> Condition:
+    """Validate a ``skip_if`` / ``cancel_if`` value at definition time."""
+    if condition is None or isinstance(condition, bool | str) or callable(condition):
+        return condition  # type: ignore[no-any-return]
+    raise DefinitionError(
+        f"{where}: invalid condition {condition!r}; expected a callable taking the "
+        "workflow, a method name, a bool, or None"
+    )
+
+
+def build_definition(
+    declaration: StepDeclaration, *, class_name: str, name: str
+) -> StepDefinition:
+    """Validate a declaration's options and freeze them into a :class:`StepDefinition`."""
+    opts = declaration.options
+    where = f"{class_name}.{name}"
+
+    wait_value = opts.get("wait")
+    try:
+        wait = to_timedelta(wait_value)
+    except TypeError as exc:
+        raise DefinitionError(f"{where}: invalid wait value {wait_value!r}: {exc}") from None
+    if wait < timedelta(0):
+        raise DefinitionError(f"{where}: invalid wait value {wait_value!r}: it must be non-negative")
+
+    policy = _build_policy(opts, where)
+
+    if opts.get("before_step") is not None and opts.get("after_step") is not None:
+        raise DefinitionError(f"{where}: cannot specify both before_step= and after_step=")
+
+    after = opts.get("after")
+    after_names: tuple[str, ...] | None
+    if after is None:
+        after_names = None
+    else:
+        items = [after] if isinstance(after, str | StepDeclaration) else list(after)
+        after_names = tuple(_step_ref(item, where, "after") for item in items)
+        if name in after_names:
+            raise DefinitionError(f"{where}: a step cannot run after itself (after={after!r})")
+
+    method_name = declaration.attr_name if declaration.attr_name == name else None
+    return StepDefinition(
+        name=name,
+        func=declaration.func,
+        method_name=method_name,
+        wait=wait,
+        skip_if=check_condition(opts.get("skip_if"), f"{where}: skip_if"),
+        policy=policy,
+        after=after_names,
+        before_step=_optional_ref(opts.get("before_step"), where, "before_step"),
+        after_step=_optional_ref(opts.get("after_step"), where, "after_step"),
+        order=declaration.order,
+        source=_source_of(declaration.func),
+    )
+
+
+def _build_policy(opts: dict[str, Any], where: str) -> ExceptionPolicy | None:
+    on_exception = opts.get("on_exception")
+    max_reattempts = opts.get("max_reattempts", UNSET)
+    terminal_action = opts.get("terminal_action")
+    if on_exception is None:
+        if max_reattempts is not UNSET or terminal_action is not None:
+            raise DefinitionError(
+                f"{where}: max_reattempts= and terminal_action= need on_exception='reattempt'"
+            )
+        return None
+    if not isinstance(on_exception, str):
+        if max_reattempts is not UNSET or terminal_action is not None:
+            raise DefinitionError(
+                f"{where}: max_reattempts= and terminal_action= cannot be combined with an "
+                "ExceptionPolicy or a handler; put them in the ExceptionPolicy"
+            )
+        try:
+            return coerce_policy(on_exception)
+        except ValueError as exc:
+            raise DefinitionError(f"{where}: {exc}") from None
+    if on_exception != "reattempt" and (max_reattempts is not UNSET or terminal_action is not None):
+        raise DefinitionError(
+            f"{where}: max_reattempts= and terminal_action= need on_exception='reattempt', "
+            f"not {on_exception!r}"
+        )
+    kwargs: dict[str, Any] = {}
+    if on_exception == "reattempt":
+        kwargs["max_reattempts"] = max_reattempts
+        kwargs["terminal_action"] = terminal_action or "pause"
+    try:
+        return ExceptionPolicy(on_exception, **kwargs)
+    except ValueError as exc:
+        raise DefinitionError(f"{where}: invalid on_exception: {exc}") from None
+
+
+def _step_ref(item: Any, where: str, option: str) -> str:
+    if isinstance(item, StepDeclaration):
+        ref = item.options.get("name") or item.attr_name
+        if ref:
+            return str(ref)
+    if isinstance(item, str) and item:
+        return item
+    raise DefinitionError(f"{where}: {option}= must name steps, got {item!r}")
+
+
+def _optional_ref(item: Any, where: str, option: str) -> str | None:
+    return None if item is None else _step_ref(item, where, option)
+
+
+def _source_of(func: StepBody) -> tuple[str, int] | None:
+    try:
+        target = inspect.unwrap(func)
+        return inspect.getsourcefile(target) or "", target.__code__.co_firstlineno
+    except (TypeError, AttributeError):
+        return None

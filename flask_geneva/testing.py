@@ -1,0 +1,193 @@
+"""Helpers for testing workflows: run real executions synchronously, ignoring waits.
+
+They use the real executor and database, so what passes here behaves the same in a
+worker. Huey messages sent meanwhile are left in the queue; the executor ignores the
+ones for executions already run, so a worker started later does no harm.
+
+::
+
+    from flask_geneva.testing import speedrun, assert_workflow_state
+
+    def test_payment(app):
+        wf = PaymentWorkflow.create(hero=payment)
+        speedrun(wf)
+        assert_workflow_state(wf, "finished")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import clock
+from . import executor
+from .states import StepState
+from .states import is_ongoing
+
+__all__ = [
+    "assert_step_executed",
+    "assert_workflow_state",
+    "perform_next_step",
+    "perform_step_inline",
+    "speedrun",
+    "travel",
+]
+
+
+def _ext(workflow: Any) -> Any:
+    return type(workflow)._geneva
+
+
+def _reload(workflow: Any) -> None:
+    session = sa.inspect(workflow).session
+    if session is not None:
+        session.refresh(workflow)
+
+
+def _next_scheduled(workflow: Any) -> Any:
+    ext = _ext(workflow)
+    e = ext.tables.executions
+    query = (
+        sa.select(e.c.id)
+        .where(e.c.workflow_id == workflow.id, e.c.state == StepState.SCHEDULED)
+        .order_by(e.c.scheduled_for, e.c.id)
+        .limit(1)
+    )
+    with ext.engine().connect() as conn:
+        row = conn.execute(query).first()
+    return None if row is None else row[0]
+
+
+def perform_next_step(workflow: Any) -> Any:
+    """Run the workflow's earliest scheduled execution now, even if its wait has not passed.
+
+    Exceptions raised by the step propagate after their outcome is recorded.
+
+    :return: the execution that ran (a ``StepExecution``), or None if nothing was scheduled.
+    """
+    ext = _ext(workflow)
+    _reload(workflow)
+    if not is_ongoing(workflow.state):
+        return None
+    execution_id = _next_scheduled(workflow)
+    if execution_id is None:
+        return None
+    try:
+        executor.execute(
+            ext, ext.get_state(), execution_id, ignore_schedule=True, raise_errors=True
+        )
+    finally:
+        _reload(workflow)
+    return ext.db.session.get(ext.StepExecution, execution_id, populate_existing=True)
+
+
+def speedrun(workflow: Any, *, max_steps: int = 100) -> Any:
+    """Run the workflow until it is finished, canceled or paused, or nothing is scheduled.
+
+    :raises RuntimeError: after ``max_steps`` executions (a workflow that never ends).
+    :return: the workflow, reloaded.
+    """
+    for _ in range(max_steps):
+        _reload(workflow)
+        if workflow.state not in ("ready", "performing"):
+            return workflow
+        if perform_next_step(workflow) is None:
+            return workflow
+    raise RuntimeError(f"speedrun stopped after max_steps={max_steps} executions")
+
+
+def perform_step_inline(workflow: Any, step_name: str | None = None) -> Any:
+    """Run the named step now (or, without a name, the next scheduled one).
+
+    Other scheduled executions are left alone. A step with an active execution runs
+    that execution; otherwise a fresh execution is created for it.
+
+    :raises ValueError: the workflow class has no such step.
+    """
+    if step_name is None:
+        return perform_next_step(workflow)
+    ext = _ext(workflow)
+    graph = type(workflow).step_graph()
+    if step_name not in graph:
+        raise ValueError(
+            f"Step '{step_name}' is not defined in {type(workflow).__name__}. "
+            f"Available steps: {', '.join(graph.steps)}"
+        )
+    e = ext.tables.executions
+    with ext.engine().connect() as conn:
+        row = conn.execute(
+            sa.select(e.c.id).where(
+                e.c.workflow_id == workflow.id,
+                e.c.step_name == step_name,
+                e.c.state == StepState.SCHEDULED,
+            )
+        ).first()
+    if row is None:
+        now = clock.now()
+        execution = ext.StepExecution(
+            workflow_id=workflow.id,
+            step_name=step_name,
+            state=StepState.SCHEDULED,
+            scheduled_for=now,
+            attempt=1,
+            consecutive_reattempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        ext.db.session.add(execution)
+        ext.db.session.commit()
+        execution_id = execution.id
+    else:
+        execution_id = row[0]
+    try:
+        executor.execute(ext, ext.get_state(), execution_id, ignore_schedule=True, raise_errors=True)
+    finally:
+        _reload(workflow)
+    return ext.db.session.get(ext.StepExecution, execution_id, populate_existing=True)
+
+
+def assert_step_executed(workflow: Any, step_name: str, *, state: str = "completed") -> None:
+    """Assert that some execution of ``step_name`` ended in ``state`` (default ``completed``)."""
+    ext = _ext(workflow)
+    e = ext.tables.executions
+    with ext.engine().connect() as conn:
+        states = [
+            r[0]
+            for r in conn.execute(
+                sa.select(e.c.state).where(
+                    e.c.workflow_id == workflow.id, e.c.step_name == step_name
+                )
+            )
+        ]
+    if str(state) not in states:
+        raise AssertionError(
+            f"expected step {step_name!r} of {type(workflow).__name__} id={workflow.id} to "
+            f"have an execution in state {str(state)!r}; found {states or 'no executions'}"
+        )
+
+
+def assert_workflow_state(workflow: Any, state: str) -> None:
+    """Reload the workflow and assert its state."""
+    _reload(workflow)
+    if workflow.state != str(state):
+        raise AssertionError(
+            f"expected {type(workflow).__name__} id={workflow.id} to be {str(state)!r}, "
+            f"but it is {workflow.state!r}"
+        )
+
+
+@contextmanager
+def travel(delta: timedelta) -> Iterator[None]:
+    """Move flask-geneva's clock forward by ``delta`` inside the block.
+
+    Affects only the times flask-geneva reads and writes (scheduling, housekeeping).
+    """
+    clock.move(delta)
+    try:
+        yield
+    finally:
+        clock.move(-delta)

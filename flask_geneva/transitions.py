@@ -1,0 +1,336 @@
+"""Decide what a step's result or an operator's command does to one workflow.
+
+Pure: a :class:`Transition` works on a snapshot of the workflow row and its executions
+(read under the workflow row lock) and records the changes to make; ``store.persist``
+writes them. Keeping the decisions free of SQL keeps every rule in one place, shared by
+the executor, the external operations and housekeeping.
+
+Vocabulary: a step is *done* when its latest execution is completed with outcome
+``success`` or skipped; *active* when its latest execution is scheduled or in progress;
+*pending* when its predecessors are done but its latest execution failed or was
+canceled (it waits for resume, skip or reattempt).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
+from datetime import timedelta
+from typing import Any
+
+from .graph import StepGraph
+from .scheduling import Trigger
+from .scheduling import new_task_id
+from .states import RUNNABLE_WORKFLOW_STATES
+from .states import Outcome
+from .states import StepState
+from .states import WorkflowState
+from .states import is_ongoing
+
+
+@dataclass
+class ErrorInfo:
+    """What is kept of an exception on the execution it failed."""
+
+    error_class: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def from_exception(cls, error: BaseException, traceback_text: str) -> ErrorInfo:
+        kind = type(error)
+        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        return cls(name, str(error), traceback_text)
+
+
+@dataclass
+class ExecutionRecord:
+    """One execution row as the transition sees it, with the changes decided for it."""
+
+    id: int | None
+    step_name: str
+    state: str
+    outcome: str | None
+    scheduled_for: datetime
+    attempt: int = 1
+    consecutive_reattempts: int = 0
+    huey_task_id: str | None = None
+    started_at: datetime | None = None
+    changes: dict[str, Any] = field(default_factory=dict)
+    trigger: bool = False
+
+    @property
+    def is_done(self) -> bool:
+        return self.state == StepState.SKIPPED or (
+            self.state == StepState.COMPLETED and self.outcome == Outcome.SUCCESS
+        )
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in (StepState.SCHEDULED, StepState.IN_PROGRESS)
+
+
+@dataclass
+class StepResult:
+    """How one execution ended, in the executor's words.
+
+    ``action`` is one of: ``success``, ``finish``, ``skip``, ``reattempt``, ``cancel``,
+    ``pause`` (in-step flow control or a precondition), ``failed`` (an exception whose
+    policy ends in ``then`` = ``pause`` or ``cancel``), ``drop`` (cancel the execution
+    alone: the workflow was not runnable when it was claimed).
+    """
+
+    action: str
+    wait: timedelta = timedelta(0)
+    error: ErrorInfo | None = None
+    #: For reattempts: ``flow_control``, ``exception_policy`` or ``precondition``.
+    reason: str | None = None
+    #: For ``failed``: what happens to the workflow, ``pause`` or ``cancel``.
+    then: str = "pause"
+    #: The exception itself, when one caused this result (not stored; reported).
+    exception: BaseException | None = None
+
+
+class Transition:
+    """Changes to one workflow and its executions, decided under its row lock."""
+
+    def __init__(
+        self,
+        graph: StepGraph | None,
+        workflow_state: str,
+        records: list[ExecutionRecord],
+        now: datetime,
+        *,
+        priority: int | None = None,
+    ) -> None:
+        self.graph = graph
+        self.state = workflow_state
+        self.initial_state = workflow_state
+        self.records = records
+        self.now = now
+        self.priority = priority
+        self.workflow_changes: dict[str, Any] = {}
+
+    # -- views -------------------------------------------------------------------------
+
+    def get(self, execution_id: int) -> ExecutionRecord | None:
+        for record in self.records:
+            if record.id == execution_id:
+                return record
+        return None
+
+    def latest(self, step_name: str) -> ExecutionRecord | None:
+        for record in reversed(self.records):
+            if record.step_name == step_name:
+                return record
+        return None
+
+    def latest_by_step(self) -> dict[str, ExecutionRecord]:
+        latest: dict[str, ExecutionRecord] = {}
+        for record in self.records:
+            latest[record.step_name] = record
+        return latest
+
+    def done_steps(self) -> set[str]:
+        return {name for name, r in self.latest_by_step().items() if r.is_done}
+
+    def scheduled(self) -> list[ExecutionRecord]:
+        return [r for r in self.records if r.state == StepState.SCHEDULED]
+
+    def in_progress(self) -> list[ExecutionRecord]:
+        return [r for r in self.records if r.state == StepState.IN_PROGRESS]
+
+    def pending_steps(self) -> list[str]:
+        """Steps whose predecessors are done but whose latest execution failed or was canceled."""
+        if self.graph is None:
+            return []
+        done = self.done_steps()
+        latest = self.latest_by_step()
+        return [
+            name
+            for name in self.graph.steps
+            if name in latest
+            and not latest[name].is_done
+            and not latest[name].is_active
+            and all(p in done for p in self.graph.predecessors[name])
+        ]
+
+    def due_or_failed(self) -> list[str]:
+        """Steps an operator can skip or reattempt: scheduled ones and pending ones."""
+        names = [r.step_name for r in self.scheduled()]
+        return list(dict.fromkeys(names + self.pending_steps()))
+
+    # -- changes -----------------------------------------------------------------------
+
+    def set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.workflow_changes["state"] = state
+            self.workflow_changes["transitioned_at"] = self.now
+
+    def end(
+        self,
+        record: ExecutionRecord,
+        state: str,
+        outcome: str,
+        *,
+        error: ErrorInfo | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Move an execution to a terminal state, stamping its timestamps."""
+        record.state = state
+        record.outcome = outcome
+        record.changes.update(
+            state=state, outcome=outcome, finished_at=self.now, updated_at=self.now
+        )
+        record.changes[f"{state}_at"] = self.now
+        if error is not None:
+            record.changes.update(
+                error_class=error.error_class,
+                error_message=error.message,
+                error_traceback=error.traceback,
+            )
+        if metadata:
+            record.changes["metadata"] = metadata
+
+    def add(
+        self,
+        step_name: str,
+        *,
+        due: datetime,
+        consecutive_reattempts: int = 0,
+        state: str = StepState.SCHEDULED,
+    ) -> ExecutionRecord:
+        """Create a new execution of ``step_name`` (scheduled unless told otherwise)."""
+        previous = self.latest(step_name)
+        record = ExecutionRecord(
+            id=None,
+            step_name=step_name,
+            state=state,
+            outcome=None,
+            scheduled_for=due,
+            attempt=previous.attempt + 1 if previous else 1,
+            consecutive_reattempts=consecutive_reattempts,
+            trigger=state == StepState.SCHEDULED,
+        )
+        if state != StepState.SCHEDULED:
+            record.outcome = Outcome.SKIPPED if state == StepState.SKIPPED else None
+        self.records.append(record)
+        return record
+
+    def retrigger(self, record: ExecutionRecord) -> None:
+        record.trigger = True
+
+    def cancel_scheduled(self) -> None:
+        for record in self.scheduled():
+            self.end(record, StepState.CANCELED, Outcome.CANCELED)
+
+    def advance(self) -> None:
+        """Create executions for steps that became ready; finish when all steps are done."""
+        if self.graph is None or not is_ongoing(self.state):
+            return
+        started = {r.step_name for r in self.records}
+        done = self.done_steps()
+        for name in self.graph.ready_steps(done, started):
+            self.add(name, due=self.now + self.graph.steps[name].wait)
+        if len(done) == len(self.graph) and not any(r.is_active for r in self.records):
+            self.set_state(WorkflowState.FINISHED)
+
+    def settle_state(self) -> None:
+        """Set ready/performing from whether any execution is still in progress."""
+        if self.state in RUNNABLE_WORKFLOW_STATES:
+            busy = bool(self.in_progress())
+            self.set_state(WorkflowState.PERFORMING if busy else WorkflowState.READY)
+
+    def resume(self) -> None:
+        """Re-trigger scheduled executions and re-create pending steps, due now."""
+        self.set_state(WorkflowState.READY)
+        for record in self.scheduled():
+            self.retrigger(record)
+        for name in self.pending_steps():
+            self.add(name, due=self.now)
+        self.advance()
+        self.settle_state()
+
+    def apply(self, record: ExecutionRecord, result: StepResult) -> None:
+        """Record how ``record`` ended and move the workflow accordingly."""
+        action = result.action
+        if action == "success":
+            self.end(record, StepState.COMPLETED, Outcome.SUCCESS)
+        elif action == "finish":
+            self.end(record, StepState.COMPLETED, Outcome.SUCCESS)
+            if is_ongoing(self.state):
+                self.cancel_scheduled()
+                self.set_state(WorkflowState.FINISHED)
+        elif action == "skip":
+            self.end(record, StepState.SKIPPED, Outcome.SKIPPED, error=result.error)
+        elif action == "reattempt":
+            metadata: dict[str, Any] = {"reattempt_reason": result.reason or "flow_control"}
+            if result.error is not None:
+                metadata["exception"] = {
+                    "class": result.error.error_class,
+                    "message": result.error.message,
+                }
+            self.end(record, StepState.COMPLETED, Outcome.REATTEMPTED, metadata=metadata)
+            counts = result.reason in ("exception_policy", "precondition")
+            if is_ongoing(self.state):
+                self.add(
+                    record.step_name,
+                    due=self.now + result.wait,
+                    consecutive_reattempts=record.consecutive_reattempts + (1 if counts else 0),
+                )
+        elif action in ("cancel", "pause"):
+            self.end(record, StepState.CANCELED, Outcome.CANCELED)
+            self._stop(action)
+        elif action == "failed":
+            outcome = Outcome.CANCELED if result.then == "cancel" else Outcome.FAILED
+            self.end(record, StepState.FAILED, outcome, error=result.error)
+            self._stop(result.then)
+        elif action == "drop":
+            self.end(record, StepState.CANCELED, Outcome.CANCELED)
+            return
+        else:  # pragma: no cover - programming error
+            raise ValueError(f"unknown step result action {action!r}")
+        self.advance()
+        self.settle_state()
+
+    def _stop(self, how: str) -> None:
+        if not is_ongoing(self.state):
+            return
+        if how == "cancel":
+            self.cancel_scheduled()
+            self.set_state(WorkflowState.CANCELED)
+        else:
+            self.set_state(WorkflowState.PAUSED)
+
+    def triggers(self) -> list[Trigger]:
+        """Return the Huey triggers to send once the transition has committed.
+
+        Nothing is sent while the workflow is paused or over: scheduled executions wait
+        for resume, which re-triggers them.
+        """
+        if self.state not in RUNNABLE_WORKFLOW_STATES:
+            return []
+        found = []
+        for record in self.records:
+            if record.trigger and record.state == StepState.SCHEDULED and record.id is not None:
+                found.append(
+                    Trigger(
+                        execution_id=record.id,
+                        eta=record.scheduled_for,
+                        task_id=record.huey_task_id or new_task_id(),
+                        priority=self.priority,
+                    )
+                )
+        return found
+
+    def assign_task_ids(self) -> None:
+        """Choose Huey task ids for executions about to be triggered (stored with the row)."""
+        if self.state not in RUNNABLE_WORKFLOW_STATES:
+            return
+        for record in self.records:
+            if record.trigger and record.state == StepState.SCHEDULED:
+                record.huey_task_id = new_task_id()
+                if record.id is not None:
+                    record.changes["huey_task_id"] = record.huey_task_id

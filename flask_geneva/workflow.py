@@ -1,0 +1,353 @@
+"""The Workflow base behaviour: class definition, creation, hero, and flow control.
+
+``Geneva(db)`` builds ``geneva.Workflow`` from :class:`WorkflowBase` and ``db.Model``
+(see :func:`build_models`); application classes subclass it, one class per workflow,
+all stored in one table (single-table inheritance, ``type`` as discriminator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import relationship
+
+from . import clock
+from . import definition
+from .errors import DefinitionError
+from .errors import GenevaError
+from .errors import InvalidStateError
+from .errors import WorkflowExistsError
+from .flow import CancelSignal
+from .flow import FinishSignal
+from .flow import PauseSignal
+from .flow import ReattemptSignal
+from .flow import SkipSignal
+from .hero import reference
+from .models import BASE_IDENTITY
+from .models import EXECUTIONS_TABLE
+from .models import WORKFLOWS_TABLE
+from .models import attach_mysql_ddl
+from .models import execution_columns
+from .models import execution_indexes
+from .models import workflow_columns
+from .models import workflow_indexes
+from .scheduling import Trigger
+from .scheduling import defer_until_commit
+from .scheduling import new_task_id
+from .states import TERMINAL_WORKFLOW_STATES
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from .extension import Geneva
+    from .graph import StepGraph
+
+
+class WorkflowBase:
+    """Behaviour shared by every workflow class (mixed into ``geneva.Workflow``).
+
+    Class attributes an application may set:
+
+    ``__geneva_type__``
+        the identity stored in the ``type`` column (default: the class name); pin it so
+        renaming the class does not orphan its rows.
+    ``cancel_if``
+        a condition or a list of them (callables taking the workflow, or method
+        names), evaluated before every step; any true cancels the workflow.
+        Accumulates down the inheritance chain.
+    ``on_exception``
+        an :class:`~flask_geneva.ExceptionPolicy` (or action name, or handler), or a
+        list of them: those with ``exceptions=`` are specific, the one without is the
+        blanket policy. A subclass's entries are consulted before its parent's.
+    ``may_proceed_without_hero``
+        ``True`` lets steps run after the hero row was deleted (``self.hero`` is None).
+    ``step_job_options``
+        Huey options for this class's step tasks, e.g. ``{"priority": 10}``.
+    """
+
+    _geneva: ClassVar[Geneva]
+    __geneva_definition__: ClassVar[definition.WorkflowDefinition]
+    __geneva_identity__: ClassVar[str]
+
+    # Set by the executor on the instance it runs a step with; None outside a step.
+    _geneva_context: Any = None
+
+    # Mapped columns (declared on the mapped class; listed here for type checkers).
+    id: Any
+    type: Any
+    hero_type: Any
+    hero_id: Any
+    state: Any
+    allow_multiple: Any
+    created_at: Any
+    updated_at: Any
+    started_at: Any
+    transitioned_at: Any
+    executions: Any
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if cls.__dict__.get("_geneva_base"):
+            cls.__geneva_identity__ = BASE_IDENTITY
+            cls.__geneva_definition__ = definition.build(cls, None)
+        else:
+            parent = getattr(cls, "__geneva_definition__", None)
+            cls.__geneva_definition__ = definition.build(cls, parent)
+            if not cls.__dict__.get("__abstract__"):
+                identity = cls.__dict__.get("__geneva_type__") or cls.__name__
+                if not isinstance(identity, str):
+                    raise DefinitionError(f"{cls.__name__}: __geneva_type__ must be a string")
+                cls.__geneva_identity__ = identity
+                cls._geneva.register(cls, identity)
+                if "__mapper_args__" not in cls.__dict__:
+                    cls.__mapper_args__ = {"polymorphic_identity": identity}
+        super().__init_subclass__(**kwargs)
+
+    # -- definition ----------------------------------------------------------------------
+
+    @classmethod
+    def step_graph(cls) -> StepGraph:
+        """Return this class's step graph (its DAG)."""
+        return cls.__geneva_definition__.graph
+
+    # -- creation ------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, hero: Any = None, *, allow_multiple: bool = False, commit: bool = True
+    ) -> Any:
+        """Persist a new workflow for ``hero`` and schedule its first step(s).
+
+        The workflow and its first executions are added to ``db.session``. With
+        ``commit=True`` (default) the session is committed; with ``commit=False`` the
+        workflow joins the caller's transaction and its Huey triggers are sent when the
+        caller commits (never if it rolls back).
+
+        :param hero: a persisted mapped instance, or None.
+        :param allow_multiple: allow another ongoing workflow of this class for the hero.
+        :raises WorkflowExistsError: an ongoing workflow of this class has this hero.
+        """
+        ext = cls._geneva
+        if cls.__dict__.get("_geneva_base") or cls.__dict__.get("__abstract__"):
+            raise GenevaError(f"{cls.__name__} is abstract; create one of its subclasses")
+        state = ext.get_state()
+        session = ext.db.session
+        hero_type, hero_id = reference(hero)
+        graph = cls.__geneva_definition__.graph
+        now = clock.now()
+
+        if hero_type is not None and not allow_multiple:
+            w = ext.Workflow.__table__
+            existing = session.execute(
+                sa.select(w.c.id).where(
+                    w.c.type == cls.__geneva_identity__,
+                    w.c.hero_type == hero_type,
+                    w.c.hero_id == hero_id,
+                    w.c.state.not_in(TERMINAL_WORKFLOW_STATES),
+                    w.c.allow_multiple.is_(False),
+                ).limit(1)
+            ).first()
+            if existing is not None:
+                raise WorkflowExistsError(
+                    f"an ongoing {cls.__name__} (id={existing[0]}) already exists for "
+                    f"{hero_type}:{hero_id}; pass allow_multiple=True to create another"
+                )
+
+        workflow = cls(
+            hero_type=hero_type,
+            hero_id=hero_id,
+            state="finished" if not len(graph) else "ready",
+            allow_multiple=allow_multiple,
+            created_at=now,
+            updated_at=now,
+            transitioned_at=now if not len(graph) else None,
+        )
+        workflow.__dict__["_geneva_hero"] = hero
+        session.add(workflow)
+        try:
+            session.flush()
+        except sa.exc.IntegrityError as error:
+            if commit:
+                session.rollback()
+            raise WorkflowExistsError(
+                f"an ongoing {cls.__name__} already exists for {hero_type}:{hero_id}; "
+                "pass allow_multiple=True to create another"
+            ) from error
+
+        executions = [
+            ext.StepExecution(
+                workflow_id=workflow.id,
+                step_name=name,
+                state="scheduled",
+                scheduled_for=now + graph.steps[name].wait,
+                huey_task_id=new_task_id(),
+                attempt=1,
+                consecutive_reattempts=0,
+                created_at=now,
+                updated_at=now,
+            )
+            for name in graph.roots
+        ]
+        if executions:
+            session.add_all(executions)
+            session.flush()
+            priority = cls.__geneva_definition__.job_options.get("priority")
+            triggers = [
+                Trigger(e.id, e.scheduled_for, e.huey_task_id, priority) for e in executions
+            ]
+            defer_until_commit(session, state.send, triggers)
+        if commit:
+            session.commit()
+        return workflow
+
+    # -- hero ----------------------------------------------------------------------------
+
+    @property
+    def hero(self) -> Any:
+        """The hero record, loaded through ``db.session``; None if none or deleted."""
+        if "_geneva_hero" not in self.__dict__:
+            hero = None
+            if self.hero_type is not None:
+                ext = self._geneva
+                hero = ext.heroes.load(ext.db.session, self.hero_type, self.hero_id)
+            self.__dict__["_geneva_hero"] = hero
+        return self.__dict__["_geneva_hero"]
+
+    # -- flow control (inside a step) and operations (outside) ---------------------------
+
+    @property
+    def in_step(self) -> bool:
+        """True while this instance is running a step body (flow control raises)."""
+        return self._geneva_context is not None
+
+    def cancel(self) -> None:
+        """Inside a step: cancel the workflow. Outside: cancel it now."""
+        if self.in_step:
+            raise CancelSignal()
+        self._operate("cancel")
+
+    def pause(self) -> None:
+        """Inside a step: pause; resume runs this step again. Outside: pause now."""
+        if self.in_step:
+            raise PauseSignal()
+        self._operate("pause")
+
+    def skip(self, step: str | None = None) -> None:
+        """Inside a step: record it as skipped and go on. Outside: skip the due step.
+
+        :param step: outside a step, the step to skip; needed when several are due.
+        """
+        if self.in_step:
+            if step is not None:
+                raise TypeError("skip() inside a step skips the running step; it takes no name")
+            raise SkipSignal()
+        self._operate("skip", step=step)
+
+    def reattempt(self, wait: timedelta | int | float | None = None, *, step: str | None = None) -> None:
+        """Inside a step: run it again after ``wait``. Outside: run the due/failed step now.
+
+        :param wait: inside a step, the delay before the next attempt.
+        :param step: outside a step, the step to run; needed when several are due.
+        """
+        if self.in_step:
+            raise ReattemptSignal(clock.to_timedelta(wait))
+        if wait is not None:
+            raise TypeError("reattempt(wait=) applies inside a step; outside, it runs now")
+        self._operate("reattempt", step=step)
+
+    def finish(self) -> None:
+        """Inside a step: complete it and finish the workflow, canceling the rest."""
+        if self.in_step:
+            raise FinishSignal()
+        raise InvalidStateError("finish() can only be called inside a step; use cancel() outside")
+
+    def resume(self) -> None:
+        """Resume a paused workflow: re-trigger its scheduled steps, retry failed ones."""
+        if self.in_step:
+            raise InvalidStateError("resume() cannot be called inside a step")
+        self._operate("resume")
+
+    def _operate(self, operation: str, **kwargs: Any) -> None:
+        from . import operations
+
+        operations.perform(self._geneva, operation, [self.id], **kwargs)
+        session = sa.inspect(self).session
+        if session is not None:
+            session.refresh(self)
+
+    def __repr__(self) -> str:
+        hero = f" hero={self.hero_type}:{self.hero_id}" if self.hero_type else ""
+        return f"<{type(self).__name__} id={self.id} state={self.state}{hero}>"
+
+
+class StepExecutionBase:
+    """Behaviour of ``geneva.StepExecution`` rows (one attempt to run a step)."""
+
+    id: Any
+    workflow_id: Any
+    step_name: Any
+    state: Any
+    outcome: Any
+    scheduled_for: Any
+    started_at: Any
+    finished_at: Any
+    error_class: Any
+    error_message: Any
+    error_traceback: Any
+    meta: Any
+
+    def __repr__(self) -> str:
+        return (
+            f"<StepExecution id={self.id} workflow={self.workflow_id} "
+            f"step={self.step_name} state={self.state}>"
+        )
+
+
+def build_models(db: Any, ext: Geneva) -> tuple[type[Any], type[Any]]:
+    """Create the ``Workflow`` and ``StepExecution`` mapped classes on ``db.Model``."""
+    workflows = sa.Table(WORKFLOWS_TABLE, db.metadata, *workflow_columns(), *workflow_indexes())
+    executions_table = sa.Table(
+        EXECUTIONS_TABLE, db.metadata, *execution_columns(), *execution_indexes()
+    )
+    attach_mysql_ddl(workflows, executions_table)
+
+    class StepExecution(StepExecutionBase, db.Model):  # type: ignore[name-defined,misc]
+        __table__ = executions_table
+        __mapper_args__ = {"properties": {"meta": executions_table.c["metadata"]}}
+
+    class Workflow(WorkflowBase, db.Model):  # type: ignore[name-defined,misc]
+        _geneva_base = True
+        _geneva = ext
+        __table__ = workflows
+        __mapper_args__ = {
+            "polymorphic_on": workflows.c.type,
+            "polymorphic_identity": BASE_IDENTITY,
+        }
+        executions = relationship(
+            StepExecution,
+            order_by=executions_table.c.id,
+            viewonly=True,
+        )
+
+    # A row whose type names no class (renamed or deleted after a deploy) loads as the
+    # base class instead of failing every query that meets it; the executor then pauses
+    # it with an error naming the missing type. Subclasses share this map.
+    Workflow.__mapper__.polymorphic_map = _FallbackMap(Workflow.__mapper__)
+    return Workflow, StepExecution
+
+
+class _FallbackMap(dict[Any, Any]):
+    def __init__(self, base_mapper: Any) -> None:
+        super().__init__(base_mapper.polymorphic_map)
+        self._base = base_mapper
+
+    def __missing__(self, key: Any) -> Any:
+        return self._base
+
+
+def identities(classes: Iterable[type[WorkflowBase]]) -> list[str]:
+    """Return the stored identities of workflow classes."""
+    return [c.__geneva_identity__ for c in classes]
