@@ -25,5 +25,7 @@ def worker_command(workers: int, worker_type: str) -> None:
     """Run a Huey consumer that performs workflow steps for this app."""
     state = current_app.extensions["geneva"]
     consumer = make_consumer(state.huey, workers=workers, worker_type=worker_type)
-    click.echo(f"flask-geneva worker: {workers} {worker_type} worker(s) on {type(state.huey).__name__}")
+    click.echo(
+        f"flask-geneva worker: {workers} {worker_type} worker(s) on {type(state.huey).__name__}"
+    )
     consumer.run()

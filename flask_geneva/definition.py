@@ -88,8 +88,10 @@ def _own_declarations(cls: type) -> list[tuple[str | None, StepDeclaration]]:
     for attr, value in cls.__dict__.items():
         if isinstance(value, StepDeclaration):
             found.append((attr if value.attr_name == attr else None, value))
-        elif isinstance(value, list | tuple) and value and all(
-            isinstance(v, StepDeclaration) for v in value
+        elif (
+            isinstance(value, list | tuple)
+            and value
+            and all(isinstance(v, StepDeclaration) for v in value)
         ):
             found.extend((None, v) for v in value)
     found.sort(key=lambda pair: pair[1].order)

@@ -138,22 +138,22 @@ def execute(
 
     # -- preconditions, evaluated before any lock is taken ---------------------------------
     if cls is None:
-        error = UnresolvedReferenceError(
+        missing: Exception = UnresolvedReferenceError(
             f"workflow type {values['type']!r} names no workflow class in this process; "
             "workflow paused (deploy the class, or pin its old name with __geneva_type__)",
             workflow_id=claim.workflow_id,
             execution_id=execution_id,
         )
-        return _settle(ext, state, claim, None, _failed(error), report, log)
+        return _settle(ext, state, claim, None, _failed(missing), report, log)
     definition = cls.__geneva_definition__
     step = definition.graph.steps.get(claim.step_name)
     if step is None:
-        error = StepNotDefinedError(
+        missing = StepNotDefinedError(
             f"Step '{claim.step_name}' is not defined in {cls.__name__}; workflow paused",
             workflow_id=claim.workflow_id,
             execution_id=execution_id,
         )
-        return _settle(ext, state, claim, cls, _failed(error), report, log)
+        return _settle(ext, state, claim, cls, _failed(missing), report, log)
 
     workflow = _instance(cls, values)
     if values["hero_type"] is not None:
@@ -161,12 +161,14 @@ def execute(
             with engine.connect() as conn:
                 hero_exists = ext.heroes.exists(conn, values["hero_type"], values["hero_id"])
         except LookupError as exc:
-            error = UnresolvedReferenceError(
+            missing = UnresolvedReferenceError(
                 f"{exc}; workflow paused", workflow_id=claim.workflow_id, execution_id=execution_id
             )
-            return _settle(ext, state, claim, cls, _failed(error), report, log)
+            return _settle(ext, state, claim, cls, _failed(missing), report, log)
         if not hero_exists and not definition.may_proceed_without_hero:
-            log.info("hero %s:%s is gone; workflow canceled", values["hero_type"], values["hero_id"])
+            log.info(
+                "hero %s:%s is gone; workflow canceled", values["hero_type"], values["hero_id"]
+            )
             return _settle(ext, state, claim, cls, StepResult("cancel"), report, log)
 
     if definition.cancel_if or step.skip_if is not None:
@@ -343,8 +345,11 @@ def _finalize(
         if workflow is None:
             return []
         transition = Transition(
-            graph, workflow["state"], store.load_records(conn, tables, claim.workflow_id),
-            clock.now(), priority=priority,
+            graph,
+            workflow["state"],
+            store.load_records(conn, tables, claim.workflow_id),
+            clock.now(),
+            priority=priority,
         )
         record = transition.get(claim.execution_id)
         if record is None or record.state != expect:
@@ -448,5 +453,3 @@ def _instance(cls: type, values: dict[str, Any]) -> Any:
             sa.orm.attributes.set_committed_value(instance, prop.key, values[column.name])
     make_transient_to_detached(instance)
     return instance
-
-

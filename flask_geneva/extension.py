@@ -126,7 +126,9 @@ class Geneva:
                 "Did you forget to call 'geneva.init_app(app)'?"
             ) from None
         if state.ext is not self:
-            raise RuntimeError("The current Flask app is registered with another 'Geneva' instance.")
+            raise RuntimeError(
+                "The current Flask app is registered with another 'Geneva' instance."
+            )
         return state  # type: ignore[no-any-return]
 
     def engine(self) -> Engine:

@@ -112,8 +112,7 @@ class StepGraph:
         return [
             name
             for name in self.steps
-            if name not in started_set
-            and all(pred in done_set for pred in self.predecessors[name])
+            if name not in started_set and all(pred in done_set for pred in self.predecessors[name])
         ]
 
     def describe(self) -> list[tuple[str, tuple[str, ...]]]:

@@ -73,7 +73,6 @@ class HeroResolver:
             raise LookupError(f"no model class named {hero_type!r} is mapped (hero type missing)")
         return session.get(model, coerce_key(model, hero_id))
 
-
     def exists(self, conn: sa.Connection, hero_type: str, hero_id: str) -> bool:
         """Return whether the hero row exists, with one primary-key lookup (no ORM load).
 
@@ -82,7 +81,7 @@ class HeroResolver:
         model = self.model_for(hero_type)
         if model is None:
             raise LookupError(f"no model class named {hero_type!r} is mapped (hero type missing)")
-        mapper = sa.inspect(model)
+        mapper: Mapper[Any] = sa.inspect(model)
         key = mapper.primary_key[0]
         query = sa.select(key).where(key == coerce_key(model, hero_id))
         return conn.execute(query).first() is not None
@@ -90,7 +89,8 @@ class HeroResolver:
 
 def coerce_key(model: type, hero_id: str) -> Any:
     """Turn a stored ``hero_id`` string back into the key's Python type."""
-    column = sa.inspect(model).primary_key[0]
+    mapper: Mapper[Any] = sa.inspect(model)
+    column = mapper.primary_key[0]
     try:
         python_type = column.type.python_type
     except NotImplementedError:

@@ -10,11 +10,13 @@ from typing import Any
 logger = logging.getLogger("flask_geneva")
 
 
-class TaggedLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class TaggedLogger(logging.LoggerAdapter):  # type: ignore[type-arg,unused-ignore]
     """Prefixes each message with the workflow (and execution) it concerns."""
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        return f"{self.extra['geneva_tag']} {msg}" if self.extra else msg, kwargs  # type: ignore[index]
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"{self.extra['geneva_tag']} {msg}" if self.extra else msg, kwargs
 
 
 def workflow_tag(

@@ -75,7 +75,7 @@ def workflow_indexes(table: str = WORKFLOWS_TABLE) -> list[sa.Index]:
             unique=True,
             postgresql_where=sa.text(ONGOING_WHERE),
             sqlite_where=sa.text(ONGOING_WHERE),
-        ).ddl_if(dialect=_PARTIAL),
+        ).ddl_if(dialect=_PARTIAL),  # type: ignore[arg-type]
     ]
 
 
@@ -127,11 +127,13 @@ def execution_indexes(table: str = EXECUTIONS_TABLE) -> list[sa.Index]:
             unique=True,
             postgresql_where=sa.text(ACTIVE_WHERE),
             sqlite_where=sa.text(ACTIVE_WHERE),
-        ).ddl_if(dialect=_PARTIAL),
+        ).ddl_if(dialect=_PARTIAL),  # type: ignore[arg-type]
     ]
 
 
-def mysql_unique_ddl(workflows: str = WORKFLOWS_TABLE, executions: str = EXECUTIONS_TABLE) -> list[str]:
+def mysql_unique_ddl(
+    workflows: str = WORKFLOWS_TABLE, executions: str = EXECUTIONS_TABLE
+) -> list[str]:
     """Return the MySQL/MariaDB statements that add the generated columns and unique keys."""
     return [
         f"ALTER TABLE {workflows} ADD COLUMN ongoing_flag TINYINT AS "
@@ -146,8 +148,9 @@ def mysql_unique_ddl(workflows: str = WORKFLOWS_TABLE, executions: str = EXECUTI
 def attach_mysql_ddl(workflows: sa.Table, executions: sa.Table) -> None:
     """Emit :func:`mysql_unique_ddl` after ``create_all`` creates the tables on MySQL."""
     wf_sql, ex_sql = mysql_unique_ddl(workflows.name, executions.name)
-    sa.event.listen(workflows, "after_create", sa.DDL(wf_sql).execute_if(dialect=_MYSQL))
-    sa.event.listen(executions, "after_create", sa.DDL(ex_sql).execute_if(dialect=_MYSQL))
+    for table, sql in ((workflows, wf_sql), (executions, ex_sql)):
+        ddl = sa.DDL(sql).execute_if(dialect=_MYSQL)  # type: ignore[no-untyped-call,arg-type]
+        sa.event.listen(table, "after_create", ddl)
 
 
 def is_mysql(dialect_name: str) -> bool:

@@ -81,7 +81,8 @@ def perform(
     for workflow_id in workflow_ids:
         try:
             triggers = run_locked(
-                ext.engine(), lambda conn: _apply(ext, conn, operation, workflow_id, step)
+                ext.engine(),
+                lambda conn, wid=workflow_id: _apply(ext, conn, operation, wid, step),  # type: ignore[misc]
             )
         except GenevaError as error:
             if raise_errors:
@@ -112,7 +113,10 @@ def _apply(
         )
     priority = cls.__geneva_definition__.job_options.get("priority") if cls is not None else None
     transition = Transition(
-        graph, row["state"], store.load_records(conn, tables, workflow_id), clock.now(),
+        graph,
+        row["state"],
+        store.load_records(conn, tables, workflow_id),
+        clock.now(),
         priority=priority,
     )
     if operation == "pause":

@@ -111,7 +111,10 @@ class ExceptionPolicy:
             exceptions = (exceptions,)
         specs = tuple(exceptions)
         for spec in specs:
-            if not (isinstance(spec, str) or (isinstance(spec, type) and issubclass(spec, BaseException))):
+            if not (
+                isinstance(spec, str)
+                or (isinstance(spec, type) and issubclass(spec, BaseException))
+            ):
                 raise ValueError(f"exceptions must be exception classes or names, got {spec!r}")
         self.action = action
         self.exceptions: tuple[ExceptionSpec, ...] = specs
@@ -189,7 +192,9 @@ def resolve(
     return DEFAULT_POLICY
 
 
-def class_policy_order(per_class: Sequence[Sequence[ExceptionPolicy]]) -> tuple[ExceptionPolicy, ...]:
+def class_policy_order(
+    per_class: Sequence[Sequence[ExceptionPolicy]],
+) -> tuple[ExceptionPolicy, ...]:
     """Order class-level policies for :func:`resolve`.
 
     :param per_class: each class's own declared policies, base class first.

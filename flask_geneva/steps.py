@@ -197,9 +197,7 @@ def check_condition(condition: Any, where: str) -> Condition:
     )
 
 
-def build_definition(
-    declaration: StepDeclaration, *, class_name: str, name: str
-) -> StepDefinition:
+def build_definition(declaration: StepDeclaration, *, class_name: str, name: str) -> StepDefinition:
     """Validate a declaration's options and freeze them into a :class:`StepDefinition`."""
     opts = declaration.options
     where = f"{class_name}.{name}"
@@ -210,7 +208,9 @@ def build_definition(
     except TypeError as exc:
         raise DefinitionError(f"{where}: invalid wait value {wait_value!r}: {exc}") from None
     if wait < timedelta(0):
-        raise DefinitionError(f"{where}: invalid wait value {wait_value!r}: it must be non-negative")
+        raise DefinitionError(
+            f"{where}: invalid wait value {wait_value!r}: it must be non-negative"
+        )
 
     policy = _build_policy(opts, where)
 

@@ -43,7 +43,7 @@ def lock_workflow(conn: Connection, tables: Tables, workflow_id: int) -> Mapping
     the database write lock) and return it, or None if it is gone."""
     w = tables.workflows
     row = conn.execute(sa.select(w).where(w.c.id == workflow_id).with_for_update()).first()
-    return None if row is None else row._mapping
+    return None if row is None else dict(row._mapping)
 
 
 def load_records(conn: Connection, tables: Tables, workflow_id: int) -> list[ExecutionRecord]:

@@ -41,7 +41,7 @@ def register_step_task(state: GenevaState) -> Any:
     """Register ``geneva.perform_step`` on the app's Huey and return the task wrapper."""
     app = state.app
 
-    @state.huey.task(name=PERFORM_STEP, retries=0)
+    @state.huey.task(name=PERFORM_STEP, retries=0)  # type: ignore[untyped-decorator]
     def perform_step(execution_id: int) -> None:
         with app.app_context():
             executor.execute(state.ext, state, execution_id)
@@ -63,7 +63,9 @@ def send(state: GenevaState, triggers: Iterable[Trigger]) -> None:
         state.huey.enqueue(task)
 
 
-def make_consumer(huey: Huey, *, workers: int = 4, worker_type: str = "thread", **options: Any) -> Any:
+def make_consumer(
+    huey: Huey, *, workers: int = 4, worker_type: str = "thread", **options: Any
+) -> Any:
     """Return a Huey consumer with flask-geneva's low-latency defaults."""
     settings = dict(CONSUMER_DEFAULTS, **options)
     return huey.create_consumer(workers=workers, worker_type=worker_type, **settings)

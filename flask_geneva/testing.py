@@ -144,7 +144,9 @@ def perform_step_inline(workflow: Any, step_name: str | None = None) -> Any:
     else:
         execution_id = row[0]
     try:
-        executor.execute(ext, ext.get_state(), execution_id, ignore_schedule=True, raise_errors=True)
+        executor.execute(
+            ext, ext.get_state(), execution_id, ignore_schedule=True, raise_errors=True
+        )
     finally:
         _reload(workflow)
     return ext.db.session.get(ext.StepExecution, execution_id, populate_existing=True)

@@ -40,7 +40,11 @@ class ErrorInfo:
     @classmethod
     def from_exception(cls, error: BaseException, traceback_text: str) -> ErrorInfo:
         kind = type(error)
-        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )
         return cls(name, str(error), traceback_text)
 
 

@@ -103,7 +103,7 @@ class WorkflowBase:
                 cls.__geneva_identity__ = identity
                 cls._geneva.register(cls, identity)
                 if "__mapper_args__" not in cls.__dict__:
-                    cls.__mapper_args__ = {"polymorphic_identity": identity}
+                    cls.__mapper_args__ = {"polymorphic_identity": identity}  # type: ignore[attr-defined]
         super().__init_subclass__(**kwargs)
 
     # -- definition ----------------------------------------------------------------------
@@ -116,9 +116,7 @@ class WorkflowBase:
     # -- creation ------------------------------------------------------------------------
 
     @classmethod
-    def create(
-        cls, hero: Any = None, *, allow_multiple: bool = False, commit: bool = True
-    ) -> Any:
+    def create(cls, hero: Any = None, *, allow_multiple: bool = False, commit: bool = True) -> Any:
         """Persist a new workflow for ``hero`` and schedule its first step(s).
 
         The workflow and its first executions are added to ``db.session``. With
@@ -142,13 +140,15 @@ class WorkflowBase:
         if hero_type is not None and not allow_multiple:
             w = ext.Workflow.__table__
             existing = session.execute(
-                sa.select(w.c.id).where(
+                sa.select(w.c.id)
+                .where(
                     w.c.type == cls.__geneva_identity__,
                     w.c.hero_type == hero_type,
                     w.c.hero_id == hero_id,
                     w.c.state.not_in(TERMINAL_WORKFLOW_STATES),
                     w.c.allow_multiple.is_(False),
-                ).limit(1)
+                )
+                .limit(1)
             ).first()
             if existing is not None:
                 raise WorkflowExistsError(
@@ -156,7 +156,7 @@ class WorkflowBase:
                     f"{hero_type}:{hero_id}; pass allow_multiple=True to create another"
                 )
 
-        workflow = cls(
+        workflow = cls(  # type: ignore[call-arg]
             hero_type=hero_type,
             hero_id=hero_id,
             state="finished" if not len(graph) else "ready",
@@ -246,7 +246,9 @@ class WorkflowBase:
             raise SkipSignal()
         self._operate("skip", step=step)
 
-    def reattempt(self, wait: timedelta | int | float | None = None, *, step: str | None = None) -> None:
+    def reattempt(
+        self, wait: timedelta | int | float | None = None, *, step: str | None = None
+    ) -> None:
         """Inside a step: run it again after ``wait``. Outside: run the due/failed step now.
 
         :param wait: inside a step, the delay before the next attempt.
@@ -314,11 +316,11 @@ def build_models(db: Any, ext: Geneva) -> tuple[type[Any], type[Any]]:
     )
     attach_mysql_ddl(workflows, executions_table)
 
-    class StepExecution(StepExecutionBase, db.Model):  # type: ignore[name-defined,misc]
+    class StepExecution(StepExecutionBase, db.Model):  # type: ignore[misc]
         __table__ = executions_table
         __mapper_args__ = {"properties": {"meta": executions_table.c["metadata"]}}
 
-    class Workflow(WorkflowBase, db.Model):  # type: ignore[name-defined,misc]
+    class Workflow(WorkflowBase, db.Model):  # type: ignore[misc]
         _geneva_base = True
         _geneva = ext
         __table__ = workflows
