@@ -1,0 +1,348 @@
+"""Read-only queries over workflows for the admin and the CLI: filters, keyset pages, counts.
+
+Every query here stays fast on millions of rows because it walks an index and stops
+early:
+
+* lists are ordered newest first by ``id`` and paginated by keyset (``id < before_id``),
+  never by ``OFFSET``, so page 1000 costs what page 1 costs;
+* counts per state are capped ``COUNT`` s over the ``(type, state, id)`` and
+  ``(state, id)`` indexes (``SELECT COUNT(*) FROM (SELECT 1 ... LIMIT cap)``), so a
+  table of finished workflows that grows without bound does not slow the overview;
+* the distinct workflow types are found with a loose index scan (one ``MIN(type) WHERE
+  type > ?`` seek per type), not a ``SELECT DISTINCT`` over the table.
+
+::
+
+    from flask_geneva.queries import WorkflowFilter, list_workflows
+
+    f = WorkflowFilter(workflow_type="PaymentWorkflow", states=("paused",))
+    rows = list_workflows(geneva, f, limit=50)
+    older = list_workflows(geneva, f, limit=50, before_id=rows[-1]["id"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
+from typing import TYPE_CHECKING
+from typing import Any
+
+import sqlalchemy as sa
+
+from .states import StepState
+from .states import WorkflowState
+
+if TYPE_CHECKING:
+    from .extension import Geneva
+
+#: Every workflow state, in the order the admin and CLI show them.
+ALL_STATES: tuple[str, ...] = tuple(s.value for s in WorkflowState)
+#: Execution states that make a step "current": running, waiting, or failed.
+CURRENT_STEP_STATES: tuple[str, ...] = (
+    StepState.SCHEDULED.value,
+    StepState.IN_PROGRESS.value,
+    StepState.FAILED.value,
+)
+
+
+@dataclass(frozen=True)
+class WorkflowFilter:
+    """Which workflows to list, count or act on; every field narrows the selection.
+
+    The empty filter ``WorkflowFilter()`` matches every workflow.
+
+    :param workflow_type: the stored identity (the ``type`` column, e.g.
+        ``"PaymentWorkflow"`` or a pinned ``__geneva_type__``), or None for all classes.
+    :param states: workflow states to include (empty: every state).
+    :param hero_type: the hero's stored type (its model class name).
+    :param hero_id: the hero's primary key, as a string.
+    :param step: a step name; matches workflows whose *latest* execution of that step
+        is scheduled, in progress or failed (the step the workflow is at or stuck on).
+    :param created_after: only workflows created at or after this naive UTC time.
+    :param created_before: only workflows created before this naive UTC time.
+    :param updated_after: only workflows updated at or after this naive UTC time.
+    :param updated_before: only workflows updated before this naive UTC time.
+    """
+
+    workflow_type: str | None = None
+    states: tuple[str, ...] = field(default=())
+    hero_type: str | None = None
+    hero_id: str | None = None
+    step: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.states if s not in ALL_STATES]
+        if unknown:
+            raise ValueError(
+                f"unknown workflow state(s) {', '.join(map(repr, unknown))}; "
+                f"expected any of {', '.join(ALL_STATES)}"
+            )
+
+    def is_empty(self) -> bool:
+        """Return whether the filter matches every workflow."""
+        return self == WorkflowFilter()
+
+
+def _conditions(ext: Geneva, f: WorkflowFilter) -> list[sa.ColumnElement[bool]]:
+    w = ext.tables.workflows.c
+    where: list[sa.ColumnElement[bool]] = []
+    if f.workflow_type is not None:
+        where.append(w.type == f.workflow_type)
+    if f.states:
+        where.append(w.state == f.states[0] if len(f.states) == 1 else w.state.in_(f.states))
+    if f.hero_type is not None:
+        where.append(w.hero_type == f.hero_type)
+    if f.hero_id is not None:
+        where.append(w.hero_id == f.hero_id)
+    if f.created_after is not None:
+        where.append(w.created_at >= f.created_after)
+    if f.created_before is not None:
+        where.append(w.created_at < f.created_before)
+    if f.updated_after is not None:
+        where.append(w.updated_at >= f.updated_after)
+    if f.updated_before is not None:
+        where.append(w.updated_at < f.updated_before)
+    if f.step is not None:
+        where.append(w.id.in_(_current_step_workflows(ext, f.step)))
+    return where
+
+
+def _current_step_workflows(ext: Geneva, step: str) -> sa.Select[Any]:
+    # Workflows whose latest execution of ``step`` is scheduled, in progress or failed.
+    # The (step_name, state) index finds the candidates; "latest" is checked with an
+    # anti-join on the (workflow_id, id) index. No LIMIT here: MariaDB refuses LIMIT
+    # inside IN (subquery).
+    e = ext.tables.executions
+    later = e.alias("later")
+    return sa.select(e.c.workflow_id).where(
+        e.c.step_name == step,
+        e.c.state.in_(CURRENT_STEP_STATES),
+        ~sa.exists().where(
+            later.c.workflow_id == e.c.workflow_id,
+            later.c.step_name == e.c.step_name,
+            later.c.id > e.c.id,
+        ),
+    )
+
+
+def filtered_select(ext: Geneva, f: WorkflowFilter) -> sa.Select[Any]:
+    """Return a Core ``SELECT id FROM geneva_workflows WHERE <filter> ORDER BY id DESC``.
+
+    Use it to build your own query (add ``.limit()``, a keyset condition, or wrap it);
+    :func:`list_workflows` and :func:`iter_ids` are built on it.
+    """
+    w = ext.tables.workflows
+    return sa.select(w.c.id).where(*_conditions(ext, f)).order_by(w.c.id.desc())
+
+
+def list_workflows(
+    ext: Geneva, f: WorkflowFilter, *, limit: int, before_id: int | None = None
+) -> list[Mapping[str, Any]]:
+    """Return up to ``limit`` workflow rows (all columns) matching ``f``, newest first.
+
+    Keyset pagination: pass the last row's ``id`` as ``before_id`` to get the next,
+    older page. Fewer than ``limit`` rows means there is no further page.
+
+    :param limit: the page size (ask for one more than you show to know if another
+        page exists).
+    :param before_id: only rows with ``id < before_id``.
+    """
+    w = ext.tables.workflows
+    query = sa.select(w).where(*_conditions(ext, f))
+    if before_id is not None:
+        query = query.where(w.c.id < before_id)
+    query = query.order_by(w.c.id.desc()).limit(limit)
+    with ext.engine().connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def iter_ids(ext: Geneva, f: WorkflowFilter, batch_size: int = 500) -> Iterator[list[int]]:
+    """Yield the ids matching ``f`` in lists of at most ``batch_size``, newest first.
+
+    Each batch is a fresh keyset query (``id < last id seen``), so acting on a batch
+    (pausing it, say) between two batches neither skips nor repeats a workflow, and no
+    connection is held while the caller works.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
+    w = ext.tables.workflows
+    base = filtered_select(ext, f)
+    before: int | None = None
+    while True:
+        query = base if before is None else base.where(w.c.id < before)
+        with ext.engine().connect() as conn:
+            ids = [int(row[0]) for row in conn.execute(query.limit(batch_size))]
+        if ids:
+            yield ids
+        if len(ids) < batch_size:
+            return
+        before = ids[-1]
+
+
+def count_matching(ext: Geneva, f: WorkflowFilter, *, cap: int | None = None) -> int:
+    """Return how many workflows match ``f``, counting at most ``cap`` of them.
+
+    With ``cap`` the database stops after ``cap`` index entries, so the cost is bounded
+    (a result equal to ``cap`` means "``cap`` or more"); without it the count is exact
+    and costs a scan of every matching row.
+    """
+    inner = filtered_select(ext, f).order_by(None)
+    if cap is not None:
+        inner = inner.limit(cap)
+    query = sa.select(sa.func.count()).select_from(inner.subquery())
+    with ext.engine().connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def workflow_types(ext: Geneva) -> list[str]:
+    """Return every stored workflow type, sorted (a loose index scan: one seek per type).
+
+    Includes types that no class in this process declares any more (renamed or deleted
+    classes), so the admin can show their orphaned rows.
+    """
+    w = ext.tables.workflows.c
+    found: list[str] = []
+    with ext.engine().connect() as conn:
+        while True:
+            query = sa.select(sa.func.min(w.type))
+            if found:
+                query = query.where(w.type > found[-1])
+            value = conn.execute(query).scalar()
+            if value is None:
+                return found
+            found.append(str(value))
+
+
+def counts_by_state(
+    ext: Geneva, workflow_type: str | None = None, *, cap: int | None = None
+) -> dict[str, int]:
+    """Return ``{state: count}`` for every workflow state (zeros included).
+
+    One statement: a ``UNION ALL`` of one ``COUNT`` per state, each answered from the
+    ``(type, state, id)`` index (with ``workflow_type``) or the ``(state, id)`` index.
+
+    :param workflow_type: a stored identity, or None for all classes together.
+    :param cap: count at most this many rows per state (a count equal to ``cap`` means
+        "``cap`` or more"); keeps the cost flat however many finished workflows pile up.
+    """
+    return counts_by_type_and_state(ext, [workflow_type], cap=cap)[workflow_type]
+
+
+def counts_by_type_and_state(
+    ext: Geneva, workflow_types: Sequence[str | None], *, cap: int | None = None
+) -> dict[str | None, dict[str, int]]:
+    """Return ``{type: {state: count}}`` for the given types in one statement.
+
+    ``None`` in ``workflow_types`` stands for all classes together. See
+    :func:`counts_by_state` for ``cap``.
+    """
+    w = ext.tables.workflows
+    parts: list[sa.Select[Any]] = []
+    keys: list[tuple[str | None, str]] = []
+    for index, workflow_type in enumerate(workflow_types):
+        for state in ALL_STATES:
+            inner: sa.Select[Any] = sa.select(sa.literal_column("1").label("one")).select_from(w)
+            inner = inner.where(w.c.state == state)
+            if workflow_type is not None:
+                inner = inner.where(w.c.type == workflow_type)
+            if cap is not None:
+                inner = inner.limit(cap)
+            key = len(keys)
+            keys.append((workflow_type, state))
+            sub = inner.subquery(f"c{index}_{state}")
+            count: sa.Select[Any] = sa.select(
+                sa.literal(key).label("k"), sa.func.count().label("n")
+            ).select_from(sub)
+            parts.append(count)
+    result: dict[str | None, dict[str, int]] = {t: {} for t in workflow_types}
+    if not parts:
+        return result
+    query = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+    with ext.engine().connect() as conn:
+        for k, n in conn.execute(query):
+            workflow_type, state = keys[int(k)]
+            result[workflow_type][state] = int(n)
+    return result
+
+
+def recent_failures(
+    ext: Geneva, workflow_type: str | None = None, *, limit: int = 10, scan: int = 200
+) -> list[Mapping[str, Any]]:
+    """Return paused workflows whose pause came from a failed step, newest first.
+
+    Each row has the workflow's columns plus ``step_name``, ``error_class``,
+    ``error_message`` and ``failed_at`` of the failing execution. Looks at the newest
+    ``scan`` paused workflows only (the ``(type, state, id)`` / ``(state, id)`` index),
+    so the cost stays bounded however many are paused.
+    """
+    paused = WorkflowFilter(workflow_type=workflow_type, states=(WorkflowState.PAUSED.value,))
+    candidates = list_workflows(ext, paused, limit=scan)
+    if not candidates:
+        return []
+    by_id = {row["id"]: row for row in candidates}
+    latest = latest_executions(ext, list(by_id))
+    found: list[Mapping[str, Any]] = []
+    for workflow_id, row in by_id.items():
+        failed = [x for x in latest.get(workflow_id, []) if x["state"] == StepState.FAILED]
+        if failed:
+            execution = max(failed, key=lambda x: x["id"])
+            found.append(
+                dict(
+                    row,
+                    step_name=execution["step_name"],
+                    error_class=execution["error_class"],
+                    error_message=execution["error_message"],
+                    failed_at=execution["failed_at"],
+                )
+            )
+            if len(found) >= limit:
+                break
+    return found
+
+
+def latest_executions(
+    ext: Geneva, workflow_ids: Sequence[int]
+) -> dict[int, list[Mapping[str, Any]]]:
+    """Return, per workflow, the latest execution of each of its steps (without tracebacks).
+
+    Meant for a page of workflows (tens to hundreds of ids): two statements on the
+    ``(workflow_id, id)`` index.
+    """
+    if not workflow_ids:
+        return {}
+    e = ext.tables.executions
+    newest = (
+        sa.select(sa.func.max(e.c.id))
+        .where(e.c.workflow_id.in_(list(workflow_ids)))
+        .group_by(e.c.workflow_id, e.c.step_name)
+    )
+    columns = [c for c in e.c if c.name not in ("error_traceback", "metadata")]
+    result: dict[int, list[Mapping[str, Any]]] = {}
+    with ext.engine().connect() as conn:
+        ids = [int(row[0]) for row in conn.execute(newest)]
+        if not ids:
+            return result
+        rows = conn.execute(sa.select(*columns).where(e.c.id.in_(ids)).order_by(e.c.id))
+        for row in rows:
+            mapping = dict(row._mapping)
+            result.setdefault(int(mapping["workflow_id"]), []).append(mapping)
+    return result
+
+
+def current_steps(ext: Geneva, workflow_ids: Sequence[int]) -> dict[int, list[tuple[str, str]]]:
+    """Return, per workflow, ``(step, state)`` of each step that is scheduled, running
+    or failed in its latest execution (what the list shows as "current step")."""
+    return {
+        workflow_id: [
+            (x["step_name"], x["state"]) for x in rows if x["state"] in CURRENT_STEP_STATES
+        ]
+        for workflow_id, rows in latest_executions(ext, workflow_ids).items()
+    }
