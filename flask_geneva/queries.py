@@ -258,7 +258,7 @@ def counts_by_type_and_state(
             key = len(keys)
             keys.append((workflow_type, state))
             sub = inner.subquery(f"c{index}_{state}")
-            count: sa.Select[Any] = sa.select(
+            count: Any = sa.select(
                 sa.literal(key).label("k"), sa.func.count().label("n")
             ).select_from(sub)
             parts.append(count)
