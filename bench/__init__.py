@@ -1,0 +1,1 @@
+"""Benchmarks and soak scripts (not part of the test suite); see docs/benchmarks.md."""
