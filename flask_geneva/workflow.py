@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import relationship
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import clock
 from . import definition
@@ -276,9 +277,28 @@ class WorkflowBase:
         from . import operations
 
         operations.perform(self._geneva, operation, [self.id], **kwargs)
+        self._reload_committed()
+
+    def _reload_committed(self) -> None:
+        """Re-read this workflow's row on a fresh connection and keep it as committed state.
+
+        Not ``session.refresh()``: the caller's session may hold an open transaction
+        whose snapshot predates the change (MySQL/MariaDB's REPEATABLE READ), and would
+        show the old state.
+        """
+        w = self._geneva.tables.workflows
+        with self._geneva.engine().connect() as conn:
+            row = conn.execute(sa.select(w).where(w.c.id == self.id)).first()
+        if row is None:
+            return
+        values = row._mapping
+        for prop in sa.inspect(type(self)).column_attrs:
+            column = prop.columns[0]
+            if column.name in values:
+                set_committed_value(self, prop.key, values[column.name])
         session = sa.inspect(self).session
         if session is not None:
-            session.refresh(self)
+            session.expire(self, ["executions"])
 
     def __repr__(self) -> str:
         hero = f" hero={self.hero_type}:{self.hero_id}" if self.hero_type else ""
