@@ -25,8 +25,9 @@ import sqlalchemy as sa
 
 from . import clock
 from . import executor
+from .errors import InvalidStateError
+from .states import RUNNABLE_WORKFLOW_STATES
 from .states import StepState
-from .states import is_ongoing
 
 __all__ = [
     "assert_step_executed",
@@ -42,10 +43,18 @@ def _ext(workflow: Any) -> Any:
     return type(workflow)._geneva
 
 
-def _reload(workflow: Any) -> None:
+def _sync(workflow: Any) -> None:
+    """Commit the test's session and re-read the workflow row.
+
+    A worker sees only committed rows, and on SQLite an open write transaction in the
+    test's session would block the executor; so setup is committed first. The row is
+    re-read on a fresh connection, because the session's snapshot may predate the step
+    (MySQL/MariaDB's REPEATABLE READ).
+    """
     session = sa.inspect(workflow).session
     if session is not None:
-        session.refresh(workflow)
+        session.commit()
+    workflow._reload_committed()
 
 
 def _next_scheduled(workflow: Any) -> Any:
@@ -65,13 +74,15 @@ def _next_scheduled(workflow: Any) -> Any:
 def perform_next_step(workflow: Any) -> Any:
     """Run the workflow's earliest scheduled execution now, even if its wait has not passed.
 
-    Exceptions raised by the step propagate after their outcome is recorded.
+    Commits ``db.session`` first (see the module docstring). Exceptions raised by the
+    step propagate after their outcome is recorded. A paused, finished or canceled
+    workflow runs nothing: a paused workflow's scheduled executions wait for resume.
 
-    :return: the execution that ran (a ``StepExecution``), or None if nothing was scheduled.
+    :return: the execution that ran (a ``StepExecution``), or None if nothing ran.
     """
     ext = _ext(workflow)
-    _reload(workflow)
-    if not is_ongoing(workflow.state):
+    _sync(workflow)
+    if workflow.state not in RUNNABLE_WORKFLOW_STATES:
         return None
     execution_id = _next_scheduled(workflow)
     if execution_id is None:
@@ -81,7 +92,7 @@ def perform_next_step(workflow: Any) -> Any:
             ext, ext.get_state(), execution_id, ignore_schedule=True, raise_errors=True
         )
     finally:
-        _reload(workflow)
+        _sync(workflow)
     return ext.db.session.get(ext.StepExecution, execution_id, populate_existing=True)
 
 
@@ -92,21 +103,24 @@ def speedrun(workflow: Any, *, max_steps: int = 100) -> Any:
     :return: the workflow, reloaded.
     """
     for _ in range(max_steps):
-        _reload(workflow)
-        if workflow.state not in ("ready", "performing"):
-            return workflow
         if perform_next_step(workflow) is None:
             return workflow
-    raise RuntimeError(f"speedrun stopped after max_steps={max_steps} executions")
+    raise RuntimeError(
+        f"speedrun ran max_steps={max_steps} executions and {type(workflow).__name__} "
+        f"id={workflow.id} is still {workflow.state!r}; does a step reattempt forever? "
+        "Pass a larger max_steps if the workflow is meant to be that long"
+    )
 
 
 def perform_step_inline(workflow: Any, step_name: str | None = None) -> Any:
     """Run the named step now (or, without a name, the next scheduled one).
 
-    Other scheduled executions are left alone. A step with an active execution runs
-    that execution; otherwise a fresh execution is created for it.
+    Other scheduled executions are left alone. A step with a scheduled execution runs
+    that execution; otherwise a fresh execution is created for it, so the same step can
+    run several times. Its successors are scheduled as usual afterwards.
 
     :raises ValueError: the workflow class has no such step.
+    :raises InvalidStateError: the workflow is paused, finished or canceled.
     """
     if step_name is None:
         return perform_next_step(workflow)
@@ -117,6 +131,12 @@ def perform_step_inline(workflow: Any, step_name: str | None = None) -> Any:
             f"Step '{step_name}' is not defined in {type(workflow).__name__}. "
             f"Available steps: {', '.join(graph.steps)}"
         )
+    _sync(workflow)
+    if workflow.state not in RUNNABLE_WORKFLOW_STATES:
+        raise InvalidStateError(
+            f"Cannot perform step {step_name!r} inline on a {workflow.state} workflow"
+            + ("; resume it first" if workflow.state == "paused" else "")
+        )
     e = ext.tables.executions
     with ext.engine().connect() as conn:
         row = conn.execute(
@@ -126,6 +146,11 @@ def perform_step_inline(workflow: Any, step_name: str | None = None) -> Any:
                 e.c.state == StepState.SCHEDULED,
             )
         ).first()
+        attempts = conn.execute(
+            sa.select(sa.func.count()).where(
+                e.c.workflow_id == workflow.id, e.c.step_name == step_name
+            )
+        ).scalar_one()
     if row is None:
         now = clock.now()
         execution = ext.StepExecution(
@@ -133,7 +158,7 @@ def perform_step_inline(workflow: Any, step_name: str | None = None) -> Any:
             step_name=step_name,
             state=StepState.SCHEDULED,
             scheduled_for=now,
-            attempt=1,
+            attempt=attempts + 1,
             consecutive_reattempts=0,
             created_at=now,
             updated_at=now,
@@ -148,13 +173,19 @@ def perform_step_inline(workflow: Any, step_name: str | None = None) -> Any:
             ext, ext.get_state(), execution_id, ignore_schedule=True, raise_errors=True
         )
     finally:
-        _reload(workflow)
+        _sync(workflow)
     return ext.db.session.get(ext.StepExecution, execution_id, populate_existing=True)
 
 
 def assert_step_executed(workflow: Any, step_name: str, *, state: str = "completed") -> None:
     """Assert that some execution of ``step_name`` ended in ``state`` (default ``completed``)."""
     ext = _ext(workflow)
+    graph = type(workflow).step_graph()
+    if step_name not in graph:
+        raise AssertionError(
+            f"Step '{step_name}' is not defined in {type(workflow).__name__}. "
+            f"Available steps: {', '.join(graph.steps)}"
+        )
     e = ext.tables.executions
     with ext.engine().connect() as conn:
         states = [
@@ -174,7 +205,7 @@ def assert_step_executed(workflow: Any, step_name: str, *, state: str = "complet
 
 def assert_workflow_state(workflow: Any, state: str) -> None:
     """Reload the workflow and assert its state."""
-    _reload(workflow)
+    _sync(workflow)
     if workflow.state != str(state):
         raise AssertionError(
             f"expected {type(workflow).__name__} id={workflow.id} to be {str(state)!r}, "
