@@ -41,8 +41,8 @@ class GenevaConfig:
     huey: Any
     huey_name: str
     delete_finished_after: timedelta | None
-    stuck_in_progress_after: timedelta
-    stuck_scheduled_after: timedelta
+    stuck_in_progress_after: timedelta | None
+    stuck_scheduled_after: timedelta | None
     stuck_recovery: str
     housekeeping_batch_size: int
     housekeeping_interval: timedelta | None
@@ -64,13 +64,27 @@ class GenevaConfig:
             huey=config["GENEVA_HUEY"],
             huey_name=str(config["GENEVA_HUEY_NAME"]),
             delete_finished_after=_duration(config, "GENEVA_DELETE_FINISHED_AFTER", optional=True),
-            stuck_in_progress_after=_duration(config, "GENEVA_STUCK_IN_PROGRESS_AFTER"),  # type: ignore[arg-type]
-            stuck_scheduled_after=_duration(config, "GENEVA_STUCK_SCHEDULED_AFTER"),  # type: ignore[arg-type]
+            stuck_in_progress_after=_duration(
+                config, "GENEVA_STUCK_IN_PROGRESS_AFTER", optional=True
+            ),
+            stuck_scheduled_after=_duration(config, "GENEVA_STUCK_SCHEDULED_AFTER", optional=True),
             stuck_recovery=recovery,
             housekeeping_batch_size=batch,
-            housekeeping_interval=_duration(config, "GENEVA_HOUSEKEEPING_INTERVAL", optional=True),
+            housekeeping_interval=_interval(config),
             admin_logs_url=config["GENEVA_ADMIN_LOGS_URL"],
         )
+
+
+def _interval(config: Any) -> timedelta | None:
+    # Huey's scheduler looks at periodic tasks once a minute, on the minute.
+    interval = _duration(config, "GENEVA_HOUSEKEEPING_INTERVAL", optional=True)
+    if interval is not None and interval.total_seconds() % 60:
+        raise ConfigurationError(
+            "GENEVA_HOUSEKEEPING_INTERVAL must be a whole number of minutes (Huey runs "
+            f"periodic tasks on the minute), got {config['GENEVA_HOUSEKEEPING_INTERVAL']!r}; "
+            "use None to disable the periodic task"
+        )
+    return interval
 
 
 def _duration(config: Any, key: str, *, optional: bool = False) -> timedelta | None:

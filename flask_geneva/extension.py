@@ -33,6 +33,8 @@ class GenevaState:
         #: The app's Huey instance (from ``GENEVA_HUEY``).
         self.huey = make_huey(config.huey, name=config.huey_name, instance_path=app.instance_path)
         self.perform_step = tasks.register_step_task(self)
+        #: The ``geneva.housekeeping`` periodic task (None when the interval is None).
+        self.housekeeping_task = tasks.register_housekeeping_task(self)
 
     def send(self, triggers: Iterable[Trigger]) -> None:
         """Enqueue Huey messages for committed executions."""

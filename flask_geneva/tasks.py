@@ -7,11 +7,13 @@ app context; every decision is the executor's.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING
 from typing import Any
 
 from . import clock
 from . import executor
+from . import housekeeping
 from .scheduling import Trigger
 
 if TYPE_CHECKING:
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 #: Huey task names (fixed and namespaced).
 PERFORM_STEP = "geneva.perform_step"
 HOUSEKEEPING = "geneva.housekeeping"
+
+_EPOCH = datetime(1970, 1, 1)
 
 #: Consumer polling defaults. Huey's own back-off grows to 10 s between polls of an idle
 #: queue, so a step made ready after a quiet spell could wait that long; these keep a
@@ -47,6 +51,32 @@ def register_step_task(state: GenevaState) -> Any:
             executor.execute(state.ext, state, execution_id)
 
     return perform_step
+
+
+def register_housekeeping_task(state: GenevaState) -> Any:
+    """Register ``geneva.housekeeping`` as a Huey periodic task, or return None if disabled.
+
+    It runs every ``GENEVA_HOUSEKEEPING_INTERVAL`` (whole minutes counted from the Unix
+    epoch, so 5 minutes means :00, :05, :10 ...) in every consumer with periodic tasks
+    enabled; with several worker machines it runs on each, which is safe (see
+    :mod:`~flask_geneva.housekeeping`). The summary is logged, not stored as a result.
+    """
+    interval = state.config.housekeeping_interval
+    if interval is None:
+        return None
+    minutes = int(interval.total_seconds() // 60)
+    app = state.app
+
+    def due(moment: datetime) -> bool:
+        # Huey passes naive UTC datetimes.
+        return int((moment - _EPOCH).total_seconds() // 60) % minutes == 0
+
+    @state.huey.periodic_task(due, name=HOUSEKEEPING, retries=0)  # type: ignore[untyped-decorator]
+    def run_housekeeping() -> None:
+        with app.app_context():
+            housekeeping.run(state.ext)
+
+    return run_housekeeping
 
 
 def send(state: GenevaState, triggers: Iterable[Trigger]) -> None:

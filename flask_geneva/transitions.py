@@ -299,6 +299,23 @@ class Transition:
         self.advance()
         self.settle_state()
 
+    def recover(self, record: ExecutionRecord, error: ErrorInfo, *, then: str) -> None:
+        """End an execution whose worker was lost (housekeeping), then go on per ``then``.
+
+        The execution becomes ``failed`` with outcome ``recovered`` and ``error``. With
+        ``then="reattempt"`` a fresh execution of the step is due now (a paused workflow
+        gets none: resume creates it); with ``then="cancel"`` the workflow is canceled.
+        """
+        self.end(record, StepState.FAILED, Outcome.RECOVERED, error=error)
+        if then == "cancel":
+            self._stop("cancel")
+        elif self.state in RUNNABLE_WORKFLOW_STATES:
+            self.add(
+                record.step_name, due=self.now, consecutive_reattempts=record.consecutive_reattempts
+            )
+        self.advance()
+        self.settle_state()
+
     def _stop(self, how: str) -> None:
         if not is_ongoing(self.state):
             return

@@ -1,0 +1,334 @@
+"""Housekeeping: delete old finished workflows, recover lost workers, re-send lost triggers.
+
+:func:`run` is the whole job of the ``geneva.housekeeping`` periodic task and of
+``flask geneva housekeeping``. It does three things, each in small batches with one
+short transaction per batch or per workflow, so it never holds a long lock and may run
+beside workers and beside another housekeeping run (several worker machines each run
+the periodic task):
+
+1. **Delete** finished and canceled workflows (with their executions) whose last
+   transition is older than ``GENEVA_DELETE_FINISHED_AFTER``.
+2. **Recover** executions ``in_progress`` for longer than
+   ``GENEVA_STUCK_IN_PROGRESS_AFTER``: their worker died (kill -9, OOM, a lost
+   machine). The execution ends ``failed`` with outcome ``recovered`` and an error
+   saying so; then, per ``GENEVA_STUCK_RECOVERY``, the step is reattempted or the
+   workflow canceled.
+3. **Re-trigger** executions still ``scheduled`` more than
+   ``GENEVA_STUCK_SCHEDULED_AFTER`` past their due time: their Huey message was lost
+   (a flushed queue, a Redis restart without persistence). Executions of paused
+   workflows are left alone: they wait for resume on purpose.
+
+Candidates are found with plain reads, then each is re-checked under the workflow row
+lock (lock order: workflow, then executions), so a row that changed meanwhile, or that
+a concurrent run already handled, is skipped rather than acted on twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import asdict
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import timedelta
+from typing import TYPE_CHECKING
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from . import clock
+from . import store
+from .scheduling import Trigger
+from .states import RUNNABLE_WORKFLOW_STATES
+from .states import TERMINAL_WORKFLOW_STATES
+from .states import StepState
+from .transaction import run_locked
+from .transitions import ErrorInfo
+from .transitions import Transition
+
+if TYPE_CHECKING:
+    from .config import GenevaConfig
+    from .extension import Geneva
+    from .extension import GenevaState
+
+#: The error class recorded on an execution whose worker was lost.
+LOST_WORKER_ERROR = "flask_geneva.WorkerLost"
+
+
+@dataclass
+class HousekeepingSummary:
+    """What one housekeeping run did, counted per action."""
+
+    #: Finished or canceled workflows deleted.
+    workflows_deleted: int = 0
+    #: Their step executions deleted with them.
+    executions_deleted: int = 0
+    #: Executions stuck ``in_progress`` recovered by scheduling a fresh attempt.
+    stuck_reattempted: int = 0
+    #: Executions stuck ``in_progress`` recovered by canceling their workflow.
+    stuck_canceled: int = 0
+    #: Overdue ``scheduled`` executions whose trigger was sent again.
+    retriggered: int = 0
+    #: Wall-clock seconds the run took.
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the counters as a plain dict (logging, JSON)."""
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (
+            f"deleted {self.workflows_deleted} workflow(s) and {self.executions_deleted} "
+            f"execution(s); recovered {self.stuck_reattempted + self.stuck_canceled} stuck "
+            f"execution(s) ({self.stuck_reattempted} reattempted, {self.stuck_canceled} "
+            f"canceled); re-triggered {self.retriggered} overdue execution(s); "
+            f"{self.seconds:.2f}s"
+        )
+
+
+def run(ext: Geneva) -> HousekeepingSummary:
+    """Run every housekeeping action once for the current app and return the summary.
+
+    Call it inside an app context. Safe to run concurrently with workers and with
+    another run. A setting of ``None`` disables its action.
+
+    ::
+
+        summary = housekeeping.run(geneva)
+        print(summary.workflows_deleted, summary.retriggered)
+    """
+    state = ext.get_state()
+    config: GenevaConfig = state.config
+    started = time.perf_counter()
+    summary = HousekeepingSummary()
+    if config.delete_finished_after is not None:
+        delete_finished(ext, config.delete_finished_after, config.housekeeping_batch_size, summary)
+    if config.stuck_in_progress_after is not None:
+        recover_in_progress(ext, state, config, summary)
+    if config.stuck_scheduled_after is not None:
+        retrigger_scheduled(ext, state, config.stuck_scheduled_after, config, summary)
+    summary.seconds = time.perf_counter() - started
+    ext.log.info("housekeeping: %s", summary)
+    return summary
+
+
+# -- 1. delete old finished and canceled workflows -------------------------------------------
+
+
+def delete_finished(
+    ext: Geneva, older_than: timedelta, batch_size: int, summary: HousekeepingSummary
+) -> None:
+    """Delete terminal workflows whose last transition is older than ``older_than``.
+
+    One transaction per batch: lock up to ``batch_size`` eligible workflow rows, delete
+    their executions, then the workflows. Ids are selected first and deleted by list,
+    because MariaDB refuses ``LIMIT`` inside ``IN (subquery)``.
+    """
+    cutoff = clock.now() - older_than
+    w, e = ext.tables.workflows, ext.tables.executions
+    eligible = (
+        sa.select(w.c.id)
+        .where(w.c.state.in_(TERMINAL_WORKFLOW_STATES), w.c.transitioned_at < cutoff)
+        .order_by(w.c.id)
+        .limit(batch_size)
+        .with_for_update()
+    )
+
+    def batch(conn: Connection) -> tuple[int, int, int]:
+        ids = [int(row[0]) for row in conn.execute(eligible)]
+        if not ids:
+            return 0, 0, 0
+        executions = conn.execute(sa.delete(e).where(e.c.workflow_id.in_(ids))).rowcount
+        workflows = conn.execute(
+            sa.delete(w).where(w.c.id.in_(ids), w.c.state.in_(TERMINAL_WORKFLOW_STATES))
+        ).rowcount
+        return len(ids), workflows, executions
+
+    while True:
+        selected, workflows, executions = run_locked(ext.engine(), batch)
+        summary.workflows_deleted += workflows
+        summary.executions_deleted += executions
+        # A concurrent run may have taken some of the selected rows; stop only when the
+        # selection comes back empty.
+        if selected == 0:
+            return
+
+
+# -- 2. executions whose worker was lost ------------------------------------------------------
+
+
+def recover_in_progress(
+    ext: Geneva, state: GenevaState, config: GenevaConfig, summary: HousekeepingSummary
+) -> None:
+    """End executions ``in_progress`` past the threshold, then reattempt or cancel."""
+    threshold = config.stuck_in_progress_after
+    assert threshold is not None
+    cutoff = clock.now() - threshold
+    e = ext.tables.executions
+    error = ErrorInfo(
+        LOST_WORKER_ERROR,
+        f"worker lost: execution in progress for more than {threshold}; "
+        f"housekeeping recovered it ({config.stuck_recovery})",
+        "",
+    )
+
+    def decide(transition: Transition, execution_id: int, _updated: datetime | None) -> str | None:
+        record = transition.get(execution_id)
+        if record is None or record.state != StepState.IN_PROGRESS:
+            return None  # it finished, or another run recovered it
+        if record.started_at is None or record.started_at >= cutoff:
+            return None
+        transition.recover(record, error, then=config.stuck_recovery)
+        return config.stuck_recovery
+
+    query = sa.select(e.c.id, e.c.workflow_id).where(
+        e.c.state == StepState.IN_PROGRESS, e.c.started_at < cutoff
+    )
+    for execution_id, workflow_id, action in _each_candidate(
+        ext, state, query, config.housekeeping_batch_size, decide
+    ):
+        if action == "cancel":
+            summary.stuck_canceled += 1
+        else:
+            summary.stuck_reattempted += 1
+        ext.log.warning(
+            "[workflow id=%s] [execution=%s] worker lost (in progress for more than %s); %s",
+            workflow_id,
+            execution_id,
+            threshold,
+            "workflow canceled" if action == "cancel" else "step reattempted",
+        )
+
+
+# -- 3. executions whose trigger was lost -----------------------------------------------------
+
+
+def retrigger_scheduled(
+    ext: Geneva,
+    state: GenevaState,
+    overdue_by: timedelta,
+    config: GenevaConfig,
+    summary: HousekeepingSummary,
+) -> None:
+    """Send the trigger again for scheduled executions overdue by more than ``overdue_by``.
+
+    Only executions of runnable (ready or performing) workflows: a paused workflow's
+    executions wait for resume, which re-triggers them. A re-trigger stamps the
+    execution's ``updated_at``, and only executions not touched for ``overdue_by`` are
+    candidates, so a long queue backlog gets one extra message per threshold period,
+    not one per run. A duplicate message is harmless: only one claim can succeed.
+    """
+    cutoff = clock.now() - overdue_by
+    w, e = ext.tables.workflows, ext.tables.executions
+
+    def decide(transition: Transition, execution_id: int, updated: datetime | None) -> str | None:
+        record = transition.get(execution_id)
+        if record is None or record.state != StepState.SCHEDULED:
+            return None
+        if transition.state not in RUNNABLE_WORKFLOW_STATES or record.scheduled_for >= cutoff:
+            return None
+        if updated is not None and updated >= cutoff:
+            return None  # re-triggered recently (by a concurrent run, say)
+        transition.retrigger(record)
+        record.changes["updated_at"] = transition.now
+        return "retrigger"
+
+    query = (
+        sa.select(e.c.id, e.c.workflow_id)
+        .join(w, w.c.id == e.c.workflow_id)
+        .where(
+            e.c.state == StepState.SCHEDULED,
+            e.c.scheduled_for < cutoff,
+            e.c.updated_at < cutoff,
+            w.c.state.in_(RUNNABLE_WORKFLOW_STATES),
+        )
+    )
+    for execution_id, workflow_id, _ in _each_candidate(
+        ext, state, query, config.housekeeping_batch_size, decide
+    ):
+        summary.retriggered += 1
+        ext.log.warning(
+            "[workflow id=%s] [execution=%s] still scheduled %s after it was due; "
+            "trigger sent again",
+            workflow_id,
+            execution_id,
+            overdue_by,
+        )
+
+
+# -- shared loop ------------------------------------------------------------------------------
+
+
+#: Decides, under the lock, what to do with one candidate execution: the action taken
+#: (after recording it on the transition), or None to leave it alone. Receives the
+#: transition, the execution id, and the execution's ``updated_at``.
+Decide = Callable[[Transition, int, "datetime | None"], "str | None"]
+
+
+def _each_candidate(
+    ext: Geneva, state: GenevaState, query: sa.Select[Any], batch_size: int, decide: Decide
+) -> Iterator[tuple[int, int, str]]:
+    """Yield ``(execution_id, workflow_id, action)`` for each candidate acted on.
+
+    Candidates are read in id order, a batch at a time (keyset on the execution id, so
+    work done meanwhile never makes the loop skip or repeat one); each is decided and
+    persisted in its own short transaction under its workflow's row lock, and its
+    triggers are sent after that commit.
+    """
+    e = ext.tables.executions
+    after = 0
+    while True:
+        page = query.where(e.c.id > after).order_by(e.c.id).limit(batch_size)
+        with ext.engine().connect() as conn:
+            rows = [(int(r[0]), int(r[1])) for r in conn.execute(page)]
+        for execution_id, workflow_id in rows:
+            action = _act(ext, state, workflow_id, execution_id, decide)
+            if action is not None:
+                yield execution_id, workflow_id, action
+        if len(rows) < batch_size:
+            return
+        after = rows[-1][0]
+
+
+def _act(
+    ext: Geneva, state: GenevaState, workflow_id: int, execution_id: int, decide: Decide
+) -> str | None:
+    tables = ext.tables
+    outcome: dict[str, str | None] = {}
+
+    def work(conn: Connection) -> list[Trigger]:
+        outcome.clear()
+        row = store.lock_workflow(conn, tables, workflow_id)
+        if row is None:
+            return []
+        cls = ext.registry.get(row["type"])
+        definition = cls.__geneva_definition__ if cls is not None else None
+        transition = Transition(
+            definition.graph if definition is not None else None,
+            row["state"],
+            store.load_records(conn, tables, workflow_id),
+            clock.now(),
+            priority=definition.job_options.get("priority") if definition else None,
+        )
+        e = tables.executions
+        updated = conn.execute(sa.select(e.c.updated_at).where(e.c.id == execution_id)).scalar()
+        action = decide(transition, execution_id, updated)
+        if action is None:
+            return []
+        outcome["action"] = action
+        return store.persist(conn, tables, workflow_id, transition)
+
+    try:
+        triggers = run_locked(ext.engine(), work)
+    except Exception:
+        # One bad workflow must not stop housekeeping for all the others.
+        ext.log.exception(
+            "[workflow id=%s] [execution=%s] housekeeping could not act on it; skipped",
+            workflow_id,
+            execution_id,
+        )
+        return None
+    state.send(triggers)
+    return outcome.get("action")

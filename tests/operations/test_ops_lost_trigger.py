@@ -1,0 +1,87 @@
+"""A lost Huey trigger is recovered end to end: housekeeping re-sends it, a real consumer runs it."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_geneva import Geneva
+from flask_geneva import housekeeping
+from flask_geneva import step
+from flask_geneva.tasks import make_consumer
+from flask_geneva.testing import travel
+
+db = SQLAlchemy()
+geneva = Geneva(db)
+
+
+class LostTriggerWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def first(self) -> None:
+        pass
+
+    @step
+    def second(self) -> None:
+        pass
+
+
+@pytest.fixture
+def huey_url(tmp_path: Path) -> str:
+    """A SqliteHuey queue: a real storage that a consumer polls."""
+    return f"sqlite:///{tmp_path / 'huey.db'}"
+
+
+@pytest.fixture
+def start_consumer(app: Flask, huey: Any) -> Iterator[Any]:
+    """Start a real Huey consumer (worker threads) for the app; stopped after the test."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    started: list[Any] = []
+
+    def start() -> None:
+        consumer = make_consumer(huey, workers=2, periodic=False)
+        consumer.start()
+        started.append(consumer)
+
+    try:
+        yield start
+    finally:
+        for consumer in started:
+            consumer.stop(graceful=True)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+def wait_for_state(workflow: Any, state: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        db.session.rollback()
+        db.session.refresh(workflow)
+        if workflow.state == state or time.monotonic() > deadline:
+            return str(workflow.state)
+        time.sleep(0.05)
+
+
+def test_a_workflow_whose_trigger_was_flushed_finishes_after_housekeeping(
+    app, huey, start_consumer
+):
+    workflow = LostTriggerWorkflow.create()
+    assert huey.pending_count() == 1
+    huey.flush()  # the queue loses the trigger
+    start_consumer()
+    assert wait_for_state(workflow, "finished", timeout=0.5) == "ready"  # stuck
+    with travel(timedelta(minutes=16)):
+        summary = housekeeping.run(geneva)
+        assert summary.retriggered == 1
+        assert wait_for_state(workflow, "finished", timeout=15) == "finished"
+    assert [(x.step_name, x.state) for x in workflow.executions] == [
+        ("first", "completed"),
+        ("second", "completed"),
+    ]
