@@ -60,7 +60,8 @@ def configure(app: Flask, **changes: Any) -> None:
 
 def count(table: sa.Table, *where: Any) -> int:
     with geneva.engine().connect() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar())
+        query = sa.select(sa.func.count()).select_from(table).where(*where)
+        return int(conn.execute(query).scalar_one())
 
 
 def executions_of(workflow: Any) -> list[Any]:

@@ -1,4 +1,4 @@
-"""A lost Huey trigger is recovered end to end: housekeeping re-sends it, a real consumer runs it."""
+"""A lost Huey trigger, end to end: housekeeping sends it again and a real consumer runs it."""
 
 from __future__ import annotations
 
