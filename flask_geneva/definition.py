@@ -8,6 +8,7 @@ gets a :class:`WorkflowDefinition` holding its step graph, class-level policies,
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ from .steps import check_condition
 
 #: Job options a class may set in ``step_job_options``.
 JOB_OPTIONS = frozenset({"priority"})
+#: The longest step name the ``step_name`` column stores.
+MAX_NAME_LENGTH = 191
 
 
 @dataclass(frozen=True)
@@ -48,29 +51,37 @@ def build(cls: type, parent: WorkflowDefinition | None) -> WorkflowDefinition:
     name = cls.__name__
     inherited = parent.definitions if parent else ()
     definitions = list(inherited)
+    inherited_names = {d.name for d in inherited}
 
-    own = _own_declarations(cls)
-    for attr, declaration in own:
+    for attr, declaration in _own_declarations(cls):
         explicit = declaration.options.get("name")
         if explicit is not None and (not isinstance(explicit, str) or not explicit):
-            raise DefinitionError(f"{name}.{attr or '?'}: name= must be a non-empty string")
+            raise DefinitionError(
+                f"{name}.{attr or '?'}: name= must be a non-empty string, got {explicit!r}"
+            )
         step_name = explicit or attr or f"step_{len(definitions) + 1}"
-        definitions.append(build_definition(declaration, class_name=name, name=step_name))
+        if len(step_name) > MAX_NAME_LENGTH:
+            raise DefinitionError(
+                f"{name}.{step_name[:40]}...: step names are stored in a column of "
+                f"{MAX_NAME_LENGTH} characters; give the step a shorter name="
+            )
+        if step_name in inherited_names:
+            raise DefinitionError(
+                f"{name}.{step_name}: step {step_name!r} is already defined in a parent "
+                "class (step names must be unique, inherited ones included); to change "
+                "its body, override the method without @step"
+            )
+        definitions.append(
+            build_definition(declaration, class_name=name, name=step_name, attr=attr, owner=cls)
+        )
     graph = StepGraph(name, definitions)
 
     policies = _policies(cls, name)
     declared = (parent.declared_policies if parent else ()) + ((policies,) if policies else ())
     conditions = tuple(
-        check_condition(c, f"{name}: cancel_if") for c in _as_tuple(cls.__dict__.get("cancel_if"))
+        check_condition(c, f"{name}: cancel_if", cls)
+        for c in _as_tuple(cls.__dict__.get("cancel_if"))
     )
-    job_options = dict(parent.job_options if parent else {})
-    own_options = cls.__dict__.get("step_job_options") or {}
-    unknown = set(own_options) - JOB_OPTIONS
-    if unknown:
-        raise DefinitionError(
-            f"{name}: unknown step_job_options {sorted(unknown)}; supported: {sorted(JOB_OPTIONS)}"
-        )
-    job_options.update(own_options)
     return WorkflowDefinition(
         class_name=name,
         definitions=tuple(definitions),
@@ -79,26 +90,61 @@ def build(cls: type, parent: WorkflowDefinition | None) -> WorkflowDefinition:
         policies=class_policy_order(declared),
         cancel_if=(parent.cancel_if if parent else ()) + conditions,
         may_proceed_without_hero=bool(getattr(cls, "may_proceed_without_hero", False)),
-        job_options=job_options,
+        job_options=_job_options(cls, name, parent),
     )
 
 
 def _own_declarations(cls: type) -> list[tuple[str | None, StepDeclaration]]:
-    found: list[tuple[str | None, StepDeclaration]] = []
+    """Return the steps declared in ``cls``'s own body, in definition order.
+
+    A declaration is a step once, however many attributes refer to it (an alias such as
+    ``retry = capture`` is not a second step); the attribute it was decorated under
+    names it. Lists and tuples of declarations (a loop in the class body) give unnamed
+    steps.
+    """
+    found: dict[int, tuple[str | None, StepDeclaration]] = {}
     for attr, value in cls.__dict__.items():
         if isinstance(value, StepDeclaration):
-            found.append((attr if value.attr_name == attr else None, value))
+            if value.attr_name == attr or id(value) not in found:
+                found[id(value)] = (attr if value.attr_name == attr else None, value)
         elif (
             isinstance(value, list | tuple)
             and value
             and all(isinstance(v, StepDeclaration) for v in value)
         ):
-            found.extend((None, v) for v in value)
-    found.sort(key=lambda pair: pair[1].order)
-    return found
+            for v in value:
+                found.setdefault(id(v), (None, v))
+    return sorted(found.values(), key=lambda pair: pair[1].order)
+
+
+def _job_options(cls: type, name: str, parent: WorkflowDefinition | None) -> dict[str, Any]:
+    """Merge ``step_job_options`` down the inheritance chain (a subclass's keys win)."""
+    job_options = dict(parent.job_options if parent else {})
+    own = cls.__dict__.get("step_job_options")
+    if own is None:
+        return job_options
+    if not isinstance(own, Mapping):
+        raise DefinitionError(
+            f"{name}: step_job_options must be a dict such as {{'priority': 10}}, got {own!r}"
+        )
+    unknown = set(own) - JOB_OPTIONS
+    if unknown:
+        raise DefinitionError(
+            f"{name}: unknown step_job_options {sorted(map(str, unknown))}; "
+            f"supported: {sorted(JOB_OPTIONS)}"
+        )
+    priority = own.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise DefinitionError(
+            f"{name}: step_job_options priority must be an integer (higher runs first), "
+            f"got {priority!r}"
+        )
+    job_options.update(own)
+    return job_options
 
 
 def _policies(cls: type, name: str) -> tuple[ExceptionPolicy, ...]:
+    """Return the class-level policies declared in ``cls``'s own body, as listed."""
     raw = cls.__dict__.get("on_exception")
     if raw is None:
         return ()
@@ -108,12 +154,13 @@ def _policies(cls: type, name: str) -> tuple[ExceptionPolicy, ...]:
         try:
             policies.append(coerce_policy(item))
         except ValueError as exc:
-            raise DefinitionError(f"{name}: on_exception: {exc}") from None
-    blankets = [p for p in policies if not p.exceptions]
+            raise DefinitionError(f"{name}: class-level {exc}") from None
+    blankets = [p for p in policies if p.is_blanket]
     if len(blankets) > 1:
         raise DefinitionError(
             f"{name}: on_exception lists {len(blankets)} blanket policies (without "
-            "exceptions=); only the first could ever apply, so list one"
+            "exceptions=); only the first could ever apply, so keep one and give the "
+            "others exceptions=(...)"
         )
     return tuple(policies)
 

@@ -88,12 +88,31 @@ class StepGraph:
                 if remaining[succ] == 0:
                     ready.append(succ)
         if len(order) != len(self.steps):
-            cycle = [name for name in self.steps if name not in order]
+            cycle = self._find_cycle(set(self.steps) - set(order))
             raise DefinitionError(
-                f"{self.class_name}: the steps {', '.join(repr(n) for n in cycle)} form a cycle "
-                "through after=; a workflow must be a DAG"
+                f"{self.class_name}.{cycle[0]}: the steps form a cycle "
+                f"({' -> '.join(cycle)}); a workflow must be a DAG, so remove one of "
+                "these after= edges (a step without after= follows the step defined before it)"
             )
         return tuple(order)
+
+    def _find_cycle(self, blocked: set[str]) -> list[str]:
+        """Return one cycle among ``blocked`` steps as ``[a, b, ..., a]``, in edge order.
+
+        Every blocked step has a blocked predecessor, so walking predecessors from any of
+        them must revisit a step; the walk between the two visits is the cycle.
+        """
+        start = next(name for name in self.steps if name in blocked)
+        path: list[str] = []
+        seen: dict[str, int] = {}
+        name = start
+        while name not in seen:
+            seen[name] = len(path)
+            path.append(name)
+            name = next(p for p in self.predecessors[name] if p in blocked)
+        loop = path[seen[name] :] + [name]
+        loop.reverse()  # predecessors were walked backwards; show edges forwards
+        return loop
 
     def __contains__(self, name: object) -> bool:
         return name in self.steps

@@ -53,7 +53,8 @@ class ExceptionPolicy:
     :param wait: delay before a reattempt (timedelta or seconds).
     :param max_reattempts: consecutive automatic reattempts allowed before
         ``terminal_action`` applies; 100 by default, ``None`` for no limit.
-    :param terminal_action: ``"pause"`` (default) or ``"cancel"``.
+    :param terminal_action: with ``"reattempt"``: what happens once the limit is
+        exhausted, ``"pause"`` (default) or ``"cancel"``.
     :param handler: a callable taking ``(workflow, error)``, instead of an action.
     """
 
@@ -66,7 +67,7 @@ class ExceptionPolicy:
         exceptions: ExceptionSpec | Iterable[ExceptionSpec] = (),
         wait: timedelta | int | float | None = None,
         max_reattempts: int | None = UNSET,
-        terminal_action: str = "pause",
+        terminal_action: str | None = None,
         handler: Handler | None = None,
     ) -> None:
         if handler is not None:
@@ -74,22 +75,39 @@ class ExceptionPolicy:
                 raise ValueError("ExceptionPolicy takes an action or a handler, not both")
             if not callable(handler):
                 raise ValueError(f"ExceptionPolicy handler must be callable, got {handler!r}")
-            if wait is not None or max_reattempts is not UNSET or terminal_action != "pause":
+            if wait is not None or max_reattempts is not UNSET or terminal_action is not None:
                 raise ValueError(
                     "ExceptionPolicy with a handler takes no wait, max_reattempts or "
-                    "terminal_action: the handler decides"
+                    "terminal_action: the handler decides (e.g. workflow.reattempt(wait=30))"
                 )
-        elif action not in ACTIONS:
+        elif action is None:
             raise ValueError(
-                f"invalid ExceptionPolicy action {action!r}; expected one of {', '.join(ACTIONS)}"
+                "ExceptionPolicy needs an action (one of "
+                f"{', '.join(map(repr, ACTIONS))}) or handler=a callable (workflow, error)"
             )
-        if action != "reattempt":
+        elif not isinstance(action, str) or action not in ACTIONS:
+            raise ValueError(
+                f"invalid ExceptionPolicy action {action!r}; expected one of "
+                f"{', '.join(map(repr, ACTIONS))}, or handler=a callable (workflow, error)"
+            )
+        else:
+            # A StrEnum member is stored as its plain string, so comparisons and reprs
+            # look the same however the action was spelled.
+            action = str(action)
+        if action != "reattempt" and handler is None:
             if max_reattempts is not UNSET:
-                raise ValueError("max_reattempts applies only to the 'reattempt' action")
-            if terminal_action != "pause":
-                raise ValueError("terminal_action applies only to the 'reattempt' action")
-            if wait is not None and handler is None:
-                raise ValueError("wait applies only to the 'reattempt' action")
+                raise ValueError(
+                    f"max_reattempts applies only to the 'reattempt' action, not {action!r}"
+                )
+            if terminal_action is not None:
+                raise ValueError(
+                    f"terminal_action applies only to the 'reattempt' action, not {action!r}"
+                )
+            if wait is not None:
+                raise ValueError(
+                    f"wait applies only to the 'reattempt' action, not {action!r}; a step's "
+                    "own delay is @step(wait=...)"
+                )
         if max_reattempts is UNSET:
             max_reattempts = DEFAULT_MAX_REATTEMPTS if action == "reattempt" else None
         elif max_reattempts is not None and (
@@ -98,30 +116,49 @@ class ExceptionPolicy:
             or max_reattempts < 1
         ):
             raise ValueError(
-                f"max_reattempts must be a positive integer or None, got {max_reattempts!r}"
+                f"max_reattempts must be a positive integer or None (unlimited), "
+                f"got {max_reattempts!r}"
             )
-        if terminal_action not in TERMINAL_ACTIONS:
+        if terminal_action is None:
+            terminal_action = "pause"
+        elif not isinstance(terminal_action, str) or terminal_action not in TERMINAL_ACTIONS:
             raise ValueError(
                 f"invalid terminal_action {terminal_action!r}; expected 'pause' or 'cancel'"
             )
-        delay = to_timedelta(wait)
+        terminal_action = str(terminal_action)
+        try:
+            delay = to_timedelta(wait)
+        except TypeError as exc:
+            raise ValueError(f"invalid wait value {wait!r}: {exc}") from None
         if delay < timedelta(0):
             raise ValueError(f"invalid wait value {wait!r}: it must be non-negative")
         if isinstance(exceptions, type | str):
             exceptions = (exceptions,)
-        specs = tuple(exceptions)
+        try:
+            specs = tuple(exceptions)
+        except TypeError:
+            raise ValueError(
+                f"exceptions must be exception classes or names, got {exceptions!r}"
+            ) from None
         for spec in specs:
             if not (
-                isinstance(spec, str)
+                (isinstance(spec, str) and spec)
                 or (isinstance(spec, type) and issubclass(spec, BaseException))
             ):
-                raise ValueError(f"exceptions must be exception classes or names, got {spec!r}")
+                raise ValueError(
+                    f"exceptions must be exception classes or their names, got {spec!r}"
+                )
         self.action = action
         self.exceptions: tuple[ExceptionSpec, ...] = specs
         self.wait = delay
         self.max_reattempts: int | None = max_reattempts
         self.terminal_action = terminal_action
         self.handler = handler
+
+    @property
+    def is_blanket(self) -> bool:
+        """True when the policy names no exception classes (it applies to any error)."""
+        return not self.exceptions
 
     def matches(self, error: BaseException) -> bool:
         """Return whether this policy applies to ``error``."""
@@ -157,16 +194,20 @@ DEFAULT_POLICY = ExceptionPolicy("pause")
 
 
 def coerce_policy(value: Any) -> ExceptionPolicy:
-    """Turn an ``on_exception`` value (action name, policy or handler) into a policy."""
+    """Turn an ``on_exception`` value (action name, policy or handler) into a policy.
+
+    :raises ValueError: the value is none of those; the message lists what is accepted.
+    """
     if isinstance(value, ExceptionPolicy):
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) and value in ACTIONS:
         return ExceptionPolicy(value)
-    if callable(value):
+    if callable(value) and not isinstance(value, str | type):
         return ExceptionPolicy(handler=value)
     raise ValueError(
-        f"invalid on_exception {value!r}: expected an action name "
-        f"({', '.join(ACTIONS)}), an ExceptionPolicy, or a callable"
+        f"invalid on_exception {value!r}; expected an action name "
+        f"({', '.join(map(repr, ACTIONS))}), an ExceptionPolicy, or a callable taking "
+        "(workflow, error)"
     )
 
 
@@ -184,10 +225,10 @@ def resolve(
     if step_policy is not None and step_policy.matches(error):
         return step_policy
     for policy in class_policies:
-        if policy.exceptions and policy.matches(error):
+        if not policy.is_blanket and policy.matches(error):
             return policy
     for policy in class_policies:
-        if not policy.exceptions:
+        if policy.is_blanket:
             return policy
     return DEFAULT_POLICY
 

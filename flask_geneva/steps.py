@@ -18,6 +18,7 @@ from typing import overload
 
 from .clock import to_timedelta
 from .errors import DefinitionError
+from .policy import ACTIONS
 from .policy import UNSET
 from .policy import ExceptionPolicy
 from .policy import coerce_policy
@@ -37,7 +38,8 @@ class StepDeclaration:
 
     def __init__(self, func: StepBody, options: dict[str, Any]) -> None:
         if not callable(func):
-            raise TypeError(f"@step needs a function, got {func!r}")
+            hint = " (give the step's name as @step(name=...))" if isinstance(func, str) else ""
+            raise TypeError(f"@step needs a function, got {func!r}{hint}")
         self.func = func
         self.options = options
         self.order = next(_counter)
@@ -116,9 +118,7 @@ def step(
     :param after: explicit predecessors (a name or a list of names); ``after=[]``
         makes a root step. Without it a step follows the step before it.
     """
-    unknown = set(options) - _OPTION_NAMES
-    if unknown:
-        raise TypeError(f"step() got unknown option(s): {', '.join(sorted(unknown))}")
+    # Options are validated when the class is built, so errors name the class and step.
     if func is not None:
         return StepDeclaration(func, options)
 
@@ -168,7 +168,7 @@ class StepDefinition:
     def body(self, workflow: Any) -> Callable[[], Any]:
         """Return the callable that runs this step on ``workflow``."""
         if self.method_name is not None:
-            attr = getattr(workflow, self.method_name)
+            attr = getattr(workflow, self.method_name, None)
             if callable(attr):
                 return attr  # type: ignore[no-any-return]
         return lambda: self.func(workflow)
@@ -179,17 +179,34 @@ class StepDefinition:
 
 
 def evaluate_condition(condition: Condition, workflow: Any) -> bool:
-    """Evaluate a condition given as a bool, a method name or a callable."""
+    """Evaluate a condition given as a bool, an attribute name or a callable.
+
+    A name is looked up on the workflow: a method is called, any other attribute (a
+    property, a flag) is used as it is.
+    """
     if condition is None or isinstance(condition, bool):
         return bool(condition)
     if isinstance(condition, str):
-        return bool(getattr(workflow, condition)())
+        value = getattr(workflow, condition)
+        return bool(value() if callable(value) else value)
     return bool(condition(workflow))
 
 
-def check_condition(condition: Any, where: str) -> Condition:
-    """Validate a ``skip_if`` / ``cancel_if`` value at definition time."""
-    if condition is None or isinstance(condition, bool | str) or callable(condition):
+def check_condition(condition: Any, where: str, owner: type | None = None) -> Condition:
+    """Validate a ``skip_if`` / ``cancel_if`` value at definition time.
+
+    :param where: ``Class.step: option``, the start of any error message.
+    :param owner: the workflow class; a condition given as a name must name one of its
+        attributes, so a typo fails at import rather than at run time.
+    """
+    if isinstance(condition, str):
+        if owner is not None and not hasattr(owner, condition):
+            raise DefinitionError(
+                f"{where}: {condition!r} is not a method or attribute of "
+                f"{owner.__name__}; define it on the class or pass a callable"
+            )
+        return condition
+    if condition is None or isinstance(condition, bool) or callable(condition):
         return condition  # type: ignore[no-any-return]
     raise DefinitionError(
         f"{where}: invalid condition {condition!r}; expected a callable taking the "
@@ -197,10 +214,30 @@ def check_condition(condition: Any, where: str) -> Condition:
     )
 
 
-def build_definition(declaration: StepDeclaration, *, class_name: str, name: str) -> StepDefinition:
-    """Validate a declaration's options and freeze them into a :class:`StepDefinition`."""
+def build_definition(
+    declaration: StepDeclaration,
+    *,
+    class_name: str,
+    name: str,
+    attr: str | None = None,
+    owner: type | None = None,
+) -> StepDefinition:
+    """Validate a declaration's options and freeze them into a :class:`StepDefinition`.
+
+    :param class_name: the workflow class, named in every error.
+    :param name: the step's name (given, attribute or generated).
+    :param attr: the class attribute the declaration was found under; the body is looked
+        up there on the instance, so a subclass overriding the method runs its override.
+    :param owner: the workflow class, to check conditions given as method names.
+    """
     opts = declaration.options
     where = f"{class_name}.{name}"
+    unknown = set(opts) - _OPTION_NAMES
+    if unknown:
+        raise DefinitionError(
+            f"{where}: unknown step option(s) {', '.join(sorted(unknown))}; "
+            f"valid options are {', '.join(sorted(_OPTION_NAMES))}"
+        )
 
     wait_value = opts.get("wait")
     try:
@@ -215,25 +252,27 @@ def build_definition(declaration: StepDeclaration, *, class_name: str, name: str
     policy = _build_policy(opts, where)
 
     if opts.get("before_step") is not None and opts.get("after_step") is not None:
-        raise DefinitionError(f"{where}: cannot specify both before_step= and after_step=")
+        raise DefinitionError(
+            f"{where}: cannot specify both before_step= and after_step=; a step is "
+            "inserted at one place in the sequence"
+        )
 
     after = opts.get("after")
     after_names: tuple[str, ...] | None
     if after is None:
         after_names = None
     else:
-        items = [after] if isinstance(after, str | StepDeclaration) else list(after)
+        items = [after] if isinstance(after, str | StepDeclaration) else _as_list(after, where)
         after_names = tuple(_step_ref(item, where, "after") for item in items)
         if name in after_names:
             raise DefinitionError(f"{where}: a step cannot run after itself (after={after!r})")
 
-    method_name = declaration.attr_name if declaration.attr_name == name else None
     return StepDefinition(
         name=name,
         func=declaration.func,
-        method_name=method_name,
+        method_name=attr,
         wait=wait,
-        skip_if=check_condition(opts.get("skip_if"), f"{where}: skip_if"),
+        skip_if=check_condition(opts.get("skip_if"), f"{where}: invalid skip_if", owner),
         policy=policy,
         after=after_names,
         before_step=_optional_ref(opts.get("before_step"), where, "before_step"),
@@ -243,39 +282,54 @@ def build_definition(declaration: StepDeclaration, *, class_name: str, name: str
     )
 
 
+def _as_list(value: Any, where: str) -> list[Any]:
+    try:
+        return list(value)
+    except TypeError:
+        raise DefinitionError(
+            f"{where}: after= must be a step name or a list of step names, got {value!r}"
+        ) from None
+
+
 def _build_policy(opts: dict[str, Any], where: str) -> ExceptionPolicy | None:
     on_exception = opts.get("on_exception")
     max_reattempts = opts.get("max_reattempts", UNSET)
     terminal_action = opts.get("terminal_action")
-    if on_exception is None:
-        if max_reattempts is not UNSET or terminal_action is not None:
+    limits = max_reattempts is not UNSET or terminal_action is not None
+    if on_exception is None or isinstance(on_exception, str):
+        action = on_exception or "pause"
+        if on_exception is not None and on_exception not in ACTIONS:
             raise DefinitionError(
-                f"{where}: max_reattempts= and terminal_action= need on_exception='reattempt'"
+                f"{where}: invalid on_exception {on_exception!r}; expected one of "
+                f"{', '.join(map(repr, ACTIONS))}, an ExceptionPolicy, or a callable "
+                "taking (workflow, error)"
             )
-        return None
-    if not isinstance(on_exception, str):
-        if max_reattempts is not UNSET or terminal_action is not None:
+        if limits and action != "reattempt":
+            option = "max_reattempts=" if max_reattempts is not UNSET else "terminal_action="
             raise DefinitionError(
-                f"{where}: max_reattempts= and terminal_action= cannot be combined with an "
-                "ExceptionPolicy or a handler; put them in the ExceptionPolicy"
+                f"{where}: {option} applies only when on_exception='reattempt', and "
+                f"on_exception is not 'reattempt' ({action!r}); set on_exception='reattempt' "
+                f"or remove {option}"
             )
+        if on_exception is None:
+            return None
+        kwargs: dict[str, Any] = {}
+        if action == "reattempt":
+            kwargs["max_reattempts"] = max_reattempts
+            kwargs["terminal_action"] = terminal_action
         try:
-            return coerce_policy(on_exception)
-        except ValueError as exc:
+            return ExceptionPolicy(action, **kwargs)
+        except (TypeError, ValueError) as exc:
             raise DefinitionError(f"{where}: {exc}") from None
-    if on_exception != "reattempt" and (max_reattempts is not UNSET or terminal_action is not None):
+    if limits:
         raise DefinitionError(
-            f"{where}: max_reattempts= and terminal_action= need on_exception='reattempt', "
-            f"not {on_exception!r}"
+            f"{where}: max_reattempts= and terminal_action= cannot be combined with an "
+            "ExceptionPolicy or a handler callable; put them in the ExceptionPolicy"
         )
-    kwargs: dict[str, Any] = {}
-    if on_exception == "reattempt":
-        kwargs["max_reattempts"] = max_reattempts
-        kwargs["terminal_action"] = terminal_action or "pause"
     try:
-        return ExceptionPolicy(on_exception, **kwargs)
+        return coerce_policy(on_exception)
     except ValueError as exc:
-        raise DefinitionError(f"{where}: invalid on_exception: {exc}") from None
+        raise DefinitionError(f"{where}: {exc}") from None
 
 
 def _step_ref(item: Any, where: str, option: str) -> str:
