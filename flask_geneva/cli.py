@@ -1,14 +1,55 @@
-"""The ``flask geneva`` command group: thin adapters over the Python API."""
+"""The ``flask geneva`` command group: thin adapters over the Python API.
+
+Each command parses its arguments, calls one service function
+(:mod:`~flask_geneva.operations`, :mod:`~flask_geneva.housekeeping`,
+:mod:`~flask_geneva.queries`, :mod:`~flask_geneva.migration`) and prints the result.
+User mistakes (an unknown id or class, a bad filter, an operation the state does not
+allow) end as one ``Error: ...`` line and exit code 1, never a traceback: the group
+turns every :class:`~flask_geneva.GenevaError` into a :class:`click.ClickException`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+from typing import TypeVar
+
 import click
+import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup
 
+from . import display
+from . import housekeeping
+from . import queries
+from .errors import GenevaError
+from .migration import write_revision
+from .operations import perform
 from .tasks import make_consumer
 
-geneva_cli = AppGroup("geneva", help="Durable workflows: run workers, inspect and fix workflows.")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class GenevaGroup(AppGroup):
+    """An ``AppGroup`` that reports flask-geneva errors as one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GenevaError as error:
+            raise click.ClickException(str(error)) from None
+
+
+geneva_cli = GenevaGroup(
+    "geneva", help="Durable workflows: run workers, inspect and fix workflows."
+)
+
+
+def _ext() -> Any:
+    return current_app.extensions["geneva"].ext
+
+
+# -- worker, housekeeping, migration -----------------------------------------------------------
 
 
 @geneva_cli.command("worker")
@@ -29,3 +70,284 @@ def worker_command(workers: int, worker_type: str) -> None:
         f"flask-geneva worker: {workers} {worker_type} worker(s) on {type(state.huey).__name__}"
     )
     consumer.run()
+
+
+@geneva_cli.command("housekeeping")
+def housekeeping_command() -> None:
+    """Delete old finished workflows, recover lost workers, re-send lost triggers.
+
+    Runs once and prints what it did. Workers also run it every
+    GENEVA_HOUSEKEEPING_INTERVAL; running it by hand at the same time is safe.
+    """
+    summary = housekeeping.run(_ext())
+    click.echo(f"housekeeping: {summary}")
+
+
+@geneva_cli.command("migration")
+@click.option(
+    "-d",
+    "--directory",
+    default=None,
+    help="The Flask-Migrate folder (default: the app's Migrate directory, or 'migrations').",
+)
+@click.option("-m", "--message", default="Add flask-geneva tables", show_default=True)
+def migration_command(directory: str | None, message: str) -> None:
+    """Write the Alembic revision that creates the flask-geneva tables.
+
+    Then run 'flask db upgrade' to create them ('flask db downgrade' removes them).
+    """
+    if directory is None:
+        migrate = current_app.extensions.get("migrate")
+        directory = getattr(migrate, "directory", None) or "migrations"
+    path = write_revision(_ext(), directory, message=message)
+    click.echo(f"wrote {path}; run 'flask db upgrade' to create the tables")
+
+
+# -- finding workflows -------------------------------------------------------------------------
+
+
+def filter_options(func: F) -> F:
+    """Add the shared filter options (--class, --state, --hero, --step)."""
+    options = [
+        click.option("-c", "--class", "class_name", help="Workflow class (name or stored type)."),
+        click.option(
+            "-s", "--state", "states", multiple=True, help="Workflow state; repeat for several."
+        ),
+        click.option("--hero", help="Hero as Type or Type:id, e.g. Payment:7."),
+        click.option("--step", help="Workflows at this step (scheduled, running or failed)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_filter(
+    class_name: str | None, states: tuple[str, ...], hero: str | None, step: str | None
+) -> queries.WorkflowFilter:
+    """Turn the filter options into a :class:`~flask_geneva.queries.WorkflowFilter`."""
+    hero_type, hero_id = None, None
+    if hero is not None:
+        hero_type, _, hero_id_text = hero.partition(":")
+        hero_id = hero_id_text or None
+        if not hero_type:
+            raise click.ClickException(f"--hero {hero!r}: expected Type or Type:id")
+    try:
+        return queries.WorkflowFilter(
+            workflow_type=None if class_name is None else workflow_class(class_name)[0],
+            states=tuple(states),
+            hero_type=hero_type,
+            hero_id=hero_id,
+            step=step,
+        )
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def workflow_class(name: str) -> tuple[str, Any]:
+    """Return ``(stored type, class)`` for a class name or stored type.
+
+    A stored type with no class in this process (a renamed class's old rows) is
+    accepted with class None, so its workflows can still be listed and canceled.
+    """
+    ext = _ext()
+    if name in ext.registry:
+        return name, ext.registry[name]
+    matches = [
+        (identity, cls)
+        for identity, cls in ext.registry.items()
+        if name in (cls.__name__, cls.__qualname__, f"{cls.__module__}.{cls.__qualname__}")
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches and name in queries.workflow_types(ext):
+        return name, None
+    known = ", ".join(sorted(ext.registry)) or "none"
+    if matches:
+        raise click.ClickException(
+            f"{name!r} names several workflow classes; use the stored type, one of: "
+            f"{', '.join(sorted(m[0] for m in matches))}"
+        )
+    raise click.ClickException(f"unknown workflow class {name!r}; known classes: {known}")
+
+
+@geneva_cli.command("list")
+@filter_options
+@click.option("-n", "--limit", default=50, show_default=True, type=click.IntRange(min=1))
+def list_command(
+    class_name: str | None, states: tuple[str, ...], hero: str | None, step: str | None, limit: int
+) -> None:
+    """List workflows, newest first."""
+    ext = _ext()
+    rows = queries.list_workflows(ext, build_filter(class_name, states, hero, step), limit=limit)
+    if not rows:
+        click.echo("no workflows match")
+        return
+    current = queries.current_steps(ext, [row["id"] for row in rows])
+    table: list[tuple[str, ...]] = [("ID", "CLASS", "STATE", "HERO", "CURRENT STEPS", "UPDATED")]
+    for row in rows:
+        steps = ", ".join(f"{name} ({state})" for name, state in current.get(row["id"], []))
+        table.append(
+            (
+                str(row["id"]),
+                _class_label(row["type"]),
+                row["state"],
+                display.hero(row),
+                steps or "-",
+                display.time(row["updated_at"]),
+            )
+        )
+    for line in display.table(table):
+        click.echo(line)
+
+
+@geneva_cli.command("show")
+@click.argument("workflow_id", type=int)
+def show_command(workflow_id: int) -> None:
+    """Show a workflow: its state, its position in the DAG, its executions, its last error."""
+    ext = _ext()
+    w, e = ext.tables.workflows, ext.tables.executions
+    with ext.engine().connect() as conn:
+        row = conn.execute(sa.select(w).where(w.c.id == workflow_id)).mappings().first()
+        if row is None:
+            raise click.ClickException(f"no workflow with id {workflow_id}")
+        executions = list(
+            conn.execute(sa.select(e).where(e.c.workflow_id == workflow_id).order_by(e.c.id))
+            .mappings()
+            .all()
+        )
+    cls = ext.registry.get(row["type"])
+    click.echo(f"{_class_label(row['type'])} {workflow_id}: {row['state']}")
+    click.echo(f"  hero:         {display.hero(row)}")
+    for column in ("created_at", "started_at", "transitioned_at", "updated_at"):
+        click.echo(f"  {column + ':':<13} {display.time(row[column])}")
+    latest = {x["step_name"]: x for x in executions}
+    click.echo("\nSteps:")
+    if cls is None:
+        click.echo(f"  (type {row['type']!r} names no workflow class in this process)")
+    else:
+        graph = cls.step_graph()
+        for name in graph.topological_order:
+            last = latest.get(name)
+            status = "not started" if last is None else display.execution_status(last)
+            after = graph.predecessors[name]
+            suffix = f"  (after {', '.join(after)})" if after else ""
+            click.echo(f"  {display.marker(last)} {name:<24} {status}{suffix}")
+    click.echo("\nExecutions:")
+    table: list[tuple[str, ...]] = [
+        ("ID", "STEP", "STATE", "OUTCOME", "ATTEMPT", "SCHEDULED FOR", "STARTED", "FINISHED")
+    ]
+    for x in executions:
+        table.append(
+            (
+                str(x["id"]),
+                x["step_name"],
+                x["state"],
+                x["outcome"] or "-",
+                str(x["attempt"]),
+                display.time(x["scheduled_for"]),
+                display.time(x["started_at"]),
+                display.time(x["finished_at"]),
+            )
+        )
+    for line in display.table(table, indent=2):
+        click.echo(line)
+    failed = [x for x in executions if x["error_class"]]
+    if failed:
+        last_error = failed[-1]
+        click.echo(
+            f"\nLast error (execution {last_error['id']}, step {last_error['step_name']}):\n"
+            f"  {last_error['error_class']}: {last_error['error_message']}"
+        )
+        if last_error["error_traceback"]:
+            click.echo(last_error["error_traceback"].rstrip())
+
+
+# -- operations --------------------------------------------------------------------------------
+
+_PAST = {
+    "pause": "paused",
+    "resume": "resumed",
+    "cancel": "canceled",
+    "skip": "skipped",
+    "reattempt": "reattempted",
+}
+
+
+def _operation_command(operation: str, help_text: str) -> None:
+    @geneva_cli.command(operation, help=help_text)
+    @click.argument("workflow_ids", nargs=-1, type=int)
+    @filter_options
+    @click.option("-y", "--yes", is_flag=True, help="Act on a filter without asking.")
+    def command(
+        workflow_ids: tuple[int, ...],
+        class_name: str | None,
+        states: tuple[str, ...],
+        hero: str | None,
+        step: str | None,
+        yes: bool,
+    ) -> None:
+        ext = _ext()
+        by_filter = any((class_name, states, hero))
+        step_name = step if operation in ("skip", "reattempt") else None
+        if workflow_ids and (by_filter or (step and step_name is None)):
+            raise click.ClickException("give workflow ids or filter options, not both")
+        if not workflow_ids and not (by_filter or step):
+            raise click.ClickException(
+                f"give workflow ids, or filter options (--class, --state, --hero, --step) "
+                f"to {operation} every matching workflow"
+            )
+        if workflow_ids:
+            batches: Any = [list(dict.fromkeys(workflow_ids))]
+        else:
+            selection = build_filter(class_name, states, hero, step)
+            total = queries.count_matching(ext, selection)
+            if total == 0:
+                click.echo("no workflows match")
+                return
+            if not yes:
+                click.confirm(f"{operation.capitalize()} {total} workflow(s)?", abort=True)
+            batches = queries.iter_ids(ext, selection, batch_size=200)
+        done, errors = 0, 0
+        for ids in batches:
+            result = perform(ext, operation, ids, step=step_name, raise_errors=False)
+            done += len(result.done)
+            for workflow_id, message in result.errors.items():
+                errors += 1
+                click.echo(f"workflow {workflow_id}: {message}", err=True)
+        click.echo(f"{_PAST[operation]} {done} workflow(s)")
+        if errors:
+            raise click.ClickException(f"{errors} workflow(s) not {_PAST[operation]}")
+
+
+_operation_command("pause", "Pause workflows; running steps finish, nothing new starts.")
+_operation_command("resume", "Resume paused workflows: re-run failed steps, re-send due ones.")
+_operation_command("cancel", "Cancel workflows and their scheduled steps.")
+_operation_command("skip", "Skip the due or failed step (--step names it when several are).")
+_operation_command("reattempt", "Run the due or failed step again now (--step: which one).")
+
+
+# -- graph -------------------------------------------------------------------------------------
+
+
+@geneva_cli.command("graph")
+@click.argument("class_name")
+@click.option(
+    "-f",
+    "--format",
+    "output",
+    type=click.Choice(["text", "mermaid", "dot"]),
+    default="text",
+    show_default=True,
+)
+def graph_command(class_name: str, output: str) -> None:
+    """Print a workflow class's DAG of steps (text, Mermaid or Graphviz DOT)."""
+    identity, cls = workflow_class(class_name)
+    if cls is None:
+        raise click.ClickException(f"type {identity!r} names no workflow class in this process")
+    for line in display.render_graph(cls.__name__, cls.step_graph(), output):
+        click.echo(line)
+
+
+def _class_label(stored_type: str) -> str:
+    cls = _ext().registry.get(stored_type)
+    return cls.__name__ if cls is not None else f"{stored_type} (no class)"

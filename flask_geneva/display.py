@@ -1,0 +1,89 @@
+"""Plain-text renderings for the terminal: tables, step status, and DAGs as text, Mermaid or DOT.
+
+Pure functions over rows and :class:`~flask_geneva.graph.StepGraph`; the CLI prints
+what they return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from .graph import StepGraph
+
+_MARKERS = {
+    "completed": "✓",
+    "skipped": "»",
+    "scheduled": "…",
+    "in_progress": "▶",
+    "failed": "✗",
+    "canceled": "-",
+}
+
+
+def marker(execution: Mapping[str, Any] | None) -> str:
+    """Return a one-character mark for a step's latest execution (blank: not started)."""
+    if execution is None:
+        return " "
+    if execution["state"] == "completed" and execution["outcome"] != "success":
+        return "↻"  # completed by a reattempt: another execution follows
+    return _MARKERS.get(execution["state"], "?")
+
+
+def execution_status(execution: Mapping[str, Any]) -> str:
+    """Return ``state (outcome)``, with the due time while scheduled and the attempt."""
+    state, outcome = execution["state"], execution["outcome"]
+    text = str(state if outcome in (None, state, "success") else f"{state} ({outcome})")
+    if state == "scheduled":
+        text += f" for {time(execution['scheduled_for'])}"
+    if execution["attempt"] > 1:
+        text += f", attempt {execution['attempt']}"
+    return text
+
+
+def hero(row: Mapping[str, Any]) -> str:
+    """Return ``Type:id`` for a workflow row, or ``-`` without a hero."""
+    return f"{row['hero_type']}:{row['hero_id']}" if row["hero_type"] else "-"
+
+
+def time(value: datetime | None) -> str:
+    """Return a stored (naive UTC) time to the second, or ``-``."""
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(rows: Sequence[Sequence[str]], *, indent: int = 0) -> list[str]:
+    """Return ``rows`` (the first is the header) as left-aligned columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        " " * indent
+        + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def render_graph(name: str, graph: StepGraph, output: str = "text") -> list[str]:
+    """Return the DAG of a workflow class as lines of ``text``, ``mermaid`` or ``dot``."""
+    edges = [(pred, step) for step, after in graph.describe() for pred in after]
+    if output == "mermaid":
+        return (
+            ["flowchart TD"]
+            + [f'  {step}["{step}"]' for step in graph.steps]
+            + [f"  {pred} --> {step}" for pred, step in edges]
+        )
+    if output == "dot":
+        return (
+            [f'digraph "{name}" {{', "  rankdir=TB;"]
+            + [f'  "{step}";' for step in graph.steps]
+            + [f'  "{pred}" -> "{step}";' for pred, step in edges]
+            + ["}"]
+        )
+    if output != "text":
+        raise ValueError(f"unknown graph format {output!r}; expected text, mermaid or dot")
+    lines = [f"{name} ({len(graph)} steps)"]
+    for step, after in graph.describe():
+        wait = graph.steps[step].wait
+        start = f"after {', '.join(after)}" if after else "start"
+        lines.append(f"  {step:<24} {start}{f', wait {wait}' if wait else ''}".rstrip())
+    return lines

@@ -1,0 +1,289 @@
+"""The ``flask geneva`` commands through Flask's CLI runner, on every database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask_migrate import Migrate
+from flask_migrate import init as migrate_init
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_geneva import Geneva
+from flask_geneva import step
+from flask_geneva.testing import assert_workflow_state
+from flask_geneva.testing import perform_step_inline
+from flask_geneva.testing import speedrun
+from flask_geneva.testing import travel
+
+db = SQLAlchemy()
+geneva = Geneva(db)
+
+
+class Order(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "cli_orders"
+    id = sa.Column(sa.Integer, primary_key=True)
+
+
+class FulfilOrder(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def reserve(self) -> None:
+        pass
+
+    @step(wait=timedelta(hours=1))
+    def charge(self) -> None:
+        raise RuntimeError("card declined for order")
+
+    @step(after="reserve")
+    def pack(self) -> None:
+        pass
+
+    @step(after=["charge", "pack"])
+    def ship(self) -> None:
+        pass
+
+
+class Welcome(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def greet(self) -> None:
+        pass
+
+
+def invoke(app: Any, *args: str, input: str | None = None) -> Any:
+    result = app.test_cli_runner().invoke(args=["geneva", *args], input=input)
+    if result.exit_code != 0:  # a user mistake: never a traceback
+        assert "Traceback" not in result.output, result.output
+    if result.exception is not None:
+        assert isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def error_line(result: Any) -> str:
+    """The one line a failed command printed (exit code 1)."""
+    assert result.exit_code == 1, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    return line
+
+
+def new_order() -> Any:
+    order = Order()
+    db.session.add(order)
+    db.session.commit()
+    return order
+
+
+def failed_fulfilment() -> Any:
+    """A FulfilOrder paused on the failing 'charge' step."""
+    workflow = FulfilOrder.create(hero=new_order())
+    perform_step_inline(workflow, "reserve")
+    perform_step_inline(workflow, "pack")
+    with pytest.raises(RuntimeError):
+        perform_step_inline(workflow, "charge")
+    assert_workflow_state(workflow, "paused")
+    return workflow
+
+
+def test_list_shows_workflows_newest_first_and_filters_them(app):
+    stuck = failed_fulfilment()
+    done = Welcome.create()
+    speedrun(done)
+    waiting = Welcome.create(allow_multiple=True)
+
+    result = invoke(app, "list")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["ID", "CLASS", "STATE", "HERO", "CURRENT", "STEPS", "UPDATED"]
+    assert [int(line.split()[0]) for line in lines[1:]] == [waiting.id, done.id, stuck.id]
+    assert f"FulfilOrder  paused    Order:{stuck.hero_id}  charge (failed)" in result.output
+
+    def ids(*args: str) -> list[int]:
+        output = invoke(app, "list", *args).output
+        return [int(line.split()[0]) for line in output.splitlines()[1:] if line[0].isdigit()]
+
+    assert ids("--class", "Welcome") == [waiting.id, done.id]
+    assert ids("--state", "finished", "--state", "paused") == [done.id, stuck.id]
+    assert ids("--hero", f"Order:{stuck.hero_id}") == [stuck.id]
+    assert ids("--hero", "Order") == [stuck.id]
+    assert ids("--step", "charge") == [stuck.id]
+    assert ids("--limit", "1") == [waiting.id]
+    assert invoke(app, "list", "--state", "canceled").output == "no workflows match\n"
+
+
+def test_list_rejects_an_unknown_class_or_state_in_one_line(app):
+    Welcome.create()
+    line = error_line(invoke(app, "list", "--class", "Nope"))
+    assert line == "Error: unknown workflow class 'Nope'; known classes: FulfilOrder, Welcome"
+    line = error_line(invoke(app, "list", "--state", "stuck"))
+    assert line.startswith("Error: unknown workflow state(s) 'stuck'; expected any of ready")
+    assert error_line(invoke(app, "list", "--hero", ":7")).startswith("Error: --hero ':7'")
+
+
+def test_show_prints_the_dag_position_executions_and_last_error(app):
+    workflow = failed_fulfilment()
+    result = invoke(app, "show", str(workflow.id))
+    assert result.exit_code == 0
+    out = result.output
+    assert out.startswith(f"FulfilOrder {workflow.id}: paused\n")
+    assert f"hero:         Order:{workflow.hero_id}" in out
+    steps = out.split("Steps:\n")[1].split("\n\n")[0].splitlines()
+    assert [line.split()[:2] for line in steps] == [
+        ["✓", "reserve"],
+        ["✗", "charge"],
+        ["✓", "pack"],
+        ["ship", "not"],
+    ]
+    assert "(after charge, pack)" in steps[3]
+    assert "Last error (execution" in out and "step charge" in out
+    assert "RuntimeError: card declined for order" in out
+    assert 'raise RuntimeError("card declined for order")' in out  # the traceback
+
+
+def test_show_of_an_unknown_id_is_one_error_line(app):
+    assert error_line(invoke(app, "show", "424242")) == "Error: no workflow with id 424242"
+
+
+def test_pause_and_resume_by_id_then_an_invalid_resume_fails_cleanly(app):
+    workflow = Welcome.create()
+    result = invoke(app, "pause", str(workflow.id))
+    assert (result.exit_code, result.output) == (0, "paused 1 workflow(s)\n")
+    assert_workflow_state(workflow, "paused")
+    assert invoke(app, "resume", str(workflow.id)).exit_code == 0
+    assert_workflow_state(workflow, "ready")
+
+    result = invoke(app, "resume", str(workflow.id))
+    assert f"workflow {workflow.id}: Cannot resume a ready workflow" in result.output
+    assert error_line(result) == "Error: 1 workflow(s) not resumed"
+
+
+def test_an_unknown_id_among_several_is_reported_and_the_others_are_done(app):
+    workflow = Welcome.create()
+    result = invoke(app, "cancel", str(workflow.id), "999999")
+    assert "workflow 999999: workflow 999999 does not exist" in result.output
+    assert "canceled 1 workflow(s)" in result.output
+    assert error_line(result) == "Error: 1 workflow(s) not canceled"
+    assert_workflow_state(workflow, "canceled")
+
+
+def test_an_operation_by_filter_asks_first_and_acts_on_every_match(app):
+    paused = [failed_fulfilment() for _ in range(3)]
+    other = Welcome.create()
+
+    refused = invoke(app, "cancel", "--state", "paused", input="n\n")
+    assert "Cancel 3 workflow(s)? [y/N]" in refused.output
+    assert refused.exit_code == 1
+    assert_workflow_state(paused[0], "paused")
+
+    accepted = invoke(app, "cancel", "--class", "FulfilOrder", "--state", "paused", input="y\n")
+    assert accepted.exit_code == 0
+    assert accepted.output.endswith("canceled 3 workflow(s)\n")
+    for workflow in paused:
+        assert_workflow_state(workflow, "canceled")
+    assert_workflow_state(other, "ready")
+    assert invoke(app, "pause", "--class", "Welcome", "--yes").output == "paused 1 workflow(s)\n"
+    assert_workflow_state(other, "paused")
+    assert invoke(app, "resume", "--state", "canceled", "-y").exit_code == 1
+
+
+def test_skip_and_reattempt_take_the_step_by_name_when_several_are_due(app):
+    workflow = FulfilOrder.create(hero=new_order())
+    perform_step_inline(workflow, "reserve")  # now charge and pack are both due
+    line = error_line(invoke(app, "skip", str(workflow.id)))
+    assert line.startswith("Error: 1 workflow(s) not skipped")
+    result = invoke(app, "skip", str(workflow.id), "--step", "charge")
+    assert result.output == "skipped 1 workflow(s)\n"
+    result = invoke(app, "reattempt", "--step", "pack", "--yes")
+    assert result.output == "reattempted 1 workflow(s)\n"
+    speedrun(workflow)
+    assert_workflow_state(workflow, "finished")
+
+
+def test_operations_need_ids_or_a_filter_but_not_both(app):
+    line = error_line(invoke(app, "cancel"))
+    assert line.startswith("Error: give workflow ids, or filter options (--class")
+    line = error_line(invoke(app, "cancel", "1", "--state", "ready"))
+    assert line == "Error: give workflow ids or filter options, not both"
+    assert error_line(invoke(app, "pause", "--class", "Nope")).startswith(
+        "Error: unknown workflow class 'Nope'"
+    )
+
+
+def test_housekeeping_prints_what_it_did(app):
+    workflow = Welcome.create()
+    speedrun(workflow)
+    with travel(timedelta(days=31)):
+        result = invoke(app, "housekeeping")
+    assert result.exit_code == 0
+    assert result.output.startswith("housekeeping: deleted 1 workflow(s) and 1 execution(s);")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [
+        (
+            "text",
+            [
+                "FulfilOrder (4 steps)",
+                "  reserve                  start",
+                "  charge                   after reserve, wait 1:00:00",
+                "  pack                     after reserve",
+                "  ship                     after charge, pack",
+            ],
+        ),
+        (
+            "mermaid",
+            [
+                "flowchart TD",
+                '  reserve["reserve"]',
+                '  charge["charge"]',
+                '  pack["pack"]',
+                '  ship["ship"]',
+                "  reserve --> charge",
+                "  reserve --> pack",
+                "  charge --> ship",
+                "  pack --> ship",
+            ],
+        ),
+        (
+            "dot",
+            [
+                'digraph "FulfilOrder" {',
+                "  rankdir=TB;",
+                '  "reserve";',
+                '  "charge";',
+                '  "pack";',
+                '  "ship";',
+                '  "reserve" -> "charge";',
+                '  "reserve" -> "pack";',
+                '  "charge" -> "ship";',
+                '  "pack" -> "ship";',
+                "}",
+            ],
+        ),
+    ],
+)
+def test_graph_prints_the_dag_as_text_mermaid_or_dot(app, fmt, expected):
+    result = invoke(app, "graph", "FulfilOrder", "--format", fmt)
+    assert result.exit_code == 0
+    assert result.output.splitlines() == expected
+
+
+def test_graph_of_an_unknown_class_is_one_error_line(app):
+    assert error_line(invoke(app, "graph", "Nope")).startswith("Error: unknown workflow class")
+
+
+def test_migration_writes_a_revision_into_the_apps_migrations_folder(app, tmp_path: Path):
+    directory = str(tmp_path / "migrations")
+    line = error_line(invoke(app, "migration", "--directory", directory))
+    assert "run 'flask db init' first" in line
+    Migrate(app, db, directory=directory)
+    migrate_init(directory)
+    result = invoke(app, "migration")
+    assert result.exit_code == 0, result.output
+    (written,) = (tmp_path / "migrations" / "versions").glob("*.py")
+    assert result.output == f"wrote {written}; run 'flask db upgrade' to create the tables\n"
+    assert "op.create_table('geneva_workflows'" in written.read_text()
+    line = error_line(invoke(app, "migration"))
+    assert line.startswith(f"Error: {written} already creates the flask-geneva tables")
