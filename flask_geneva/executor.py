@@ -319,6 +319,9 @@ def _settle(
     report.status = "settled"
     report.error = result.exception
     _finalize(ext, state, claim, cls, result, report, log, expect=StepState.SCHEDULED)
+    if report.action is None:
+        # Another worker claimed or settled the execution first; nothing was recorded.
+        report.status = "noop"
     return report
 
 
