@@ -1,0 +1,205 @@
+"""The admin's state-changing routes (POST only): one workflow, or many in batches.
+
+Each calls :func:`flask_geneva.operations.perform` and answers htmx with the updated
+fragment, or a plain form post with a redirect (post/redirect/get).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+from typing import Any
+
+from flask import Blueprint
+from flask import abort
+from flask import current_app
+from flask import flash
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import url_for
+
+from .. import clock
+from .. import queries
+from ..operations import ALLOWED
+from ..operations import perform
+from . import forms
+from .detail import load_detail
+from .detail import load_workflow
+from .htmx import is_htmx
+from .views import poll_interval
+
+if TYPE_CHECKING:
+    from ..extension import Geneva
+
+#: Operations offered on a single workflow and in bulk.
+SINGLE_OPERATIONS = ("pause", "resume", "cancel", "skip", "reattempt")
+BULK_OPERATIONS = ("pause", "resume", "cancel")
+#: Bulk work per request: stop after this many seconds, then let the page continue.
+BULK_SECONDS = 2.0
+BULK_BATCH = 100
+#: The preview counts at most this many workflows ("100,000+").
+PREVIEW_CAP = 100_000
+
+
+def register(bp: Blueprint, ext: Geneva) -> None:
+    """Add the action routes to the blueprint."""
+
+    @bp.post("/workflows/<int:workflow_id>/<operation>")
+    def workflow_action(workflow_id: int, operation: str) -> Any:
+        if operation not in SINGLE_OPERATIONS:
+            abort(404, description=f"No operation {operation!r}.")
+        if load_workflow(ext, workflow_id) is None:
+            abort(404, description=f"No workflow with id {workflow_id}.")
+        step = request.form.get("step") or None
+        result = perform(ext, operation, [workflow_id], step=step, raise_errors=False)
+        message = (
+            result.errors[workflow_id]
+            if workflow_id in result.errors
+            else f"{_past(operation)} workflow {workflow_id}."
+        )
+        category = "error" if result.errors else "success"
+        if not is_htmx():
+            flash(message, category)
+            return redirect(url_for(".workflow_detail", workflow_id=workflow_id))
+        workflow = load_workflow(ext, workflow_id)
+        assert workflow is not None  # operations never delete
+        detail = load_detail(ext, workflow, current_app.config.get("GENEVA_ADMIN_LOGS_URL"))
+        return render_template(
+            "geneva/_partials/action_result.html",
+            d=detail,
+            oob=False,
+            digests={},
+            poll_interval=poll_interval(),
+            message=message,
+            category=category,
+        )
+
+    @bp.post("/workflows/bulk")
+    def bulk_action() -> Any:
+        operation = request.form.get("op", "")
+        if operation not in BULK_OPERATIONS:
+            abort(400, description=f"Bulk operation must be one of {', '.join(BULK_OPERATIONS)}.")
+        scope = request.form.get("scope", "selected")
+        if scope not in ("selected", "filter"):
+            abort(400, description="scope must be 'selected' or 'filter'.")
+        f = forms.parse_filter(request.form)
+        ids = forms.parse_ids(request.form.getlist("ids")) if scope == "selected" else []
+        target = _narrow(f, operation)
+        context: dict[str, Any] = dict(
+            op=operation,
+            scope=scope,
+            ids=ids,
+            filter=f,
+            filter_args=forms.filter_args(f),
+            past=_past(operation),
+        )
+        if scope == "selected" and not ids:
+            context.update(mode="empty")
+        elif request.form.get("confirm") != "1":
+            context.update(mode="preview", **_preview(ext, target, ids, scope))
+        else:
+            context.update(_run(ext, target, ids, scope, operation))
+        template = "geneva/_partials/bulk.html" if is_htmx() else "geneva/bulk_page.html"
+        return render_template(template, **context)
+
+
+def _past(operation: str) -> str:
+    return {
+        "pause": "Paused",
+        "resume": "Resumed",
+        "cancel": "Canceled",
+        "skip": "Skipped a step of",
+        "reattempt": "Reattempted a step of",
+    }[operation]
+
+
+def _narrow(f: queries.WorkflowFilter, operation: str) -> queries.WorkflowFilter | None:
+    """Return the filter restricted to states the operation applies to (None: none do)."""
+    allowed = [s for s in queries.ALL_STATES if s in ALLOWED[operation]]
+    states = [s for s in f.states if s in allowed] if f.states else allowed
+    if not states:
+        return None
+    return queries.WorkflowFilter(**{**f.__dict__, "states": tuple(states)})
+
+
+def _preview(
+    ext: Geneva, target: queries.WorkflowFilter | None, ids: list[int], scope: str
+) -> dict[str, Any]:
+    if target is None:
+        return {"count": 0, "capped": False}
+    if scope == "filter":
+        count = queries.count_matching(ext, target, cap=PREVIEW_CAP)
+        return {"count": count, "capped": count >= PREVIEW_CAP}
+    return {"count": len(_selected_batch(ext, target, ids, None, len(ids))), "capped": False}
+
+
+def _selected_batch(
+    ext: Geneva, target: queries.WorkflowFilter, ids: list[int], before: int | None, limit: int
+) -> list[int]:
+    w = ext.tables.workflows
+    query = queries.filtered_select(ext, target).where(w.c.id.in_(ids))
+    if before is not None:
+        query = query.where(w.c.id < before)
+    with ext.engine().connect() as conn:
+        return [int(r[0]) for r in conn.execute(query.limit(limit))] if ids else []
+
+
+def _filter_batch(
+    ext: Geneva, target: queries.WorkflowFilter, before: int | None, limit: int
+) -> list[int]:
+    w = ext.tables.workflows
+    query = queries.filtered_select(ext, target)
+    if before is not None:
+        query = query.where(w.c.id < before)
+    with ext.engine().connect() as conn:
+        return [int(r[0]) for r in conn.execute(query.limit(limit))]
+
+
+def _run(
+    ext: Geneva,
+    target: queries.WorkflowFilter | None,
+    ids: list[int],
+    scope: str,
+    operation: str,
+) -> dict[str, Any]:
+    """Apply the operation batch by batch until done or out of time for this request."""
+    done = _int_field("done")
+    failed = _int_field("failed")
+    before_text = request.form.get("before", "")
+    before = int(before_text) if before_text.isdigit() else None
+    errors: dict[int, str] = {}
+    deadline = time.monotonic() + BULK_SECONDS
+    finished = target is None
+    # At least one batch per request, then more while time is left; the page posts
+    # again with the cursor (``before``) until everything matching was handled.
+    while not finished:
+        assert target is not None
+        if scope == "filter":
+            batch = _filter_batch(ext, target, before, BULK_BATCH)
+        else:
+            batch = _selected_batch(ext, target, ids, before, BULK_BATCH)
+        if batch:
+            result = perform(ext, operation, batch, raise_errors=False)
+            done += len(result.done)
+            failed += len(result.errors)
+            for workflow_id, message in result.errors.items():
+                if len(errors) < 10:
+                    errors[workflow_id] = message
+            before = batch[-1]
+        finished = len(batch) < BULK_BATCH
+        if time.monotonic() >= deadline:
+            break
+    return {
+        "mode": "done" if finished else "progress",
+        "done": done,
+        "failed": failed,
+        "errors": errors,
+        "before": before,
+        "now": clock.now(),
+    }
+
+
+def _int_field(name: str) -> int:
+    value = request.form.get(name, "0")
+    return int(value) if value.isdigit() else 0

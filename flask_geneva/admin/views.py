@@ -1,0 +1,163 @@
+"""The admin's pages (GET only, never changing state): overview, lists, detail, polls.
+
+Each view renders the full page, or only its fragment when htmx asks (``HX-Request``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from typing import Any
+
+from flask import Blueprint
+from flask import Response
+from flask import abort
+from flask import current_app
+from flask import render_template
+from flask import request
+
+from .. import clock
+from .. import queries
+from ..states import is_ongoing
+from . import forms
+from .detail import load_detail
+from .detail import load_workflow
+from .htmx import client_digests
+from .htmx import is_htmx
+from .htmx import poll_response
+
+if TYPE_CHECKING:
+    from ..extension import Geneva
+
+#: Counts above this show as "10,000+" (each is a capped index count; see queries).
+COUNT_CAP = 10_000
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+#: How many rows one list poll may refresh.
+MAX_POLLED_ROWS = 400
+
+
+def register(bp: Blueprint, ext: Geneva) -> None:
+    """Add the page routes to the blueprint."""
+
+    @bp.get("/")
+    def overview() -> str:
+        types = sorted(set(queries.workflow_types(ext)) | set(ext.registry))
+        counts = queries.counts_by_type_and_state(ext, types, cap=COUNT_CAP)
+        failures = queries.recent_failures(ext, limit=20)
+        template = "geneva/_partials/overview_body.html" if is_htmx() else "geneva/overview.html"
+        return render_template(
+            template,
+            types=types,
+            counts=counts,
+            failures=failures,
+            states=queries.ALL_STATES,
+            cap=COUNT_CAP,
+            registry=ext.registry,
+            now=clock.now(),
+        )
+
+    @bp.get("/workflows")
+    def workflow_list() -> str:
+        return _list(ext, None)
+
+    @bp.get("/classes/<path:workflow_type>")
+    def class_list(workflow_type: str) -> str:
+        if workflow_type not in ext.registry and not queries.count_matching(
+            ext, queries.WorkflowFilter(workflow_type=workflow_type), cap=1
+        ):
+            abort(404, description=f"No workflow class {workflow_type!r}.")
+        return _list(ext, workflow_type)
+
+    @bp.get("/workflows/poll")
+    def rows_poll() -> Response:
+        digests = {
+            int(key[4:]): value
+            for key, value in client_digests().items()
+            if key.startswith("row_") and key[4:].isdigit()
+        }
+        ids = sorted(digests, reverse=True)[:MAX_POLLED_ROWS]
+        f = queries.WorkflowFilter()
+        rows = [r for r in _rows_by_id(ext, ids)]
+        html = render_template(
+            "geneva/_partials/workflow_rows.html",
+            rows=rows,
+            current=queries.current_steps(ext, [r["id"] for r in rows]),
+            oob=True,
+            digests={f"row_{k}": v for k, v in digests.items()},
+            more=None,
+            filter=f,
+            now=clock.now(),
+            columns=_columns(None),
+        )
+        return poll_response(html, ongoing=any(is_ongoing(r["state"]) for r in rows))
+
+    @bp.get("/workflows/<int:workflow_id>")
+    def workflow_detail(workflow_id: int) -> Any:
+        workflow = load_workflow(ext, workflow_id)
+        if workflow is None:
+            abort(404, description=f"No workflow with id {workflow_id}.")
+        detail = load_detail(ext, workflow, current_app.config.get("GENEVA_ADMIN_LOGS_URL"))
+        context = dict(d=detail, poll_interval=poll_interval())
+        if is_htmx():
+            html = render_template(
+                "geneva/_partials/workflow_live.html", oob=True, digests=client_digests(), **context
+            )
+            return poll_response(html, ongoing=detail.ongoing)
+        return render_template("geneva/workflow_detail.html", oob=False, digests={}, **context)
+
+
+def poll_interval() -> float:
+    """Seconds between two polls of an ongoing page (``GENEVA_ADMIN_POLL_INTERVAL``)."""
+    value = current_app.config.get("GENEVA_ADMIN_POLL_INTERVAL", 3)
+    return float(value.total_seconds() if hasattr(value, "total_seconds") else value)
+
+
+def _columns(workflow_type: str | None) -> int:
+    return 7 if workflow_type is None else 6
+
+
+def _rows_by_id(ext: Geneva, ids: list[int]) -> list[Any]:
+    if not ids:
+        return []
+    import sqlalchemy as sa
+
+    w = ext.tables.workflows
+    with ext.engine().connect() as conn:
+        query = sa.select(w).where(w.c.id.in_(ids)).order_by(w.c.id.desc())
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def _list(ext: Geneva, workflow_type: str | None) -> str:
+    f = forms.parse_filter(request.args, workflow_type)
+    try:
+        limit = min(max(int(request.args.get("limit", PAGE_SIZE)), 1), MAX_PAGE_SIZE)
+        before = request.args.get("before")
+        before_id = int(before) if before else None
+    except ValueError:
+        abort(400, description="limit and before must be numbers.")
+    rows = queries.list_workflows(ext, f, limit=limit + 1, before_id=before_id)
+    more = rows[limit - 1]["id"] if len(rows) > limit else None
+    rows = rows[:limit]
+    context: dict[str, Any] = dict(
+        rows=rows,
+        current=queries.current_steps(ext, [r["id"] for r in rows]),
+        more=more,
+        limit=limit,
+        filter=f,
+        filter_args=forms.filter_args(f, include_type=workflow_type is None),
+        form=forms.form_values(f),
+        workflow_type=workflow_type,
+        cls=ext.registry.get(workflow_type) if workflow_type else None,
+        types=sorted(ext.registry),
+        states=queries.ALL_STATES,
+        oob=False,
+        digests={},
+        now=clock.now(),
+        poll_interval=poll_interval(),
+        columns=_columns(workflow_type),
+        any_ongoing=any(is_ongoing(r["state"]) for r in rows),
+        first_page=before_id is None,
+    )
+    if is_htmx():
+        return render_template("geneva/_partials/workflow_rows.html", **context)
+    return render_template("geneva/workflow_list.html", **context)

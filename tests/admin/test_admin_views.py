@@ -1,0 +1,218 @@
+"""Admin pages through the test client, as a full page and as htmx fragments."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_geneva import Geneva
+from flask_geneva import step
+from flask_geneva.testing import perform_next_step
+from flask_geneva.testing import travel
+
+from admin_helpers import PREFIX
+
+db = SQLAlchemy()
+geneva = Geneva(db)
+
+APP_CONFIG = {"GENEVA_ADMIN_LOGS_URL": "https://logs.example.com/?q=workflow:{workflow_id}+{step}"}
+
+
+class Customer(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "adminv_customers"
+    id = sa.Column(sa.Integer, primary_key=True)
+    name = sa.Column(sa.String(50), nullable=False, default="Ada")
+
+    def __str__(self) -> str:
+        return f"Customer {self.name}"
+
+
+class Declined(Exception):
+    pass
+
+
+class OrderWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def reserve(self) -> None:
+        pass
+
+    @step(wait=timedelta(hours=1))
+    def capture(self) -> None:
+        pass
+
+    @step(after="reserve")
+    def notify(self) -> None:
+        pass
+
+    @step(after=["capture", "notify"])
+    def receipt(self) -> None:
+        pass
+
+
+class ChargeWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def charge(self) -> None:
+        amount = 3
+        raise Declined(f"card declined for {amount} EUR")
+
+
+def _customer(name: str = "Ada") -> Customer:
+    customer = Customer(name=name)
+    db.session.add(customer)
+    db.session.commit()
+    return customer
+
+
+def _failed_charge() -> ChargeWorkflow:
+    workflow = ChargeWorkflow.create(hero=_customer())
+    with pytest.raises(Declined):
+        perform_next_step(workflow)
+    return workflow
+
+
+def test_the_overview_counts_each_class_per_state_and_links_to_the_filtered_list(admin):
+    for _ in range(2):
+        OrderWorkflow.create(hero=_customer())
+    failed = _failed_charge()
+
+    page = admin.get(f"{PREFIX}/")
+    assert page.status_code == 200
+    assert "<html" in page.text and "htmx-2.0.11.min.js" in page.text
+    row = re.search(r'<tr data-type="OrderWorkflow">.*?</tr>', page.text, re.S).group(0)
+    assert f'href="{PREFIX}/classes/OrderWorkflow?state=ready" data-state="ready">2</a>' in row
+    assert f'href="{PREFIX}/classes/ChargeWorkflow?state=paused"' in page.text
+    assert f'href="{PREFIX}/workflows/{failed.id}"' in page.text  # recent failures
+    assert "Declined" in page.text
+
+    fragment = admin.get(f"{PREFIX}/", headers={"HX-Request": "true"})
+    assert fragment.status_code == 200
+    assert "<html" not in fragment.text and 'data-type="OrderWorkflow"' in fragment.text
+
+
+def test_the_list_filters_by_state_and_pages_newest_first_with_load_more(admin):
+    created = [OrderWorkflow.create(hero=_customer()) for _ in range(5)]
+    created[0].pause()
+    ids = [w.id for w in created]
+
+    page = admin.get(f"{PREFIX}/classes/OrderWorkflow?state=ready&limit=2")
+    assert page.status_code == 200 and "<html" in page.text
+    shown = [int(i) for i in re.findall(r'name="ids" value="(\d+)"', page.text)]
+    assert shown == [ids[4], ids[3]]
+    more = re.search(r'hx-get="([^"]+)"', page.text.split('id="geneva-more"')[1]).group(1)
+    more = more.replace("&amp;", "&")
+    assert f"before={ids[3]}" in more
+
+    fragment = admin.get(more, headers={"HX-Request": "true"})
+    assert "<html" not in fragment.text
+    assert [int(i) for i in re.findall(r'name="ids" value="(\d+)"', fragment.text)] == [
+        ids[2],
+        ids[1],
+    ]
+    last = admin.get(more.replace(f"before={ids[3]}", f"before={ids[1]}"))
+    assert re.findall(r'name="ids" value="(\d+)"', last.text) == []  # ids[0] is paused
+    assert "geneva-more" not in last.text
+
+    paused = admin.get(f"{PREFIX}/workflows?state=paused")
+    assert re.findall(r'name="ids" value="(\d+)"', paused.text) == [str(ids[0])]
+    by_hero = admin.get(f"{PREFIX}/workflows?hero_type=Customer&hero_id={created[2].hero_id}")
+    assert re.findall(r'name="ids" value="(\d+)"', by_hero.text) == [str(ids[2])]
+
+
+def test_the_detail_page_draws_the_dag_and_says_when_the_next_step_is_due(admin):
+    workflow = OrderWorkflow.create(hero=_customer("Grace"))
+    perform_next_step(workflow)  # reserve; capture (1 h) and notify scheduled
+    perform_next_step(workflow)  # notify (due now)
+
+    page = admin.get(f"{PREFIX}/workflows/{workflow.id}")
+    assert page.status_code == 200
+    text = page.text
+    assert 'data-state="ready"' in text and "Customer Grace" in text
+    assert 'data-step="reserve" data-state="completed"' in text
+    assert 'data-step="capture" data-state="scheduled"' in text
+    assert 'data-step="receipt" data-state="pending"' in text
+    assert 'data-edge="capture->receipt"' in text and 'data-edge="reserve->notify"' in text
+    assert re.search(r"step `capture` is scheduled for \d\d:\d\d UTC \(in (59|60) min\)", text)
+    assert 'hx-trigger="every 3.0s"' in text  # ongoing: the page polls
+    # The right buttons: no resume on a running workflow.
+    assert {"pause", "cancel", "skip", "reattempt"} == set(re.findall(r'data-op="(\w+)"', text))
+
+    with travel(timedelta(hours=1, minutes=12)):
+        later = admin.get(f"{PREFIX}/workflows/{workflow.id}").text
+    assert re.search(r"overdue by 1[12] min — no worker has picked it up", later)
+
+
+def test_a_failed_step_shows_the_exception_and_its_source_line_highlighted(admin):
+    workflow = _failed_charge()
+    page = admin.get(f"{PREFIX}/workflows/{workflow.id}")
+    text = page.text
+    assert f"{__name__}.Declined" in text and "card declined for 3 EUR" in text
+    highlighted = re.search(r'<span class="hll">(.*?)</span>\n', text, re.S).group(1)
+    assert "raise" in highlighted and "Declined" in highlighted
+    assert "Traceback" in text
+    assert 'href="https://logs.example.com/?q=workflow:' in text
+    assert "step `charge` failed with" in text
+    assert {"resume", "cancel", "skip", "reattempt"} == set(re.findall(r'data-op="(\w+)"', text))
+
+
+def test_a_poll_answers_only_changed_fragments_and_stops_when_the_workflow_ends(admin):
+    workflow = OrderWorkflow.create(hero=_customer())
+    url = f"{PREFIX}/workflows/{workflow.id}"
+    page = admin.get(url).text
+    digests = dict(re.findall(r'name="(h_\w+)" value="(\w+)"', page))
+    assert set(digests) >= {"h_status", "h_actions", "h_dag", "h_timeline", "h_executions"}
+
+    unchanged = admin.get(url, query_string=digests, headers={"HX-Request": "true"})
+    assert unchanged.status_code == 204
+
+    perform_next_step(workflow)  # reserve completes
+    changed = admin.get(url, query_string=digests, headers={"HX-Request": "true"})
+    assert changed.status_code == 200
+    assert 'id="geneva-dag" class="panel" hx-swap-oob="true"' in changed.text
+    assert "<html" not in changed.text
+
+    workflow.cancel()
+    final = admin.get(url, query_string=digests, headers={"HX-Request": "true"})
+    assert final.status_code == 286  # htmx stops polling
+    assert 'data-state="canceled"' in final.text
+    assert "hx-trigger" not in admin.get(url).text  # a terminal page does not poll
+
+
+def test_list_rows_poll_swaps_changed_rows_and_stops_when_none_is_ongoing(admin):
+    workflow = OrderWorkflow.create(hero=_customer())
+    page = admin.get(f"{PREFIX}/workflows").text
+    assert f'hx-get="{PREFIX}/workflows/poll"' in page
+    digests = dict(re.findall(r'name="(h_row_\d+)" value="(\w+)"', page))
+    assert list(digests) == [f"h_row_{workflow.id}"]
+    poll = f"{PREFIX}/workflows/poll"
+    assert admin.get(poll, query_string=digests, headers={"HX-Request": "true"}).status_code == 204
+    workflow.pause()
+    changed = admin.get(poll, query_string=digests, headers={"HX-Request": "true"})
+    assert changed.status_code == 200
+    assert f'<template><tr id="geneva-row-{workflow.id}"' in changed.text
+    assert 'data-state="paused"' in changed.text
+    workflow.cancel()
+    assert admin.get(poll, query_string=digests, headers={"HX-Request": "true"}).status_code == 286
+
+
+def test_unknown_ids_classes_and_operations_are_404_and_bad_filters_400(admin):
+    assert admin.get(f"{PREFIX}/workflows/999999").status_code == 404
+    assert admin.get(f"{PREFIX}/workflows/abc").status_code == 404
+    assert admin.get(f"{PREFIX}/classes/NoSuchWorkflow").status_code == 404
+    assert admin.get(f"{PREFIX}/workflows?state=done").status_code == 400
+    assert admin.get(f"{PREFIX}/workflows?created_after=yesterday").status_code == 400
+    assert admin.get(f"{PREFIX}/workflows?before=x").status_code == 400
+    assert admin.get(f"{PREFIX}/classes/OrderWorkflow").status_code == 200  # no rows yet
+
+
+def test_the_admin_serves_its_vendored_htmx_and_stylesheets(admin):
+    htmx = admin.get(f"{PREFIX}/static/geneva/htmx-2.0.11.min.js")
+    assert htmx.status_code == 200 and b"htmx" in htmx.data
+    htmx.close()
+    css = admin.get(f"{PREFIX}/static/geneva/geneva.css")
+    assert css.status_code == 200 and b".badge" in css.data
+    css.close()
+    assert ".geneva-source" in admin.get(f"{PREFIX}/source.css").text
