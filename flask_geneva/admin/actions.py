@@ -68,7 +68,7 @@ def register(bp: Blueprint, ext: Geneva) -> None:
         return render_template(
             "geneva/_partials/action_result.html",
             d=detail,
-            oob=False,
+            oob=True,
             digests={},
             poll_interval=poll_interval(),
             message=message,

@@ -11,9 +11,9 @@ PREFIX = "/admin/workflows"
 _TOKEN = re.compile(r'"X-CSRFToken": "([^"]+)"')
 
 
-def csrf_token(client: FlaskClient) -> str:
+def csrf_token(client: FlaskClient, headers: dict[str, str] | None = None) -> str:
     """Open the overview (which issues the session's token) and return the token."""
-    response = client.get(f"{PREFIX}/")
+    response = client.get(f"{PREFIX}/", headers=headers or {})
     assert response.status_code == 200, response.text
     match = _TOKEN.search(response.text)
     assert match, "the page carries no CSRF token in hx-headers"
@@ -22,10 +22,11 @@ def csrf_token(client: FlaskClient) -> str:
 
 def hx_post(client: FlaskClient, path: str, **kwargs: Any) -> Any:
     """POST like htmx does: HX-Request and the CSRF header, same-origin."""
+    extra = kwargs.pop("headers", {})
     headers = {
         "HX-Request": "true",
-        "X-CSRFToken": csrf_token(client),
+        "X-CSRFToken": csrf_token(client, extra),
         "Sec-Fetch-Site": "same-origin",
     }
-    headers.update(kwargs.pop("headers", {}))
+    headers.update(extra)
     return client.post(f"{PREFIX}{path}", headers=headers, **kwargs)

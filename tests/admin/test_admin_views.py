@@ -7,14 +7,13 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from admin_helpers import PREFIX
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_geneva import Geneva
 from flask_geneva import step
 from flask_geneva.testing import perform_next_step
 from flask_geneva.testing import travel
-
-from admin_helpers import PREFIX
 
 db = SQLAlchemy()
 geneva = Geneva(db)
