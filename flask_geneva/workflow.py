@@ -7,6 +7,7 @@ all stored in one table (single-table inheritance, ``type`` as discriminator).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from typing import Any
@@ -28,6 +29,7 @@ from .flow import PauseSignal
 from .flow import ReattemptSignal
 from .flow import SkipSignal
 from .hero import reference
+from .logging import tagged
 from .models import BASE_IDENTITY
 from .models import EXECUTIONS_TABLE
 from .models import WORKFLOWS_TABLE
@@ -216,6 +218,17 @@ class WorkflowBase:
                 hero = ext.heroes.load(ext.db.session, self.hero_type, self.hero_id)
             self.__dict__["_geneva_hero"] = hero
         return self.__dict__["_geneva_hero"]
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose lines carry this workflow's tag, so they can be grepped by id.
+
+        Inside a step the tag names the execution too:
+        ``[PaymentWorkflow id=12 hero=Payment:7] [execution=88 step=capture] ...``.
+        """
+        if self._geneva_context is not None:
+            return self._geneva_context  # type: ignore[no-any-return]
+        return tagged(type(self).__name__, self.id, self.hero_type, self.hero_id)
 
     # -- flow control (inside a step) and operations (outside) ---------------------------
 
