@@ -1,0 +1,69 @@
+"""The flask-geneva demo: three workflows, fault switches, and the admin.
+
+Run it with ``make demo`` (or ``python -m demo_app``): it starts the web app and a
+worker and prints the URL. ``flask --app demo_app ...`` finds :func:`create_app`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from flask import request
+
+from . import workflows  # noqa: F401  (registers the workflow classes)
+from .models import Switches
+from .models import db
+from .models import geneva
+from .timing import TIME_SCALE
+
+#: Where the admin is mounted.
+ADMIN_PREFIX = "/admin/workflows"
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the demo app; the first run creates its database in the instance folder.
+
+    :param config: settings that override the embedded defaults (the smoke test passes
+        its own instance folder and queue).
+    """
+    config = dict(config or {})
+    app = Flask(__name__, instance_path=config.pop("INSTANCE_PATH", None))
+    app.config.update(
+        SECRET_KEY="demo-only-not-secret",
+        # Both files are created in the instance folder on first run.
+        SQLALCHEMY_DATABASE_URI="sqlite:///demo.db",
+        GENEVA_HUEY="sqlite:///demo-huey.db",
+        DEMO_TIME_SCALE=TIME_SCALE,
+        # The admin asks the app who may use it; the demo lets in this machine only.
+        GENEVA_ADMIN_AUTHORIZE=local_requests_only,
+    )
+    app.config.update(config)
+    db.init_app(app)
+    geneva.init_app(app)
+    _mount_admin(app)
+
+    from .views import bp
+
+    app.register_blueprint(bp)
+    with app.app_context():
+        db.create_all()  # the demo's own tables
+        geneva.create_all()  # flask-geneva's two tables (use the migration in production)
+        if db.session.get(Switches, 1) is None:
+            db.session.add(Switches(id=1, gateway_down=False, mail_down=False, random_faults=True))
+            db.session.commit()
+    return app
+
+
+def local_requests_only(action: str) -> bool:
+    """Allow every admin action to requests from this machine (a demo, not a policy)."""
+    return request.remote_addr in ("127.0.0.1", "::1")
+
+
+def _mount_admin(app: Flask) -> None:
+    try:
+        blueprint = geneva.admin_blueprint
+    except ImportError:
+        app.logger.warning("flask_geneva.admin is not available; the demo runs without it")
+        return
+    app.register_blueprint(blueprint, url_prefix=ADMIN_PREFIX)

@@ -1,0 +1,145 @@
+"""Stand-ins for the outside world: a payment gateway and a mail server.
+
+The gateway keeps its own tables and commits them in its own session, like a remote
+service would: when a step fails after calling it, rolling back the step's work does
+not undo the charge. That is why the transfer sends an idempotency key with every
+charge request. The fault switches on the home page (and a seeded random draw per
+call) decide how each call answers.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from .models import GatewayCall
+from .models import GatewayCharge
+from .models import Mail
+from .models import Switches
+from .models import db
+from .models import utcnow
+from .timing import seconds
+
+
+class GatewayError(Exception):
+    """The payment gateway answered with an error."""
+
+
+class GatewayUnavailable(GatewayError):
+    """The gateway is down (the "gateway down" switch)."""
+
+
+class GatewayTimeout(GatewayError):
+    """No answer in time: the charge may or may not have gone through."""
+
+
+class RateLimited(GatewayError):
+    """HTTP 429: call again after ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"429 Too Many Requests (retry after {retry_after:.1f} s)")
+        self.retry_after = retry_after
+
+
+class MailServerDown(Exception):
+    """The mail server refused the message (the "mail server down" switch)."""
+
+
+def switches(session: Session | None = None) -> Switches:
+    """Return the fault switches (defaults if the row does not exist yet)."""
+    row = (session or db.session).get(Switches, 1)
+    return row if row is not None else Switches(id=1, **DEFAULT_SWITCHES)
+
+
+DEFAULT_SWITCHES = {"gateway_down": False, "mail_down": False, "random_faults": True}
+
+
+def charge(idempotency_key: str, amount_cents: int) -> int:
+    """Charge ``amount_cents`` once per key and return the gateway's charge id.
+
+    A second call with the same key returns the first charge instead of charging again.
+
+    :raises RateLimited: too many requests; call again after ``retry_after``.
+    :raises GatewayTimeout: no answer in time (the charge may have been made).
+    :raises GatewayError: any other failure (503 when down, sometimes a 502).
+    """
+    with Session(db.engine) as session:
+        faults = switches(session)
+        calls = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(GatewayCall)
+            .where(GatewayCall.idempotency_key == idempotency_key)
+        )
+        luck = draw(idempotency_key, calls or 0)
+
+        def answer(result: str) -> None:
+            _log(session, idempotency_key, "charge", result)
+            session.commit()
+
+        if faults.gateway_down:
+            answer("503 unavailable")
+            raise GatewayUnavailable("503 Service Unavailable: the payment gateway is down")
+        if faults.random_faults and luck < 0.25:
+            answer("429 rate limited")
+            raise RateLimited(retry_after=seconds(1 + 2 * luck))
+        if faults.random_faults and luck > 0.97:
+            answer("502 bad gateway")
+            raise GatewayError("502 Bad Gateway: the payment gateway failed to process the charge")
+        existing = session.scalar(
+            sa.select(GatewayCharge).where(GatewayCharge.idempotency_key == idempotency_key)
+        )
+        if existing is not None:
+            answer("200 replayed (already charged)")
+            return int(existing.id)
+        new = GatewayCharge(
+            idempotency_key=idempotency_key,
+            amount_cents=amount_cents,
+            settles_at=utcnow() + timedelta(seconds=seconds(2 + 4 * luck)),
+        )
+        session.add(new)
+        if faults.random_faults and luck < 0.40:
+            answer("201 charged, but the answer timed out")
+            raise GatewayTimeout("read timed out after 10 s; the charge may have gone through")
+        answer("201 charged")
+        return int(new.id)
+
+
+def charge_status(idempotency_key: str) -> str:
+    """Return ``"pending"`` or ``"settled"`` for the charge made with this key."""
+    with Session(db.engine) as session:
+        found = session.scalar(
+            sa.select(GatewayCharge).where(GatewayCharge.idempotency_key == idempotency_key)
+        )
+        if found is None:
+            raise GatewayError(f"404 Not Found: no charge with idempotency key {idempotency_key}")
+        if found.status == "pending" and utcnow() >= found.settles_at:
+            found.status = "settled"
+        _log(session, idempotency_key, "status", found.status)
+        session.commit()
+        return str(found.status)
+
+
+def send_mail(to: str, subject: str, body: str) -> None:
+    """Put a message in the outbox (committed with the step that sends it).
+
+    :raises MailServerDown: while the "mail server down" switch is on.
+    """
+    if switches().mail_down:
+        raise MailServerDown("421 mail.demo.test: service not available, try again later")
+    db.session.add(Mail(to=to, subject=subject, body=body))
+
+
+def draw(idempotency_key: str, calls: int) -> float:
+    """The gateway's luck for a call: seeded by the key and the calls made before it.
+
+    Replayable (the same transfer meets the same faults in the same order), yet varied
+    across transfers, whose keys are random.
+    """
+    return random.Random(f"{idempotency_key}:{calls}").random()
+
+
+def _log(session: Session, idempotency_key: str, operation: str, result: str) -> None:
+    session.add(GatewayCall(idempotency_key=idempotency_key, operation=operation, result=result))

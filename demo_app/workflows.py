@@ -1,0 +1,150 @@
+"""The demo's three workflows: a money transfer, an onboarding drip, a document DAG.
+
+Each step is an ordinary method that a worker runs later; flask-geneva records every
+attempt as a row, so the admin can show what happened and an operator can resume.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from flask_geneva import ExceptionPolicy
+from flask_geneva import step
+
+from . import fakes
+from .models import geneva
+from .models import utcnow
+from .timing import days
+from .timing import seconds
+
+#: Transfers above this amount are refused before any money moves.
+TRANSFER_LIMIT_CENTS = 1_000_000
+
+
+class TransferWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """Charge the sender once, wait for the money to settle, then confirm by e-mail.
+
+    The e-mail is a step of its own: if the mail server is down, only that step is
+    reattempted (and the workflow paused if it stays down); the charge, already
+    completed, is never run again.
+    """
+
+    on_exception = [
+        # The request may have gone through: ask again with the same idempotency key.
+        ExceptionPolicy(
+            "reattempt", exceptions=(fakes.GatewayTimeout,), wait=seconds(1), max_reattempts=5
+        ),
+        # Anything else (gateway down, a 502, a bug): stop and let a person look.
+        ExceptionPolicy("pause"),
+    ]
+
+    @step
+    def check_limits(self) -> None:
+        if self.hero.amount_cents > TRANSFER_LIMIT_CENTS:
+            self.hero.status = "refused"
+            self.cancel()
+
+    @step
+    def charge(self) -> None:
+        try:
+            charge_id = fakes.charge(self.hero.idempotency_key, self.hero.amount_cents)
+        except fakes.RateLimited as error:
+            self.reattempt(wait=error.retry_after)  # the gateway said when to come back
+        self.hero.charge_id = charge_id
+        self.hero.status = "charged"
+
+    @step
+    def await_settlement(self) -> None:
+        if fakes.charge_status(self.hero.idempotency_key) != "settled":
+            self.reattempt(wait=seconds(1))  # poll until the money has moved
+        self.hero.status = "settled"
+
+    @step(
+        on_exception=ExceptionPolicy(
+            "reattempt", exceptions=(fakes.MailServerDown,), wait=seconds(3), max_reattempts=3
+        )
+    )
+    def send_confirmation(self) -> None:
+        fakes.send_mail(
+            self.hero.recipient,
+            f"You received {self.hero.amount}",
+            f"Transfer #{self.hero.id} of {self.hero.amount} has settled.",
+        )
+        self.hero.status = "confirmed"
+
+
+class OnboardingWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """A drip of e-mails over a new user's first week (a demo day lasts a few seconds).
+
+    Deactivating the user cancels the rest; steps that no longer apply are skipped.
+    """
+
+    cancel_if = "user_deactivated"
+    on_exception = ExceptionPolicy(
+        "reattempt", exceptions=(fakes.MailServerDown,), wait=seconds(5), max_reattempts=3
+    )
+
+    def user_deactivated(self) -> bool:
+        return not self.hero.active
+
+    @step
+    def send_welcome(self) -> None:
+        self._mail("Welcome aboard", "Thanks for signing up!")
+
+    @step(wait=days(1))
+    def send_tips(self) -> None:
+        self._mail("Three tips for your first week", "1. ... 2. ... 3. ...")
+
+    @step(wait=days(2), skip_if=lambda wf: wf.hero.profile_completed)
+    def remind_profile(self) -> None:
+        self._mail("Your profile is almost done", "Add a photo so your team knows you.")
+
+    @step(wait=days(3), skip_if=lambda wf: wf.hero.plan == "paid")
+    def offer_upgrade(self) -> None:
+        self._mail("20% off the paid plan", "This week only.")
+
+    def _mail(self, subject: str, body: str) -> None:
+        fakes.send_mail(self.hero.email, subject, f"Hello {self.hero.name},\n\n{body}")
+
+
+def work(low: float, high: float) -> None:
+    """Simulate a piece of work that takes a few (scaled) seconds."""
+    time.sleep(seconds(random.uniform(low, high)))
+
+
+class DocumentPipeline(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """extract → (thumbnails ∥ text analysis ∥ virus scan) → publish.
+
+    The three middle steps run at the same time on different worker threads; publish
+    waits for all three (a join). A file whose name contains "eicar" fails the virus
+    scan, which cancels the workflow: it is never published.
+    """
+
+    @step
+    def extract(self) -> None:
+        work(1, 2)
+        rng = random.Random(self.hero.filename)
+        self.hero.pages = rng.randint(1, 40)
+        self.hero.words = self.hero.pages * rng.randint(200, 500)
+
+    @step(after="extract")
+    def make_thumbnails(self) -> None:
+        work(2, 4)
+        self.hero.thumbnails = self.hero.pages
+
+    @step(after="extract")
+    def analyse_text(self) -> None:
+        work(1, 3)
+        self.hero.language = random.Random(self.hero.filename).choice(["en", "fr", "de"])
+
+    @step(after="extract")
+    def scan_for_viruses(self) -> None:
+        work(1, 2)
+        self.hero.infected = "eicar" in self.hero.filename.lower()
+        if self.hero.infected:
+            self.cancel()  # quarantine: never publish
+
+    @step(after=["make_thumbnails", "analyse_text", "scan_for_viruses"])
+    def publish(self) -> None:
+        self.hero.published_at = utcnow()

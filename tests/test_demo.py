@@ -1,0 +1,306 @@
+"""The demo app boots, and each of its workflows runs to the end with a real worker.
+
+The demo runs as shipped (SQLite in its instance folder, SqliteHuey), with a Huey
+consumer in this process and demo time scaled near zero (``DEMO_TIME_SCALE``), so
+the drip's "days" and the gateway's delays take milliseconds. What remains is Huey's
+scheduler tick (1 s) for each delayed step.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+# Read when demo_app.timing is imported: the workflows' waits are class definitions.
+os.environ["DEMO_TIME_SCALE"] = "0.01"
+
+from demo_app import create_app  # noqa: E402
+from demo_app import fakes  # noqa: E402
+from demo_app.models import Document  # noqa: E402
+from demo_app.models import GatewayCall  # noqa: E402
+from demo_app.models import GatewayCharge  # noqa: E402
+from demo_app.models import Mail  # noqa: E402
+from demo_app.models import Switches  # noqa: E402
+from demo_app.models import Transfer  # noqa: E402
+from demo_app.models import User  # noqa: E402
+from demo_app.models import db  # noqa: E402
+from demo_app.models import geneva  # noqa: E402
+from demo_app.workflows import TransferWorkflow  # noqa: E402
+from flask_geneva.tasks import make_consumer  # noqa: E402
+
+HAS_ADMIN = (ROOT / "flask_geneva" / "admin" / "__init__.py").exists()
+TERMINAL = ("finished", "canceled")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    """The demo app on a fresh instance folder, with a worker consuming its queue."""
+    instance = tmp_path_factory.mktemp("demo-instance")
+    app = create_app(
+        {
+            "INSTANCE_PATH": str(instance),
+            "TESTING": True,
+            "GENEVA_HUEY_NAME": f"demo-{uuid.uuid4().hex[:8]}",
+        }
+    )
+    assert (instance / "demo.db").exists(), "the first run creates the database"
+    huey = app.extensions["geneva"].huey
+    consumer = make_consumer(huey, workers=4, periodic=False)
+    # The consumer installs signal handlers for its own process; give pytest its back.
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    consumer.start()
+    try:
+        yield app
+    finally:
+        consumer.stop(graceful=True)
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        with app.app_context():
+            db.session.remove()
+            for engine in db.engines.values():
+                engine.dispose()
+
+
+@pytest.fixture
+def client(demo: Flask) -> Iterator[FlaskClient]:
+    with demo.app_context():
+        switches = db.session.get(Switches, 1)
+        switches.gateway_down = switches.mail_down = False
+        switches.random_faults = False  # each test turns on the faults it means
+        db.session.commit()
+        yield demo.test_client()
+        db.session.remove()
+
+
+def latest(model: Any) -> Any:
+    return db.session.scalars(sa.select(model).order_by(model.id.desc()).limit(1)).one()
+
+
+def workflow_of(hero: Any) -> Any:
+    w = geneva.Workflow
+    return db.session.scalars(
+        sa.select(w).where(w.hero_type == type(hero).__name__, w.hero_id == str(hero.id))
+    ).one()
+
+
+def wait_for(workflow: Any, states: tuple[str, ...] = TERMINAL, timeout: float = 20) -> Any:
+    """Poll until the worker has brought ``workflow`` to one of ``states``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        db.session.rollback()  # end the read snapshot; see the worker's commits
+        db.session.refresh(workflow)
+        if workflow.state in states:
+            return workflow
+        if time.monotonic() > deadline:
+            steps = [(e.step_name, e.state, e.outcome) for e in workflow.executions]
+            raise AssertionError(f"{workflow} did not reach {states}; executions: {steps}")
+        time.sleep(0.05)
+
+
+def executions(workflow: Any, step: str) -> list[tuple[str, str]]:
+    return [(e.state, e.outcome) for e in workflow.executions if e.step_name == step]
+
+
+def assert_admin_shows(client: FlaskClient, workflow: Any, *texts: str) -> None:
+    if not HAS_ADMIN:
+        return
+    response = client.get(f"/admin/workflows/workflows/{workflow.id}")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    for text in (type(workflow).__name__, *texts):
+        assert text in page
+
+
+def key_with_luck(*wanted: Callable[[float], bool]) -> str:
+    """An idempotency key whose first gateway calls draw the luck ``wanted`` describes."""
+    for n in range(100_000):
+        key = f"demo-test-{n}"
+        if all(ok(fakes.draw(key, calls)) for calls, ok in enumerate(wanted)):
+            return key
+    raise AssertionError("no key found")
+
+
+def test_home_page_offers_each_workflow_and_links_to_the_admin(client: FlaskClient) -> None:
+    page = client.get("/").get_data(as_text=True)
+    for text in ("Money transfer", "Onboarding drip", "Document pipeline", "Start 100 transfers"):
+        assert text in page
+    assert ('href="/admin/workflows/"' in page) is HAS_ADMIN
+
+
+def test_a_rate_limited_then_timed_out_charge_is_made_once_and_confirmed(
+    client: FlaskClient,
+) -> None:
+    # Rate limited (reattempt after retry-after), then charged but timed out (policy
+    # reattempt), then asked again with the same key: the gateway replays the charge.
+    key = key_with_luck(
+        lambda luck: luck < 0.25, lambda luck: 0.25 <= luck < 0.40, lambda luck: 0.40 <= luck
+    )
+    client.post("/switches/random_faults")
+    transfer = Transfer(recipient="ada@demo.test", amount_cents=12_500, idempotency_key=key)
+    db.session.add(transfer)
+    db.session.commit()
+    workflow = wait_for(TransferWorkflow.create(hero=transfer))
+
+    assert workflow.state == "finished"
+    charge_results = db.session.scalars(
+        sa.select(GatewayCall.result)
+        .where(GatewayCall.idempotency_key == key, GatewayCall.operation == "charge")
+        .order_by(GatewayCall.id)
+    ).all()
+    assert charge_results == [
+        "429 rate limited",
+        "201 charged, but the answer timed out",
+        "200 replayed (already charged)",
+    ]
+    charges = db.session.scalars(
+        sa.select(GatewayCharge).where(GatewayCharge.idempotency_key == key)
+    ).all()
+    assert [c.status for c in charges] == ["settled"]
+    assert executions(workflow, "charge") == [
+        ("completed", "reattempted"),
+        ("completed", "reattempted"),
+        ("completed", "success"),
+    ]
+    db.session.refresh(transfer)
+    assert transfer.status == "confirmed"
+    assert transfer.charge_id == charges[0].id
+    mails = db.session.scalars(sa.select(Mail).where(Mail.to == "ada@demo.test")).all()
+    assert [m.subject for m in mails] == ["You received 125.00 EUR"]
+    assert_admin_shows(client, workflow, "await_settlement", "send_confirmation")
+
+
+def test_gateway_down_pauses_the_transfer_with_its_error_until_resumed(
+    client: FlaskClient,
+) -> None:
+    client.post("/switches/gateway_down")
+    client.post("/transfers", data={"recipient": "grace@demo.test", "amount": "42"})
+    workflow = wait_for(workflow_of(latest(Transfer)), ("paused",))
+
+    failed = [e for e in workflow.executions if e.state == "failed"]
+    assert [e.step_name for e in failed] == ["charge"]
+    assert failed[0].error_class.endswith("GatewayUnavailable")
+    assert "fakes.charge(self.hero.idempotency_key" in failed[0].error_traceback
+    assert_admin_shows(client, workflow, "503 Service Unavailable")
+
+    client.post("/switches/gateway_down")
+    workflow.resume()
+    wait_for(workflow)
+    assert workflow.state == "finished"
+    assert executions(workflow, "charge")[-1] == ("completed", "success")
+
+
+def test_a_mail_outage_reattempts_only_the_confirmation_never_the_charge(
+    client: FlaskClient,
+) -> None:
+    client.post("/switches/mail_down")
+    client.post("/transfers", data={"recipient": "alan@demo.test", "amount": "7"})
+    transfer = latest(Transfer)
+    workflow = wait_for(workflow_of(transfer), ("paused",))
+    # Three reattempts, then the policy's terminal action: pause.
+    assert [outcome for _, outcome in executions(workflow, "send_confirmation")] == [
+        "reattempted",
+        "reattempted",
+        "reattempted",
+        "failed",
+    ]
+
+    client.post("/switches/mail_down")
+    workflow.resume()
+    wait_for(workflow)
+    assert workflow.state == "finished"
+    assert executions(workflow, "charge") == [("completed", "success")]
+    charges = db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(GatewayCharge)
+        .where(GatewayCharge.idempotency_key == transfer.idempotency_key)
+    )
+    assert charges == 1
+    assert db.session.scalar(sa.select(sa.func.count()).where(Mail.to == "alan@demo.test")) == 1
+
+
+def test_the_onboarding_drip_skips_what_no_longer_applies(client: FlaskClient) -> None:
+    client.post("/users", data={"name": "Barbara"})
+    user = latest(User)
+    client.post(f"/users/{user.id}/complete-profile")
+    workflow = wait_for(workflow_of(user))
+
+    assert workflow.state == "finished"
+    assert executions(workflow, "remind_profile") == [("skipped", "skipped")]
+    subjects = db.session.scalars(
+        sa.select(Mail.subject).where(Mail.to == user.email).order_by(Mail.id)
+    ).all()
+    assert subjects == ["Welcome aboard", "Three tips for your first week", "20% off the paid plan"]
+    assert_admin_shows(client, workflow, "remind_profile")
+
+
+def test_deactivating_a_user_cancels_the_rest_of_the_drip(client: FlaskClient) -> None:
+    client.post("/users", data={"name": "Ken"})
+    user = latest(User)
+    workflow = workflow_of(user)
+    deadline = time.monotonic() + 10
+    while not executions(workflow, "send_welcome") == [("completed", "success")]:
+        assert time.monotonic() < deadline, "the welcome e-mail was never sent"
+        time.sleep(0.02)
+        db.session.rollback()
+        db.session.refresh(workflow)
+    # The next step waits a demo day (and at least Huey's scheduler tick).
+    client.post(f"/users/{user.id}/deactivate")
+    wait_for(workflow)
+
+    assert workflow.state == "canceled"
+    assert executions(workflow, "offer_upgrade") == []
+    subjects = db.session.scalars(sa.select(Mail.subject).where(Mail.to == user.email)).all()
+    assert "Welcome aboard" in subjects
+    assert "20% off the paid plan" not in subjects
+
+
+def test_the_document_dag_fans_out_and_joins_before_publishing(client: FlaskClient) -> None:
+    client.post("/documents", data={"filename": "report.pdf"})
+    client.post("/documents", data={"filename": "eicar-sample.pdf"})
+    infected, clean = db.session.scalars(sa.select(Document).order_by(Document.id.desc()).limit(2))
+    published = wait_for(workflow_of(clean))
+    quarantined = wait_for(workflow_of(infected))
+
+    assert published.state == "finished"
+    steps = {e.step_name: e for e in published.executions}
+    branches = [steps[name] for name in ("make_thumbnails", "analyse_text", "scan_for_viruses")]
+    assert all(b.started_at >= steps["extract"].finished_at for b in branches)
+    assert steps["publish"].started_at >= max(b.finished_at for b in branches)
+    db.session.refresh(clean)
+    assert clean.published_at is not None and clean.thumbnails == clean.pages
+
+    assert quarantined.state == "canceled"
+    assert executions(quarantined, "publish") == []
+    db.session.refresh(infected)
+    assert infected.infected and infected.published_at is None
+    assert_admin_shows(client, published, "make_thumbnails", "analyse_text", "scan_for_viruses")
+
+
+def test_start_100_creates_a_hundred_transfers_each_with_its_workflow(
+    client: FlaskClient,
+) -> None:
+    before = db.session.scalar(sa.select(sa.func.count()).select_from(Transfer))
+    client.post("/switches/gateway_down")  # keep the worker idle: only creation is checked
+    client.post("/transfers", data={"count": "100"})
+    w = geneva.Workflow
+    transfers = db.session.scalar(sa.select(sa.func.count()).select_from(Transfer))
+    flows = db.session.scalar(
+        sa.select(sa.func.count()).where(w.type == "TransferWorkflow", w.hero_type == "Transfer")
+    )
+    assert transfers - before == 100
+    assert flows == transfers
