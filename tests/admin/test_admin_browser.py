@@ -1,0 +1,209 @@
+"""The admin in real headless Chromium, served by a real server, with a real Huey worker.
+
+Set ``GENEVA_ADMIN_SCREENSHOTS=docs/img`` to also save the manual's screenshots.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from admin_helpers import IN_CI
+from admin_helpers import PREFIX
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from werkzeug.serving import make_server
+
+from flask_geneva import Geneva
+from flask_geneva import step
+from flask_geneva.tasks import make_consumer
+
+pytestmark = [pytest.mark.browser, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+db = SQLAlchemy()
+geneva = Geneva(db)
+
+APP_CONFIG = {
+    "GENEVA_ADMIN_POLL_INTERVAL": 0.3,
+    "GENEVA_ADMIN_LOGS_URL": "https://logs.example.com/search?workflow={workflow_id}",
+}
+
+#: Set by the test to let ``RefundWorkflow.wait_for_bank`` finish.
+release = threading.Event()
+
+
+class Refund(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "adminb_refunds"
+    id = sa.Column(sa.Integer, primary_key=True)
+    amount = sa.Column(sa.Integer, nullable=False, default=42)
+
+    def __str__(self) -> str:
+        return f"Refund of {self.amount} EUR"
+
+
+class BankRejected(Exception):
+    pass
+
+
+class RefundWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def check(self) -> None:
+        time.sleep(0.2)
+
+    @step
+    def wait_for_bank(self) -> None:
+        release.wait(timeout=20)
+
+    @step(after="check")
+    def notify_customer(self) -> None:
+        pass
+
+    @step(after=["wait_for_bank", "notify_customer"])
+    def close(self) -> None:
+        pass
+
+
+class PayoutWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def validate(self) -> None:
+        pass
+
+    @step
+    def transfer(self) -> None:
+        iban = "DE00 0000"
+        raise BankRejected(f"IBAN {iban} rejected: account closed")
+
+    @step
+    def confirm(self) -> None:
+        pass
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        if IN_CI:
+            pytest.fail(f"CI=true requires Chromium at {CHROMIUM}")
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def live(app: Flask, huey: Any) -> Iterator[str]:
+    """Serve the app on 127.0.0.1 with a real Huey consumer running steps."""
+    app.register_blueprint(geneva.admin_blueprint, url_prefix=PREFIX)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    consumer = make_consumer(huey, workers=2)
+    consumer.start()
+    release.clear()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}{PREFIX}"
+    finally:
+        release.set()
+        consumer.stop(graceful=True)
+        server.shutdown()
+        thread.join(5)
+
+
+def _wait_for_state(workflow_id: int, state: str, timeout: float = 10) -> None:
+    w = geneva.tables.workflows
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with geneva.engine().connect() as conn:
+            current = conn.execute(sa.select(w.c.state).where(w.c.id == workflow_id)).scalar()
+        if current == state:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"workflow {workflow_id} is {current!r}, not {state!r}")
+
+
+def _refund() -> Refund:
+    refund = Refund()
+    db.session.add(refund)
+    db.session.commit()
+    return refund
+
+
+def test_the_detail_page_follows_a_running_workflow_and_its_pause_and_resume(browser, live):
+    workflow = RefundWorkflow.create(hero=_refund())
+    page = browser.new_page()
+    page.goto(f"{live}/workflows/{workflow.id}")
+    page.evaluate("window.__notReloaded = true")
+    badge = page.locator("#geneva-status .badge")
+
+    # The worker runs check, then blocks in wait_for_bank: the page follows by polling.
+    page.locator('g.node[data-step="wait_for_bank"][data-state="in_progress"]').wait_for()
+    page.locator('g.node[data-step="check"][data-state="completed"]').wait_for()
+    assert badge.get_attribute("data-state") == "performing"
+
+    page.click('button[data-op="pause"]')
+    page.locator('#geneva-status .badge[data-state="paused"]').wait_for()
+    _wait_for_state(workflow.id, "paused")
+    assert page.locator('button[data-op="resume"]').is_visible()
+    assert page.locator('button[data-op="pause"]').count() == 0
+
+    release.set()  # the running step finishes and is recorded; close waits for resume
+    page.locator('g.node[data-step="wait_for_bank"][data-state="completed"]').wait_for()
+    page.click('button[data-op="resume"]')
+    page.locator('#geneva-status .badge[data-state="finished"]').wait_for(timeout=10_000)
+    _wait_for_state(workflow.id, "finished")
+    assert page.locator('g.node[data-step="close"][data-state="completed"]').count() == 1
+    assert page.evaluate("window.__notReloaded") is True  # all of it without a reload
+    assert page.locator("button[data-op]").count() == 0  # nothing applies any more
+
+
+def test_a_failed_step_shows_its_failing_line_highlighted(browser, live):
+    workflow = PayoutWorkflow.create(hero=_refund())
+    _wait_for_state(workflow.id, "paused")
+    page = browser.new_page()
+    page.goto(f"{live}/workflows/{workflow.id}")
+    highlighted = page.locator(".failure .geneva-source .hll")
+    assert highlighted.count() == 1
+    assert "raise BankRejected" in highlighted.inner_text()
+    assert "account closed" in page.locator(".failure .error-message").inner_text()
+    assert page.locator('g.node.focus[data-step="transfer"][data-state="failed"]').count() == 1
+    assert page.locator('button[data-op="resume"]').is_visible()
+    _screenshots(page, live, workflow.id)
+
+
+def _screenshots(page: Any, live: str, failed_id: int) -> None:
+    target = os.environ.get("GENEVA_ADMIN_SCREENSHOTS")
+    if not target:
+        return
+    folder = Path(target)
+    folder.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        RefundWorkflow.create(hero=_refund())
+    release.set()
+    time.sleep(1.5)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{live}/workflows/{failed_id}")
+    page.screenshot(path=str(folder / "admin-detail.png"), full_page=True)
+    page.goto(f"{live}/")
+    page.screenshot(path=str(folder / "admin-overview.png"), full_page=True)
+    page.goto(f"{live}/workflows")
+    page.screenshot(path=str(folder / "admin-list.png"), full_page=True)
