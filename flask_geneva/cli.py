@@ -217,9 +217,9 @@ def show_command(workflow_id: int) -> None:
         )
     cls = ext.registry.get(row["type"])
     click.echo(f"{_class_label(row['type'])} {workflow_id}: {row['state']}")
-    click.echo(f"  hero:         {display.hero(row)}")
+    click.echo(f"  hero:            {display.hero(row)}")
     for column in ("created_at", "started_at", "transitioned_at", "updated_at"):
-        click.echo(f"  {column + ':':<13} {display.time(row[column])}")
+        click.echo(f"  {column + ':':<16} {display.time(row[column])}")
     latest = {x["step_name"]: x for x in executions}
     click.echo("\nSteps:")
     if cls is None:

@@ -127,7 +127,7 @@ def test_show_prints_the_dag_position_executions_and_last_error(app):
     assert result.exit_code == 0
     out = result.output
     assert out.startswith(f"FulfilOrder {workflow.id}: paused\n")
-    assert f"hero:         Order:{workflow.hero_id}" in out
+    assert f"hero:            Order:{workflow.hero_id}" in out
     steps = out.split("Steps:\n")[1].split("\n\n")[0].splitlines()
     assert [line.split()[:2] for line in steps] == [
         ["✓", "reserve"],
