@@ -276,7 +276,15 @@ class Transition:
                     "class": result.error.error_class,
                     "message": result.error.message,
                 }
-            self.end(record, StepState.COMPLETED, Outcome.REATTEMPTED, metadata=metadata)
+            # The exception that caused an automatic reattempt stays on the execution, as
+            # on a failed one: the operator reading attempt 3 wants attempts 1-2's errors.
+            self.end(
+                record,
+                StepState.COMPLETED,
+                Outcome.REATTEMPTED,
+                error=result.error,
+                metadata=metadata,
+            )
             counts = result.reason in ("exception_policy", "precondition")
             if is_ongoing(self.state):
                 self.add(

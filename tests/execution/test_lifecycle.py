@@ -139,6 +139,7 @@ def marks(workflow: Any) -> list[str]:
 
 
 def run(app: Flask, execution_id: int, **kwargs: Any) -> Any:
+    db.session.commit()  # the body shares this session: give it a fresh snapshot
     report = execute(geneva, app.extensions["geneva"], execution_id, **kwargs)
     db.session.commit()
     return report

@@ -136,7 +136,9 @@ def marks(workflow: Any) -> list[str]:
 
 
 def run(app: Flask, workflow: Any, step_name: str, **kwargs: Any) -> Any:
-    report = execute(geneva, app.extensions["geneva"], scheduled(workflow, step_name).id, **kwargs)
+    execution_id = scheduled(workflow, step_name).id
+    db.session.commit()  # the body shares this session: give it a fresh snapshot
+    report = execute(geneva, app.extensions["geneva"], execution_id, **kwargs)
     fresh(workflow)
     return report
 
