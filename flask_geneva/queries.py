@@ -111,25 +111,31 @@ def _conditions(ext: Geneva, f: WorkflowFilter) -> list[sa.ColumnElement[bool]]:
     if f.updated_before is not None:
         where.append(w.updated_at < f.updated_before)
     if f.step is not None:
-        where.append(w.id.in_(_current_step_workflows(ext, f.step)))
+        where.append(_current_step_workflows(ext, f.step))
     return where
 
 
-def _current_step_workflows(ext: Geneva, step: str) -> sa.Select[Any]:
-    # Workflows whose latest execution of ``step`` is scheduled, in progress or failed.
-    # The (step_name, state) index finds the candidates; "latest" is checked with an
-    # anti-join on the (workflow_id, id) index. No LIMIT here: MariaDB refuses LIMIT
-    # inside IN (subquery).
+def _current_step_workflows(ext: Geneva, step: str) -> sa.Exists:
+    # EXISTS, correlated on the workflow: the list walks workflows newest first on its
+    # own index and checks each one on the (workflow_id, id) index, stopping at the
+    # page size, instead of first collecting every matching execution in the table.
+    # "Latest" is an anti-join: no later execution of the same step in that workflow.
+    w = ext.tables.workflows
     e = ext.tables.executions
     later = e.alias("later")
-    return sa.select(e.c.workflow_id).where(
-        e.c.step_name == step,
-        e.c.state.in_(CURRENT_STEP_STATES),
-        ~sa.exists().where(
-            later.c.workflow_id == e.c.workflow_id,
-            later.c.step_name == e.c.step_name,
-            later.c.id > e.c.id,
-        ),
+    return (
+        sa.exists()
+        .where(
+            e.c.workflow_id == w.c.id,
+            e.c.step_name == step,
+            e.c.state.in_(CURRENT_STEP_STATES),
+            ~sa.exists().where(
+                later.c.workflow_id == e.c.workflow_id,
+                later.c.step_name == e.c.step_name,
+                later.c.id > e.c.id,
+            ),
+        )
+        .correlate(w)
     )
 
 

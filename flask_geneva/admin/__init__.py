@@ -10,6 +10,7 @@ Who may use it is decided by ``GENEVA_ADMIN_AUTHORIZE`` (see
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -57,7 +58,6 @@ def make_blueprint(ext: Geneva) -> Blueprint:
             "clock_time": present.clock_time,
             "relative": present.relative,
             "digest": _digest,
-            "logs_url": None,
         }
 
     @bp.get("/source.css")
@@ -72,6 +72,4 @@ def make_blueprint(ext: Geneva) -> Blueprint:
 
 
 def _digest(html: str) -> str:
-    import hashlib
-
     return hashlib.blake2b(str(html).encode(), digest_size=8).hexdigest()

@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .. import clock
 from ..operations import ALLOWED
 from ..states import is_ongoing
 from ..transitions import ExecutionRecord
@@ -76,8 +77,6 @@ def load_workflow(ext: Geneva, workflow_id: int) -> Mapping[str, Any] | None:
 
 def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | None) -> Detail:
     """Build the detail context for a workflow row."""
-    from .. import clock
-
     now = clock.now()
     e = ext.tables.executions
     query = (

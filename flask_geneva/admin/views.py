@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Blueprint
 from flask import Response
 from flask import abort
@@ -76,8 +77,7 @@ def register(bp: Blueprint, ext: Geneva) -> None:
             if key.startswith("row_") and key[4:].isdigit()
         }
         ids = sorted(digests, reverse=True)[:MAX_POLLED_ROWS]
-        f = queries.WorkflowFilter()
-        rows = [r for r in _rows_by_id(ext, ids)]
+        rows = _rows_by_id(ext, ids)
         html = render_template(
             "geneva/_partials/workflow_rows.html",
             rows=rows,
@@ -85,9 +85,7 @@ def register(bp: Blueprint, ext: Geneva) -> None:
             oob=True,
             digests={f"row_{k}": v for k, v in digests.items()},
             more=None,
-            filter=f,
             now=clock.now(),
-            columns=_columns(None),
         )
         return poll_response(html, ongoing=any(is_ongoing(r["state"]) for r in rows))
 
@@ -112,15 +110,9 @@ def poll_interval() -> float:
     return float(value.total_seconds() if hasattr(value, "total_seconds") else value)
 
 
-def _columns(workflow_type: str | None) -> int:
-    return 7 if workflow_type is None else 6
-
-
 def _rows_by_id(ext: Geneva, ids: list[int]) -> list[Any]:
     if not ids:
         return []
-    import sqlalchemy as sa
-
     w = ext.tables.workflows
     with ext.engine().connect() as conn:
         query = sa.select(w).where(w.c.id.in_(ids)).order_by(w.c.id.desc())
@@ -154,7 +146,6 @@ def _list(ext: Geneva, workflow_type: str | None) -> str:
         digests={},
         now=clock.now(),
         poll_interval=poll_interval(),
-        columns=_columns(workflow_type),
         any_ongoing=any(is_ongoing(r["state"]) for r in rows),
         first_page=before_id is None,
     )
