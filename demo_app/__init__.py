@@ -6,6 +6,7 @@ worker and prints the URL. ``flask --app demo_app ...`` finds :func:`create_app`
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from flask import Flask
@@ -24,11 +25,13 @@ ADMIN_PREFIX = "/admin/workflows"
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the demo app; the first run creates its database in the instance folder.
 
-    :param config: settings that override the embedded defaults (the smoke test passes
-        its own instance folder and queue).
+    :param config: settings that override the embedded defaults. ``INSTANCE_PATH``
+        (or the ``DEMO_INSTANCE_PATH`` environment variable, which the web and worker
+        processes inherit) moves the instance folder; the tests use it.
     """
     config = dict(config or {})
-    app = Flask(__name__, instance_path=config.pop("INSTANCE_PATH", None))
+    instance_path = config.pop("INSTANCE_PATH", None) or os.environ.get("DEMO_INSTANCE_PATH")
+    app = Flask(__name__, instance_path=instance_path)
     app.config.update(
         SECRET_KEY="demo-only-not-secret",
         # Both files are created in the instance folder on first run.

@@ -69,10 +69,11 @@ def main(argv: list[str] | None = None) -> int:
             break
         time.sleep(0.2)
     print("\ndemo: stopping the worker (running steps finish first) and the web app...", flush=True)
-    for name in ("worker", "web"):
-        stop(children[name])
+    forced = [name for name in ("worker", "web") if stop(children[name]) != signal.SIGINT]
+    for name in forced:
+        print(f"demo: the {name} process ignored Ctrl-C and was terminated", file=sys.stderr)
     print("demo: stopped.", flush=True)
-    return 1 if failed else 0
+    return 1 if failed or forced else 0
 
 
 def start(command: list[str]) -> subprocess.Popen[bytes]:
@@ -81,16 +82,21 @@ def start(command: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, start_new_session=True)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a child: SIGINT (graceful for Huey and the web server), then SIGTERM, then kill."""
+def stop(process: subprocess.Popen[bytes]) -> int | None:
+    """Stop a child: SIGINT (graceful for Huey and the web server), then SIGTERM, then kill.
+
+    :return: the signal that stopped it, or None if it had already exited.
+    """
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         if process.poll() is not None:
-            return
+            return None
         process.send_signal(sig)
         try:
             process.wait(STOP_TIMEOUT)
+            return sig
         except subprocess.TimeoutExpired:
             continue
+    return signal.SIGKILL
 
 
 def wait_until_listening(host: str, port: int, process: subprocess.Popen[bytes]) -> None:
@@ -108,6 +114,8 @@ def free_port(host: str, preferred: int) -> int:
     """Return ``preferred`` if nothing listens there, else a free port chosen by the OS."""
     for port in (preferred, 0):
         with socket.socket() as probe:
+            # Like the web server: a port left in TIME_WAIT by a previous run is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
             except OSError:

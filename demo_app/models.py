@@ -43,6 +43,9 @@ class Transfer(db.Model):  # type: ignore[name-defined,misc]
     def amount(self) -> str:
         return f"{self.amount_cents / 100:,.2f} EUR"
 
+    def __str__(self) -> str:  # how the admin names the hero
+        return f"{self.amount} to {self.recipient} ({self.status})"
+
 
 class User(db.Model):  # type: ignore[name-defined,misc]
     """A new user: the hero of :class:`~demo_app.workflows.OnboardingWorkflow`."""
@@ -54,6 +57,9 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     active = sa.Column(sa.Boolean, nullable=False, default=True)
     profile_completed = sa.Column(sa.Boolean, nullable=False, default=False)
     plan = sa.Column(sa.String(20), nullable=False, default="free")
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>{'' if self.active else ' (deactivated)'}"
 
 
 class Document(db.Model):  # type: ignore[name-defined,misc]
@@ -68,6 +74,9 @@ class Document(db.Model):  # type: ignore[name-defined,misc]
     language = sa.Column(sa.String(10))
     infected = sa.Column(sa.Boolean)
     published_at = sa.Column(sa.DateTime)
+
+    def __str__(self) -> str:
+        return str(self.filename)
 
 
 class Mail(db.Model):  # type: ignore[name-defined,misc]

@@ -150,9 +150,7 @@ def _status() -> dict[str, Any]:
         latest = {flow.hero_id: flow for flow in flows}
         return [(row, latest.get(str(row.id))) for row in rows]
 
-    counts = dict(
-        db.session.execute(sa.select(w.state, sa.func.count()).group_by(w.state)).all()
-    )
+    counts = dict(db.session.execute(sa.select(w.state, sa.func.count()).group_by(w.state)).all())
     return {
         "transfers": with_workflow(Transfer),
         "users": with_workflow(User),

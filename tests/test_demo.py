@@ -9,9 +9,14 @@ scheduler tick (1 s) for each delayed step.
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
 import sys
+import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -304,3 +309,53 @@ def test_start_100_creates_a_hundred_transfers_each_with_its_workflow(
     )
     assert transfers - before == 100
     assert flows == transfers
+
+
+def test_the_demo_command_runs_web_and_worker_and_ctrl_c_stops_both(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
+    env.update(DEMO_INSTANCE_PATH=str(tmp_path), DEMO_TIME_SCALE="0.01", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "demo_app", "--port", "0", "--workers", "2"]
+    demo = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(demo.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        url = poll(lambda: _banner_url(output), "the demo printed no URL", output)
+        assert "Money transfer" in fetch(url)
+        fetch(url + "switches/random_faults", data={})  # a deterministic transfer
+        fetch(url + "transfers", data={"recipient": "cli@demo.test", "amount": "5"})
+        # The confirmation e-mail is the transfer's last step: the worker ran them all.
+        poll(lambda: "cli@demo.test" in fetch(url + "outbox"), "no confirmation", output)
+    finally:
+        demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        returncode = demo.wait(30)
+        reader.join(5)
+        if demo.stdout is not None:
+            demo.stdout.close()
+    text = "".join(output)
+    assert returncode == 0, text
+    assert "demo: stopped." in text and "ignored Ctrl-C" not in text
+    with pytest.raises(OSError):
+        fetch(url)
+
+
+def _banner_url(output: list[str]) -> str | None:
+    found = re.search(r"flask-geneva demo: (http://\S+)", "".join(output))
+    return found.group(1) if found else None
+
+
+def fetch(url: str, data: dict[str, str] | None = None) -> str:
+    body = None if data is None else urllib.parse.urlencode(data).encode()
+    with urllib.request.urlopen(url, data=body, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def poll(check: Callable[[], Any], failure: str, output: list[str], timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"{failure}\n{''.join(output)}"
+        time.sleep(0.1)
+    return result
