@@ -6,6 +6,8 @@ app context; every decision is the executor's.
 
 from __future__ import annotations
 
+import logging
+import weakref
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -41,15 +43,39 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 
 
+logger = logging.getLogger("flask_geneva")
+
+#: The task wrappers flask-geneva registered on each Huey, by task name.
+_registered: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _claim_name(huey: Huey, name: str, wrapper: Any = None) -> None:
+    """Take over the task ``name`` on ``huey`` from an app initialised earlier.
+
+    A Huey instance given in ``GENEVA_HUEY`` is often module-level and shared by every
+    app an app factory creates (one per test, say). Huey refuses a second task of the
+    same name, so the earlier app's task is unregistered: the app initialised last owns
+    the Huey's tasks, which is what its consumer will run.
+    """
+    tasks = _registered.setdefault(huey, {})
+    previous = tasks.pop(name, None)
+    if previous is not None:
+        previous.unregister()
+    if wrapper is not None:
+        tasks[name] = wrapper
+
+
 def register_step_task(state: GenevaState) -> Any:
     """Register ``geneva.perform_step`` on the app's Huey and return the task wrapper."""
     app = state.app
+    _claim_name(state.huey, PERFORM_STEP)
 
     @state.huey.task(name=PERFORM_STEP, retries=0)  # type: ignore[untyped-decorator]
     def perform_step(execution_id: int) -> None:
         with app.app_context():
             executor.execute(state.ext, state, execution_id)
 
+    _claim_name(state.huey, PERFORM_STEP, perform_step)
     return perform_step
 
 
@@ -71,16 +97,25 @@ def register_housekeeping_task(state: GenevaState) -> Any:
         # Huey passes naive UTC datetimes.
         return int((moment - _EPOCH).total_seconds() // 60) % minutes == 0
 
+    _claim_name(state.huey, HOUSEKEEPING)
+
     @state.huey.periodic_task(due, name=HOUSEKEEPING, retries=0)  # type: ignore[untyped-decorator]
     def run_housekeeping() -> None:
         with app.app_context():
             housekeeping.run(state.ext)
 
+    _claim_name(state.huey, HOUSEKEEPING, run_housekeeping)
     return run_housekeeping
 
 
 def send(state: GenevaState, triggers: Iterable[Trigger]) -> None:
-    """Enqueue one Huey message per trigger; a future ``eta`` becomes Huey's delay."""
+    """Enqueue one Huey message per trigger; a future ``eta`` becomes Huey's delay.
+
+    Called only after the rows the triggers point at are committed. A queue that cannot
+    be reached does not undo that work, so the error is logged rather than raised:
+    the execution stays ``scheduled`` and housekeeping re-sends its trigger once it is
+    overdue (``GENEVA_STUCK_SCHEDULED_AFTER``).
+    """
     for trigger in triggers:
         delay = None
         if trigger.eta is not None:
@@ -90,7 +125,14 @@ def send(state: GenevaState, triggers: Iterable[Trigger]) -> None:
         task = state.perform_step.s(
             trigger.execution_id, id=trigger.task_id, priority=trigger.priority, delay=delay
         )
-        state.huey.enqueue(task)
+        try:
+            state.huey.enqueue(task)
+        except Exception:
+            logger.exception(
+                "[execution=%s] could not enqueue its trigger; it stays scheduled and "
+                "housekeeping re-sends it once overdue",
+                trigger.execution_id,
+            )
 
 
 def make_consumer(

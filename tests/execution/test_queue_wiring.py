@@ -1,0 +1,141 @@
+"""How flask-geneva sits on a Huey: shared instances, and a queue that cannot be reached."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from huey import MemoryHuey
+
+from flask_geneva import Geneva
+from flask_geneva import executor
+from flask_geneva import step
+from flask_geneva.tasks import make_consumer
+
+db = SQLAlchemy()
+geneva = Geneva(db)
+
+#: Nothing listens on port 1: every enqueue fails with "connection refused".
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
+
+
+class Ticket(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "wiring_tickets"
+    id = sa.Column(sa.Integer, primary_key=True)
+    steps = sa.Column(sa.Integer, nullable=False, default=0)
+
+
+def count(workflow: Any) -> None:
+    db.session.execute(
+        sa.update(Ticket).where(Ticket.id == int(workflow.hero_id)).values(steps=Ticket.steps + 1)
+    )
+
+
+class TicketWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def open(self) -> None:
+        count(self)
+
+    @step
+    def close(self) -> None:
+        count(self)
+
+
+APPS: list[Flask] = []
+
+
+@pytest.fixture(autouse=True)
+def _dispose_engines() -> Iterator[None]:
+    yield
+    for app in APPS:
+        with app.app_context():
+            for engine in db.engines.values():
+                engine.dispose()
+    APPS.clear()
+
+
+def make_app(tmp_path: Path, name: str, huey: Any) -> Flask:
+    app = Flask(name, instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / (name + '.db')}", GENEVA_HUEY=huey
+    )
+    db.init_app(app)
+    geneva.init_app(app)
+    with app.app_context():
+        db.create_all()
+    APPS.append(app)
+    return app
+
+
+def scheduled(workflow_id: int) -> dict[str, int]:
+    e = geneva.tables.executions
+    with geneva.engine().connect() as conn:
+        result = conn.execute(
+            sa.select(e.c.step_name, e.c.id).where(
+                e.c.workflow_id == workflow_id, e.c.state == "scheduled"
+            )
+        )
+        return {name: ident for name, ident in result}
+
+
+def test_one_huey_instance_serves_apps_made_one_after_another_by_a_factory(tmp_path):
+    shared = MemoryHuey("shared")
+    make_app(tmp_path, "first", shared)
+    second = make_app(tmp_path, "second", shared)
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    consumer = make_consumer(shared, workers=2)
+    consumer.start()
+    try:
+        with second.app_context():
+            ticket = Ticket(steps=0)
+            db.session.add(ticket)
+            db.session.commit()
+            workflow = TicketWorkflow.create(hero=ticket)
+            w = geneva.tables.workflows
+            deadline = time.monotonic() + 15
+            while True:
+                with geneva.engine().connect() as conn:
+                    state = conn.execute(
+                        sa.select(w.c.state).where(w.c.id == workflow.id)
+                    ).scalar_one()
+                if state == "finished" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert state == "finished"
+            assert db.session.get(Ticket, ticket.id).steps == 2
+            db.session.remove()
+    finally:
+        consumer.stop(graceful=True)
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def test_an_unreachable_queue_loses_no_work_already_committed(tmp_path, caplog):
+    app = make_app(tmp_path, "outage", UNREACHABLE_REDIS)
+    caplog.set_level(logging.ERROR, logger="flask_geneva")
+    with app.app_context():
+        ticket = Ticket(steps=0)
+        db.session.add(ticket)
+        db.session.commit()
+        # The commit succeeds; only the trigger is missing.
+        workflow = TicketWorkflow.create(hero=ticket)
+        open_id = scheduled(workflow.id)["open"]
+
+        report = executor.execute(geneva, app.extensions["geneva"], open_id)
+        assert report is not None and report.status == "ran" and report.action == "success"
+        assert "close" in scheduled(workflow.id)
+        assert db.session.get(Ticket, ticket.id).steps == 1
+        db.session.remove()
+
+    failures = [r.getMessage() for r in caplog.records if "could not enqueue" in r.getMessage()]
+    assert len(failures) == 2
+    assert f"[execution={open_id}]" in failures[0]
