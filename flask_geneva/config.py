@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from huey import Huey
 from huey import MemoryHuey
-from huey import RedisHuey
+from huey import PriorityRedisHuey
 from huey import SqliteHuey
 
 from .clock import to_timedelta
@@ -109,7 +109,8 @@ def make_huey(value: Any, *, name: str, instance_path: str) -> Huey:
 
     * ``sqlite:///relative/or/absolute/path.db`` — SqliteHuey; a relative path lives in
       the app's instance folder (the embedded default, no server needed);
-    * ``redis://host:port/db`` — RedisHuey, for several worker machines;
+    * ``redis://host:port/db`` — PriorityRedisHuey (Redis 5 or later), for several worker
+      machines; the priority variant, so ``step_job_options`` priorities work;
     * ``memory://`` — MemoryHuey, in-process only (tests; a worker thread in the same
       process consumes it).
     """
@@ -128,7 +129,7 @@ def make_huey(value: Any, *, name: str, instance_path: str) -> Huey:
         return SqliteHuey(name, filename=path)
     if scheme in ("redis", "rediss", "unix"):
         # Blocking reads make a new message reach an idle worker at once.
-        return RedisHuey(name, url=value, blocking=True, read_timeout=1)
+        return PriorityRedisHuey(name, url=value, blocking=True, read_timeout=1)
     if scheme == "memory":
         return MemoryHuey(name)
     raise ConfigurationError(

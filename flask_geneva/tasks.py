@@ -122,8 +122,12 @@ def send(state: GenevaState, triggers: Iterable[Trigger]) -> None:
             seconds = (trigger.eta - clock.now()).total_seconds()
             if seconds > 0:
                 delay = seconds
+        priority = trigger.priority
+        if priority is not None and not state.huey.storage.priority:
+            _warn_no_priority(state.huey)
+            priority = None
         task = state.perform_step.s(
-            trigger.execution_id, id=trigger.task_id, priority=trigger.priority, delay=delay
+            trigger.execution_id, id=trigger.task_id, priority=priority, delay=delay
         )
         try:
             state.huey.enqueue(task)
@@ -133,6 +137,20 @@ def send(state: GenevaState, triggers: Iterable[Trigger]) -> None:
                 "housekeeping re-sends it once overdue",
                 trigger.execution_id,
             )
+
+
+def _warn_no_priority(huey: Huey) -> None:
+    if huey in _warned_no_priority:
+        return
+    _warned_no_priority.add(huey)
+    logger.warning(
+        "%s has no task priorities; step_job_options priorities are ignored (use "
+        "huey.PriorityRedisHuey, or GENEVA_HUEY='redis://...', which picks it)",
+        type(huey).__name__,
+    )
+
+
+_warned_no_priority: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def make_consumer(

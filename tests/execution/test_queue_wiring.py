@@ -14,11 +14,15 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from huey import MemoryHuey
+from huey import RedisHuey
 
 from flask_geneva import Geneva
 from flask_geneva import executor
 from flask_geneva import step
 from flask_geneva.tasks import make_consumer
+from tests.conftest import REDIS_URL
+from tests.conftest import RUN_TOKEN
+from tests.conftest import require
 
 db = SQLAlchemy()
 geneva = Geneva(db)
@@ -65,7 +69,10 @@ def _dispose_engines() -> Iterator[None]:
 def make_app(tmp_path: Path, name: str, huey: Any) -> Flask:
     app = Flask(name, instance_path=str(tmp_path / "instance"))
     app.config.update(
-        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / (name + '.db')}", GENEVA_HUEY=huey
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / (name + '.db')}",
+        GENEVA_HUEY=huey,
+        # Queue names are per run: parallel runs share one Redis.
+        GENEVA_HUEY_NAME=f"geneva-test-{RUN_TOKEN}-{name}",
     )
     db.init_app(app)
     geneva.init_app(app)
@@ -139,3 +146,49 @@ def test_an_unreachable_queue_loses_no_work_already_committed(tmp_path, caplog):
     failures = [r.getMessage() for r in caplog.records if "could not enqueue" in r.getMessage()]
     assert len(failures) == 2
     assert f"[execution={open_id}]" in failures[0]
+
+
+class UrgentWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    step_job_options = {"priority": 10}
+
+    @step
+    def page(self) -> None:
+        count(self)
+
+
+def test_a_redis_url_gives_a_queue_that_honours_step_priorities(tmp_path):
+    require("redis")
+    app = make_app(tmp_path, "urgent", REDIS_URL)
+    with app.app_context():
+        huey = geneva.huey
+        assert isinstance(huey, RedisHuey) and huey.storage.priority
+        huey.flush()
+        try:
+            TicketWorkflow.create()
+            UrgentWorkflow.create()
+            # The urgent step's message comes out first although it was sent last.
+            assert [(t.name, t.priority) for t in huey.pending()] == [
+                ("geneva.perform_step", 10),
+                ("geneva.perform_step", None),
+            ]
+        finally:
+            huey.flush()
+            db.session.remove()
+
+
+def test_a_queue_without_priorities_still_gets_every_trigger_and_a_warning(tmp_path, caplog):
+    require("redis")
+    plain = RedisHuey(f"geneva-test-{RUN_TOKEN}-plain", url=REDIS_URL)
+    app = make_app(tmp_path, "plain", plain)
+    caplog.set_level(logging.WARNING, logger="flask_geneva")
+    plain.flush()
+    try:
+        with app.app_context():
+            UrgentWorkflow.create()
+            UrgentWorkflow.create()
+            db.session.remove()
+        assert [t.priority for t in plain.pending()] == [None, None]
+        warnings = [r.getMessage() for r in caplog.records if "priorities" in r.getMessage()]
+        assert len(warnings) == 1 and "PriorityRedisHuey" in warnings[0]
+    finally:
+        plain.flush()
