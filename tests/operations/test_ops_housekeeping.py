@@ -8,10 +8,12 @@ from datetime import datetime
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
+from flask_geneva import ConfigurationError
 from flask_geneva import Geneva
 from flask_geneva import housekeeping
 from flask_geneva import step
@@ -295,3 +297,26 @@ def claim_without_finishing(workflow: Any) -> int:
     db.session.rollback()
     (execution_id,) = [x.id for x in executions_of(workflow) if x.state == "in_progress"]
     return execution_id
+
+
+def make_app(tmp_path: Any, **config: Any) -> Flask:
+    other_db = SQLAlchemy()
+    app = Flask("interval", instance_path=str(tmp_path))
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/other.db", GENEVA_HUEY="memory://", **config
+    )
+    other_db.init_app(app)
+    Geneva(other_db).init_app(app)
+    return app
+
+
+def test_an_interval_of_none_registers_no_periodic_task(tmp_path):
+    app = make_app(tmp_path, GENEVA_HOUSEKEEPING_INTERVAL=None)
+    state = app.extensions["geneva"]
+    assert state.housekeeping_task is None
+    assert state.huey.read_periodic(datetime(2026, 1, 1, 9, 5)) == []
+
+
+def test_an_interval_that_is_not_whole_minutes_is_refused_at_init_app(tmp_path):
+    with pytest.raises(ConfigurationError, match="must be a whole number of minutes"):
+        make_app(tmp_path, GENEVA_HOUSEKEEPING_INTERVAL=90)
