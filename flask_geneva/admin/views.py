@@ -29,8 +29,9 @@ from .htmx import poll_response
 if TYPE_CHECKING:
     from ..extension import Geneva
 
-#: Counts above this show as "10,000+" (each is a capped index count; see queries).
-COUNT_CAP = 10_000
+#: Counts above this show as "1,000+": each is a capped index count (see queries), so the
+#: overview costs the same however many workflows pile up in one state.
+COUNT_CAP = 1_000
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 #: How many rows one list poll may refresh.

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,34 @@ def test_a_failed_step_shows_its_failing_line_highlighted(browser, live):
     assert page.locator('g.node.focus[data-step="transfer"][data-state="failed"]').count() == 1
     assert page.locator('button[data-op="resume"]').is_visible()
     _screenshots(page, live, workflow.id)
+
+
+class ReminderWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step(wait=timedelta(hours=1))
+    def remind(self) -> None:
+        pass
+
+
+def test_the_list_runs_a_bulk_pause_with_preview_and_swaps_the_changed_rows(browser, live):
+    reminders = [ReminderWorkflow.create(hero=_refund()) for _ in range(3)]
+    page = browser.new_page()
+    page.goto(f"{live}/classes/ReminderWorkflow")
+    page.evaluate("window.__notReloaded = true")
+    for workflow in reminders[:2]:
+        page.check(f'input[name="ids"][value="{workflow.id}"]')
+    page.click('button[name="op"][value="pause"]')
+    assert page.locator(".bulk-preview .bulk-count").inner_text() == "2"
+    _wait_for_state(reminders[0].id, "ready")  # the preview changed nothing
+    page.click('button[data-confirm="pause"]')
+    assert page.locator('[data-mode="done"] strong.bulk-done').inner_text() == "2"
+    for workflow in reminders[:2]:
+        _wait_for_state(workflow.id, "paused")
+        # The row poll swaps the changed rows in place.
+        page.locator(f'#geneva-row-{workflow.id} .badge[data-state="paused"]').wait_for()
+    assert page.locator(f"#geneva-row-{reminders[2].id} .badge").get_attribute("data-state") == (
+        "ready"
+    )
+    assert page.evaluate("window.__notReloaded") is True
 
 
 def _screenshots(page: Any, live: str, failed_id: int) -> None:
