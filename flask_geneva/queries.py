@@ -111,32 +111,50 @@ def _conditions(ext: Geneva, f: WorkflowFilter) -> list[sa.ColumnElement[bool]]:
     if f.updated_before is not None:
         where.append(w.updated_at < f.updated_before)
     if f.step is not None:
-        where.append(_current_step_workflows(ext, f.step))
+        where.append(_current_step_condition(ext, f.step))
     return where
 
 
-def _current_step_workflows(ext: Geneva, step: str) -> sa.Exists:
-    # EXISTS, correlated on the workflow: the list walks workflows newest first on its
-    # own index and checks each one on the (workflow_id, id) index, stopping at the
-    # page size, instead of first collecting every matching execution in the table.
-    # "Latest" is an anti-join: no later execution of the same step in that workflow.
+#: Below this many executions of a step in a current state, the step filter first narrows
+#: to their workflows; above it, it checks workflows newest first (see below).
+STEP_CANDIDATES_LIMIT = 1000
+
+
+def _current_step_condition(ext: Geneva, step: str) -> sa.ColumnElement[bool]:
+    # "The latest execution of ``step`` in this workflow is scheduled, in progress or
+    # failed", checked per workflow with one probe of the (workflow_id, id) index.
+    #
+    # Which plan is fast depends on how many executions of the step are in those
+    # states, so one capped count on the (step_name, state) index picks it:
+    # * few (a rare step, or a stuck one): restrict to their workflows first (IN), so
+    #   the database never walks workflows that cannot match;
+    # * many: let the list walk workflows newest first on its own index and stop at
+    #   the page size; matches are dense, so it stops early.
+    # (A NOT EXISTS anti-join for "latest" looks simpler, but PostgreSQL answers it
+    # with a hash of every execution of the step: 100 ms at 100,000 workflows.)
     w = ext.tables.workflows
     e = ext.tables.executions
-    later = e.alias("later")
-    return (
-        sa.exists()
-        .where(
-            e.c.workflow_id == w.c.id,
-            e.c.step_name == step,
-            e.c.state.in_(CURRENT_STEP_STATES),
-            ~sa.exists().where(
-                later.c.workflow_id == e.c.workflow_id,
-                later.c.step_name == e.c.step_name,
-                later.c.id > e.c.id,
-            ),
-        )
+    latest_state = (
+        sa.select(e.c.state)
+        .where(e.c.workflow_id == w.c.id, e.c.step_name == step)
+        .order_by(e.c.id.desc())
+        .limit(1)
         .correlate(w)
+        .scalar_subquery()
     )
+    condition = latest_state.in_(CURRENT_STEP_STATES)
+    candidates = sa.select(e.c.workflow_id).where(
+        e.c.step_name == step, e.c.state.in_(CURRENT_STEP_STATES)
+    )
+    counted = sa.select(sa.func.count()).select_from(
+        candidates.limit(STEP_CANDIDATES_LIMIT).subquery()
+    )
+    with ext.engine().connect() as conn:
+        few = int(conn.execute(counted).scalar_one()) < STEP_CANDIDATES_LIMIT
+    if few:
+        # No LIMIT inside this IN: MariaDB refuses LIMIT in IN (subquery).
+        return sa.and_(w.c.id.in_(candidates), condition)
+    return condition
 
 
 def filtered_select(ext: Geneva, f: WorkflowFilter) -> sa.Select[Any]:
@@ -161,13 +179,20 @@ def list_workflows(
         page exists).
     :param before_id: only rows with ``id < before_id``.
     """
+    # Ids first, rows second: selecting only ids lets the database walk the
+    # (type, state, id) / (state, id) index backwards and stop at ``limit`` without
+    # touching the table; asking for every column at once makes PostgreSQL prefer a
+    # bitmap scan of every match followed by a sort (20 ms instead of 1 ms at 100,000).
     w = ext.tables.workflows
-    query = sa.select(w).where(*_conditions(ext, f))
+    query = filtered_select(ext, f)
     if before_id is not None:
         query = query.where(w.c.id < before_id)
-    query = query.order_by(w.c.id.desc()).limit(limit)
     with ext.engine().connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
+        ids = [int(row[0]) for row in conn.execute(query.limit(limit))]
+        if not ids:
+            return []
+        rows = conn.execute(sa.select(w).where(w.c.id.in_(ids)).order_by(w.c.id.desc()))
+        return [dict(row._mapping) for row in rows]
 
 
 def iter_ids(ext: Geneva, f: WorkflowFilter, batch_size: int = 500) -> Iterator[list[int]]:

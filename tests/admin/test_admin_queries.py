@@ -89,6 +89,26 @@ def test_filters_select_by_class_state_hero_and_current_step_newest_first(app):
     ]
 
 
+@pytest.mark.parametrize("limit", [1, 1000], ids=["many-candidates", "few-candidates"])
+def test_the_step_filter_finds_the_same_workflows_whichever_plan_it_picks(app, monkeypatch, limit):
+    monkeypatch.setattr(queries, "STEP_CANDIDATES_LIMIT", limit)
+    orders = _orders(3)
+    ships = [ShipWorkflow.create(hero=o) for o in orders]
+    for workflow in ships[:2]:
+        perform_next_step(workflow)  # pick done, pack scheduled
+    with pytest.raises(Boom):
+        perform_next_step(ships[0])  # pack failed: paused
+    operations.perform(geneva, "reattempt", [ships[0].id])  # a newer pack execution
+    at_pack = WorkflowFilter(step="pack")
+    assert [r["id"] for r in queries.list_workflows(geneva, at_pack, limit=10)] == [
+        ships[1].id,
+        ships[0].id,
+    ]
+    at_pick = WorkflowFilter(step="pick")
+    assert [r["id"] for r in queries.list_workflows(geneva, at_pick, limit=10)] == [ships[2].id]
+    assert queries.list_workflows(geneva, WorkflowFilter(step="nope"), limit=10) == []
+
+
 def test_time_filters_bound_creation_and_update_times(app):
     orders = _orders(2)
     old = MailWorkflow.create(hero=orders[0])
