@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-NODE_WIDTH = 150
+NODE_WIDTH = 180
 NODE_HEIGHT = 40
 COLUMN_GAP = 60
 ROW_GAP = 22

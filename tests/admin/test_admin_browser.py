@@ -188,7 +188,28 @@ def test_a_failed_step_shows_its_failing_line_highlighted(browser, live):
     assert "account closed" in page.locator(".failure .error-message").inner_text()
     assert page.locator('g.node.focus[data-step="transfer"][data-state="failed"]').count() == 1
     assert page.locator('button[data-op="resume"]').is_visible()
-    _screenshots(page, live, workflow.id)
+    _screenshots(page, live)
+
+
+class ClaimWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """A fan-out / fan-in graph whose one branch fails (for the detail screenshot)."""
+
+    @step
+    def intake(self) -> None:
+        pass
+
+    @step(after="intake")
+    def assess_damage(self) -> None:
+        time.sleep(0.05)
+
+    @step(after="intake")
+    def fetch_police_report(self) -> None:
+        report = self.hero.amount
+        raise TimeoutError(f"records office did not answer for report #{report}")
+
+    @step(after=["assess_damage", "fetch_police_report"])
+    def decide(self) -> None:
+        pass
 
 
 class ReminderWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
@@ -219,7 +240,7 @@ def test_the_list_runs_a_bulk_pause_with_preview_and_swaps_the_changed_rows(brow
     assert page.evaluate("window.__notReloaded") is True
 
 
-def _screenshots(page: Any, live: str, failed_id: int) -> None:
+def _screenshots(page: Any, live: str) -> None:
     target = os.environ.get("GENEVA_ADMIN_SCREENSHOTS")
     if not target:
         return
@@ -227,10 +248,15 @@ def _screenshots(page: Any, live: str, failed_id: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for _ in range(3):
         RefundWorkflow.create(hero=_refund())
+    reminders = [ReminderWorkflow.create(hero=_refund()) for _ in range(4)]
+    reminders[0].pause()
+    reminders[1].cancel()
+    claim = ClaimWorkflow.create(hero=_refund())
     release.set()
-    time.sleep(1.5)
+    _wait_for_state(claim.id, "paused")
+    time.sleep(1.0)
     page.set_viewport_size({"width": 1280, "height": 900})
-    page.goto(f"{live}/workflows/{failed_id}")
+    page.goto(f"{live}/workflows/{claim.id}")
     page.screenshot(path=str(folder / "admin-detail.png"), full_page=True)
     page.goto(f"{live}/")
     page.screenshot(path=str(folder / "admin-overview.png"), full_page=True)
