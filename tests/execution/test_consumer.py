@@ -164,7 +164,9 @@ def test_a_consumer_runs_several_dag_workflows_to_the_end(app, huey):
     assert outcomes == [("success", 30)]
 
 
-@matrix
+@pytest.mark.parametrize(
+    ("db_url", "huey_url"), [("sqlite", "sqlite"), ("postgresql", "redis")], indirect=True
+)
 def test_a_step_with_a_short_wait_runs_through_the_huey_scheduler(app, huey):
     with running_consumer(huey, workers=2):
         started = time.monotonic()
