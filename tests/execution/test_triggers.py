@@ -65,9 +65,13 @@ class WaitingWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
         RAN.append("follow_up")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture
 def huey_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return queue_url(request.param, tmp_path)
+    return queue_url(getattr(request, "param", "memory"), tmp_path)
+
+
+#: The message format is checked on a stored queue too, not only in memory.
+both_queues = pytest.mark.parametrize("huey_url", ["memory", "sqlite"], indirect=True)
 
 
 @pytest.fixture(autouse=True)
@@ -125,6 +129,7 @@ def watch_enqueues(app: Flask, huey: Any) -> list[tuple[int, str | None]]:
 # -- tests -----------------------------------------------------------------------------
 
 
+@both_queues
 def test_create_enqueues_one_message_per_root_carrying_only_the_execution_id(app, huey):
     workflow = FanOutWorkflow.create()
     roots = scheduled(workflow.id)
@@ -177,6 +182,7 @@ def test_every_trigger_is_sent_after_its_execution_is_committed(app, huey):
     assert all(state == "scheduled" for _, state in seen)
 
 
+@both_queues
 def test_a_step_with_a_wait_is_enqueued_with_an_eta(app, huey):
     before = utc_now()
     workflow = WaitingWorkflow.create()
@@ -199,6 +205,7 @@ def test_a_successor_with_a_wait_is_enqueued_with_an_eta_after_finalize(app, hue
     assert RAN == ["remind"]
 
 
+@both_queues
 def test_an_early_trigger_runs_nothing_and_re_enqueues_itself_for_the_due_time(app, huey):
     workflow = WaitingWorkflow.create()
     remind_id = scheduled(workflow.id)["remind"][0]
