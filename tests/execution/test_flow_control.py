@@ -512,3 +512,26 @@ def test_a_workflow_paused_during_its_last_step_finishes_when_that_step_complete
     # Nothing is left to hold back, so the pause has nothing to keep: it finishes.
     assert wf.state == "finished"
     assert rows(wf) == [("only", "completed", "success")]
+
+
+def test_external_skip_on_a_paused_workflow_skips_the_due_step_and_resumes(
+    app: Flask, huey: Any
+) -> None:
+    wf = Controlled.create(hero=box())
+    run(app, wf, "first")
+    wf.pause()
+    huey.flush()
+    wf.skip()
+    assert wf.state == "ready"
+    assert rows(wf)[1:] == [("second", "skipped", "skipped"), ("third", "scheduled", None)]
+    assert [m.args for m in huey.pending()] == [(scheduled(wf, "third").id,)]
+
+
+def test_external_cancel_of_a_workflow_paused_by_a_failure_keeps_the_failure(app: Flask) -> None:
+    wf = Fails.create(hero=box("fail"))
+    run(app, wf, "first")
+    run(app, wf, "flaky")
+    wf.cancel()
+    assert wf.state == "canceled"
+    assert rows(wf) == [("first", "completed", "success"), ("flaky", "failed", "failed")]
+    assert executions(wf)[1].error_message == "flaky failed"
