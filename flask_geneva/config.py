@@ -112,7 +112,9 @@ def make_huey(value: Any, *, name: str, instance_path: str) -> Huey:
     * ``redis://host:port/db`` — PriorityRedisHuey (Redis 5 or later), for several worker
       machines; the priority variant, so ``step_job_options`` priorities work;
     * ``memory://`` — MemoryHuey, in-process only (tests; a worker thread in the same
-      process consumes it).
+      process consumes it);
+    * ``immediate://`` — MemoryHuey in Huey's immediate mode: each step runs as soon as
+      its trigger is sent, in the sending thread (tests without a consumer).
     """
     if isinstance(value, Huey):
         return value
@@ -132,6 +134,9 @@ def make_huey(value: Any, *, name: str, instance_path: str) -> Huey:
         return PriorityRedisHuey(name, url=value, blocking=True, read_timeout=1)
     if scheme == "memory":
         return MemoryHuey(name)
+    if scheme == "immediate":
+        return MemoryHuey(name, immediate=True)
     raise ConfigurationError(
-        f"GENEVA_HUEY {value!r}: unsupported scheme {scheme!r}; use sqlite:///, redis:// or memory://"
+        f"GENEVA_HUEY {value!r}: unsupported scheme {scheme!r}; "
+        "use sqlite:///, redis://, memory:// or immediate://"
     )

@@ -7,7 +7,9 @@ app context; every decision is the executor's.
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
+from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -116,27 +118,54 @@ def send(state: GenevaState, triggers: Iterable[Trigger]) -> None:
     the execution stays ``scheduled`` and housekeeping re-sends its trigger once it is
     overdue (``GENEVA_STUCK_SCHEDULED_AFTER``).
     """
+    if state.huey.immediate:
+        _send_immediately(state, triggers)
+        return
     for trigger in triggers:
-        delay = None
-        if trigger.eta is not None:
-            seconds = (trigger.eta - clock.now()).total_seconds()
-            if seconds > 0:
-                delay = seconds
-        priority = trigger.priority
-        if priority is not None and not state.huey.storage.priority:
-            _warn_no_priority(state.huey)
-            priority = None
-        task = state.perform_step.s(
-            trigger.execution_id, id=trigger.task_id, priority=priority, delay=delay
+        _enqueue(state, trigger)
+
+
+def _send_immediately(state: GenevaState, triggers: Iterable[Trigger]) -> None:
+    # An immediate-mode Huey (tests) runs the task inside enqueue(), and that step's
+    # finalize sends its successors' triggers from inside it: nested, one level per step,
+    # until a long chain or a reattempt loop hits the recursion limit. So the outermost
+    # call on this thread runs the triggers one after another, from a queue.
+    pending: deque[tuple[GenevaState, Trigger]] | None = getattr(_immediate, "pending", None)
+    if pending is not None:
+        pending.extend((state, trigger) for trigger in triggers)
+        return
+    pending = _immediate.pending = deque((state, trigger) for trigger in triggers)
+    try:
+        while pending:
+            _enqueue(*pending.popleft())
+    finally:
+        _immediate.pending = None
+
+
+_immediate = threading.local()
+
+
+def _enqueue(state: GenevaState, trigger: Trigger) -> None:
+    delay = None
+    if trigger.eta is not None:
+        seconds = (trigger.eta - clock.now()).total_seconds()
+        if seconds > 0:
+            delay = seconds
+    priority = trigger.priority
+    if priority is not None and not state.huey.storage.priority:
+        _warn_no_priority(state.huey)
+        priority = None
+    task = state.perform_step.s(
+        trigger.execution_id, id=trigger.task_id, priority=priority, delay=delay
+    )
+    try:
+        state.huey.enqueue(task)
+    except Exception:
+        logger.exception(
+            "[execution=%s] could not enqueue its trigger; it stays scheduled and "
+            "housekeeping re-sends it once overdue",
+            trigger.execution_id,
         )
-        try:
-            state.huey.enqueue(task)
-        except Exception:
-            logger.exception(
-                "[execution=%s] could not enqueue its trigger; it stays scheduled and "
-                "housekeeping re-sends it once overdue",
-                trigger.execution_id,
-            )
 
 
 def _warn_no_priority(huey: Huey) -> None:

@@ -148,6 +148,24 @@ def test_an_unreachable_queue_loses_no_work_already_committed(tmp_path, caplog):
     assert f"[execution={open_id}]" in failures[0]
 
 
+class DeliveryLikeWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def pick(self) -> None:
+        count(self)
+
+    @step(after="pick")
+    def pack(self) -> None:
+        count(self)
+
+    @step(after="pick")
+    def label(self) -> None:
+        count(self)
+
+    @step(after=["pack", "label"])
+    def ship(self) -> None:
+        count(self)
+
+
 class UrgentWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
     step_job_options = {"priority": 10}
 
@@ -192,3 +210,58 @@ def test_a_queue_without_priorities_still_gets_every_trigger_and_a_warning(tmp_p
         assert len(warnings) == 1 and "PriorityRedisHuey" in warnings[0]
     finally:
         plain.flush()
+
+
+@pytest.fixture
+def huey_url() -> str:
+    """For the tests below that use the ``app`` fixture: Huey's immediate mode."""
+    return "immediate://"
+
+
+def chain_step(self: Any) -> None:
+    count(self)
+
+
+class LongChainWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    links = [step(chain_step, name=f"link_{i}") for i in range(150)]
+
+
+#: Attempts of FlakyWorkflow.poll (kept outside the database: a failed attempt's writes
+#: are rolled back).
+POLLS: list[int] = []
+
+
+class FlakyWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step(on_exception="reattempt", max_reattempts=150)
+    def poll(self) -> None:
+        POLLS.append(1)
+        if len(POLLS) < 120:
+            raise TimeoutError("not settled yet")
+
+    @step(after="poll")
+    def done(self) -> None:
+        pass
+
+
+def test_in_immediate_mode_a_dag_runs_to_the_end_inside_create(app):
+    ticket = Ticket(steps=0)
+    db.session.add(ticket)
+    db.session.commit()
+    workflow = DeliveryLikeWorkflow.create(hero=ticket)
+    assert workflow.state == "finished"
+    assert db.session.get(Ticket, ticket.id).steps == 4
+
+
+def test_in_immediate_mode_long_chains_and_reattempt_loops_run_one_step_after_another(app):
+    POLLS.clear()
+    hero = Ticket(steps=0)
+    db.session.add(hero)
+    db.session.commit()
+
+    chain = LongChainWorkflow.create(hero=hero)
+    flaky = FlakyWorkflow.create()
+
+    assert (chain.state, flaky.state) == ("finished", "finished")
+    db.session.expire_all()
+    assert db.session.get(Ticket, hero.id).steps == 150
+    assert len(POLLS) == 120
