@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -14,11 +15,15 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from huey import MemoryHuey
+from huey import PriorityRedisHuey
 from huey import RedisHuey
+from huey import SqliteHuey
 
+from flask_geneva import ConfigurationError
 from flask_geneva import Geneva
 from flask_geneva import executor
 from flask_geneva import step
+from flask_geneva.config import make_huey
 from flask_geneva.tasks import make_consumer
 from tests.conftest import REDIS_URL
 from tests.conftest import RUN_TOKEN
@@ -265,3 +270,32 @@ def test_in_immediate_mode_long_chains_and_reattempt_loops_run_one_step_after_an
     db.session.expire_all()
     assert db.session.get(Ticket, hero.id).steps == 150
     assert len(POLLS) == 120
+
+
+def test_each_geneva_huey_form_gives_the_matching_huey(tmp_path):
+    instance = tmp_path / "instance"
+    mine = MemoryHuey("mine")
+
+    def make(value: Any) -> Any:
+        return make_huey(value, name="q", instance_path=str(instance))
+
+    assert make(mine) is mine
+    relative = make("sqlite:///queue.db")
+    assert isinstance(relative, SqliteHuey)
+    assert relative.storage.filename == str(instance / "queue.db")
+    absolute = make(f"sqlite:///{tmp_path / 'abs.db'}")
+    assert absolute.storage.filename == str(tmp_path / "abs.db")
+    redis_huey = make("redis://127.0.0.1:6379/3")
+    assert isinstance(redis_huey, PriorityRedisHuey) and redis_huey.storage.blocking
+    assert type(make("memory://")) is MemoryHuey and not make("memory://").immediate
+    assert make("immediate://").immediate
+
+
+def test_a_wrong_geneva_huey_says_which_forms_exist(tmp_path):
+    for value, expected in [
+        ("amqp://broker", "use sqlite:///, redis://, memory:// or immediate://"),
+        ("sqlite://", "expected sqlite:///path/to/file.db"),
+        (42, "must be a huey.Huey or a URL"),
+    ]:
+        with pytest.raises(ConfigurationError, match=re.escape(expected)):
+            make_huey(value, name="q", instance_path=str(tmp_path))
