@@ -7,6 +7,7 @@ app context; every decision is the executor's.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from collections import deque
@@ -78,6 +79,18 @@ def register_step_task(state: GenevaState) -> Any:
             executor.execute(state.ext, state, execution_id)
 
     _claim_name(state.huey, PERFORM_STEP, perform_step)
+    parent = os.getpid()
+
+    @state.huey.on_startup(name="geneva.fresh_connections")  # type: ignore[untyped-decorator]
+    def fresh_connections() -> None:
+        # Process workers are forked from the consumer. A pooled database connection the
+        # parent opened before the fork (a create_all() at import, say) must not be used
+        # by two processes at once: each child starts with an empty pool instead.
+        if os.getpid() != parent:
+            with app.app_context():
+                for engine in state.ext.db.engines.values():
+                    engine.dispose(close=False)
+
     return perform_step
 
 

@@ -231,12 +231,13 @@ app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(HERE, "app.d
 app.config["GENEVA_HUEY"] = "sqlite:///" + os.path.join(HERE, "huey.db")
 db.init_app(app)
 geneva.init_app(app)
+with app.app_context():
+    db.create_all()  # the consumer process uses the database before any worker starts
 
 
 @app.cli.command("create-crates")
 @click.argument("count", type=int)
 def create_crates(count):
-    db.create_all()
     for _ in range(count):
         crate = Crate(steps=0)
         db.session.add(crate)
@@ -245,7 +246,8 @@ def create_crates(count):
 '''
 
 
-def test_the_worker_command_runs_workflows_and_stops_cleanly_on_sigint(tmp_path):
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_the_worker_command_runs_workflows_and_stops_cleanly_on_sigint(tmp_path, worker_type):
     (tmp_path / "worker_app.py").write_text(textwrap.dedent(WORKER_APP))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(tmp_path)]))
     flask = [sys.executable, "-m", "flask", "--app", "worker_app"]
@@ -255,7 +257,7 @@ def test_the_worker_command_runs_workflows_and_stops_cleanly_on_sigint(tmp_path)
 
     log = (tmp_path / "worker.log").open("w")
     worker = subprocess.Popen(
-        [*flask, "geneva", "worker", "-w", "2"],
+        [*flask, "geneva", "worker", "-w", "2", "-k", worker_type],
         cwd=tmp_path,
         env=env,
         stdout=log,
@@ -285,4 +287,4 @@ def test_the_worker_command_runs_workflows_and_stops_cleanly_on_sigint(tmp_path)
             engine.dispose()
     output = (tmp_path / "worker.log").read_text()
     assert code == 0, output
-    assert "flask-geneva worker: 2 thread worker(s) on SqliteHuey" in output
+    assert f"flask-geneva worker: 2 {worker_type} worker(s) on SqliteHuey" in output
