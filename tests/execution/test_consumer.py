@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -162,6 +163,35 @@ def test_a_consumer_runs_several_dag_workflows_to_the_end(app, huey):
     with geneva.engine().connect() as conn:
         outcomes = conn.execute(sa.select(e.c.outcome, sa.func.count()).group_by(e.c.outcome)).all()
     assert outcomes == [("success", 30)]
+
+
+@pytest.mark.parametrize(
+    ("db_url", "huey_url"), [("sqlite", "sqlite"), ("postgresql", "redis")], indirect=True
+)
+def test_when_the_queue_delivers_every_trigger_twice_each_body_still_runs_once(app, huey):
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    @huey.pre_execute(name="deliver-twice")  # type: ignore[untyped-decorator]
+    def deliver_twice(task: Any) -> None:
+        # Fault injection: the first delivery of each message puts a copy back on the
+        # queue, where another worker may pick it up while the first one runs.
+        with lock:
+            first = task.id not in seen
+            seen.add(task.id)
+        if first:
+            huey.enqueue(task)
+
+    try:
+        with running_consumer(huey):
+            workflow_ids, parcel_ids = start_workflows(DeliveryWorkflow, 4)
+            wait_for(lambda: set(states(workflow_ids)) == {"finished"})
+            # Let the last duplicates arrive, so they are proven harmless too.
+            wait_for(lambda: huey.pending_count() == 0, timeout=10)
+    finally:
+        huey.unregister_pre_execute("deliver-twice")
+    assert step_counts(parcel_ids) == [5] * 4
+    assert len(seen) == 20
 
 
 @pytest.mark.parametrize(
