@@ -74,6 +74,16 @@ class OrmCountedWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
         self.hero.third += 1
 
 
+class SkippingWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step(skip_if=True)
+    def optional(self) -> None:
+        bump(self, "first")
+
+    @step
+    def after(self) -> None:
+        bump(self, "second")
+
+
 #: Set by a test: the two join predecessors wait here so they finish together.
 JOIN_BARRIER: list[threading.Barrier] = []
 
@@ -232,3 +242,15 @@ def test_many_workers_finalizing_different_workflows_at_once_never_hit_a_locked_
     assert all(tally(hero.id) == (1, 1, 1) for hero in heroes)
     # Not even a retried transaction: BEGIN IMMEDIATE and the busy timeout queue writers.
     assert not [r for r in caplog.records if "locked" in r.getMessage()]
+
+
+def test_racing_workers_on_a_step_that_skips_record_one_skip_and_schedule_one_successor(app):
+    hero = new_tally()
+    workflow_id = SkippingWorkflow.create(hero=hero).id
+    execution_id = scheduled(workflow_id)["optional"]
+    reports = run_together(app, [execute_call(app, execution_id)] * 6)
+
+    assert sorted(r.status for r in reports) == ["noop"] * 5 + ["settled"]
+    assert step_rows(workflow_id, "optional") == [("skipped", "skipped")]
+    assert step_rows(workflow_id, "after") == [("scheduled", None)]
+    assert tally(hero.id) == (0, 0, 0)
