@@ -69,7 +69,9 @@ SCENARIOS: dict[str, tuple[type, str | None]] = {
 }
 
 
-def measure(app: Any, cls: type, which: str | None, rounds: int = 20) -> tuple[float, float, Counter[str]]:
+def measure(
+    app: Any, cls: type, which: str | None, rounds: int = 20
+) -> tuple[float, float, Counter[str]]:
     state = app.extensions["geneva"]
     engine_stats: Counter[str] = Counter()
     statements = 0
@@ -101,10 +103,12 @@ def measure(app: Any, cls: type, which: str | None, rounds: int = 20) -> tuple[f
             with engine.connect() as conn:
                 ids.append(
                     conn.execute(
-                        sa.select(e.c.id).where(
-                            e.c.workflow_id == workflow.id, e.c.state == "scheduled"
-                        ).order_by(e.c.id.desc())
-                    ).scalars().first()
+                        sa.select(e.c.id)
+                        .where(e.c.workflow_id == workflow.id, e.c.state == "scheduled")
+                        .order_by(e.c.id.desc())
+                    )
+                    .scalars()
+                    .first()
                 )
         sa.event.listen(engine, "before_cursor_execute", on_execute)
         sa.event.listen(engine, "commit", on_commit)
@@ -122,7 +126,10 @@ def main() -> None:
     parser.add_argument("--db", choices=sorted(common.DATABASES), default="sqlite")
     args = parser.parse_args()
     app = common.make_app(common.DATABASES[args.db](), "memory://")
-    print(f"{args.db}: statements and commits per step (SQLite counts its BEGIN IMMEDIATE/COMMIT as statements)")
+    print(
+        f"{args.db}: statements and commits per step "
+        "(SQLite counts its BEGIN IMMEDIATE/COMMIT as statements)"
+    )
     for label, (cls, which) in SCENARIOS.items():
         statements, commits, kinds = measure(app, cls, which)
         detail = ", ".join(f"{k} {v / 20:.1f}" for k, v in sorted(kinds.items()))

@@ -16,7 +16,9 @@ import time
 
 import sqlalchemy as sa
 
-SERVER = os.environ.get("GENEVA_BENCH_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SERVER = os.environ.get(
+    "GENEVA_BENCH_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 DATABASE = "geneva_dbos_bench"
 
 
