@@ -210,8 +210,10 @@ def show_command(workflow_id: int) -> None:
         row = conn.execute(sa.select(w).where(w.c.id == workflow_id)).mappings().first()
         if row is None:
             raise click.ClickException(f"no workflow with id {workflow_id}")
+        # Not the JSON metadata column (not shown): invalid JSON there must not crash show.
+        columns = [c for c in e.c if c.name != "metadata"]
         executions = list(
-            conn.execute(sa.select(e).where(e.c.workflow_id == workflow_id).order_by(e.c.id))
+            conn.execute(sa.select(*columns).where(e.c.workflow_id == workflow_id).order_by(e.c.id))
             .mappings()
             .all()
         )

@@ -79,8 +79,11 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
     """Build the detail context for a workflow row."""
     now = clock.now()
     e = ext.tables.executions
+    # Not the JSON metadata column: the page does not show it, and a row whose metadata is
+    # not valid JSON (a hand edit on SQLite) must not make the page fail to render.
+    columns = [c for c in e.c if c.name != "metadata"]
     query = (
-        sa.select(e)
+        sa.select(*columns)
         .where(e.c.workflow_id == workflow["id"])
         .order_by(e.c.id.desc())
         .limit(MAX_EXECUTIONS + 1)
