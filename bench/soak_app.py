@@ -1,0 +1,165 @@
+"""The app the kill -9 soak runs in its worker subprocesses (``bench/soak.py``).
+
+Configured by environment variables so the driver and every ``flask geneva worker`` it
+starts share one database and one queue:
+
+``SOAK_DATABASE_URL``  the SQLAlchemy URL (required)
+``SOAK_HUEY``          the ``GENEVA_HUEY`` value (required)
+``SOAK_HUEY_NAME``     the queue name (default ``geneva-soak``)
+``SOAK_LOG``           the external side-effect log, appended to by every step body
+``SOAK_STEP_MS``       a step body sleeps up to this many milliseconds (default 20)
+``SOAK_HOLD``          a file path: while it exists, step bodies wait (for a kill test)
+``SOAK_DELIVER_TWICE`` ``1``: every step message is put back on the queue once
+``SOAK_STUCK_AFTER``   ``GENEVA_STUCK_IN_PROGRESS_AFTER`` in seconds (default 2)
+``SOAK_OVERDUE_AFTER`` ``GENEVA_STUCK_SCHEDULED_AFTER`` in seconds (default 10)
+
+Each step records its side effect twice, so a soak can tell which body ran how often:
+
+* an **external** effect: one line appended to ``SOAK_LOG`` *before* the step's
+  transaction commits (what a call to another service looks like: it cannot be rolled
+  back);
+* a **database** effect: one ``soak_effects`` row written in the step's own
+  transaction, committed by the executor when the body returns.
+
+Both carry the id of the execution that ran the body, so the soak can check that no
+*successful* execution has its effect twice.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_geneva import Geneva
+from flask_geneva import step
+
+db = SQLAlchemy()
+geneva = Geneva(db)
+
+STEP_MS = float(os.environ.get("SOAK_STEP_MS", "20"))
+HOLD = os.environ.get("SOAK_HOLD")
+
+
+class SoakEffect(db.Model):  # type: ignore[name-defined,misc]
+    """One row per step body that committed: the database side effect."""
+
+    __tablename__ = "soak_effects"
+    id = sa.Column(sa.Integer, primary_key=True)
+    workflow_id = sa.Column(sa.Integer, nullable=False, index=True)
+    step_name = sa.Column(sa.String(50), nullable=False)
+    execution_id = sa.Column(sa.Integer, nullable=True)
+    pid = sa.Column(sa.Integer, nullable=False)
+
+
+def running_execution(workflow: Any, step_name: str) -> int | None:
+    """The id of the execution running this body (one active execution per step)."""
+    e = geneva.tables.executions
+    with geneva.engine().connect() as conn:
+        return conn.execute(
+            sa.select(e.c.id).where(
+                e.c.workflow_id == workflow.id,
+                e.c.step_name == step_name,
+                e.c.state == "in_progress",
+            )
+        ).scalar()
+
+
+def side_effects(workflow: Any, step_name: str) -> None:
+    """Append the external effect, take some time, then add the database effect."""
+    execution_id = running_execution(workflow, step_name)
+    line = f"{workflow.id} {step_name} {execution_id} {os.getpid()}\n"
+    log = os.environ.get("SOAK_LOG")
+    if log:
+        # One write(2) on an O_APPEND file: whole lines, even with a kill -9 right after.
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+    while HOLD and os.path.exists(HOLD):
+        time.sleep(0.02)
+    if STEP_MS:
+        time.sleep(random.uniform(0, STEP_MS) / 1000)
+    # Added last and not flushed: on SQLite a flushed write would hold the database's
+    # write lock for the rest of the body.
+    db.session.add(
+        SoakEffect(
+            workflow_id=workflow.id,
+            step_name=step_name,
+            execution_id=execution_id,
+            pid=os.getpid(),
+        )
+    )
+
+
+class SoakWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """A small DAG: ``receive`` fans out to ``check`` and ``reserve``, joined by ``ship``."""
+
+    @step
+    def receive(self) -> None:
+        side_effects(self, "receive")
+
+    @step(after="receive")
+    def check(self) -> None:
+        side_effects(self, "check")
+
+    @step(after="receive")
+    def reserve(self) -> None:
+        side_effects(self, "reserve")
+
+    @step(after=["check", "reserve"])
+    def ship(self) -> None:
+        side_effects(self, "ship")
+
+
+STEPS = ("receive", "check", "reserve", "ship")
+
+
+def create_app() -> Flask:
+    """Build the soak app from the environment."""
+    app = Flask(__name__, instance_path=os.environ.get("SOAK_INSTANCE", os.getcwd()))
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=os.environ["SOAK_DATABASE_URL"],
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 10, "max_overflow": 10}
+        if not os.environ["SOAK_DATABASE_URL"].startswith("sqlite")
+        else {},
+        GENEVA_HUEY=os.environ["SOAK_HUEY"],
+        GENEVA_HUEY_NAME=os.environ.get("SOAK_HUEY_NAME", "geneva-soak"),
+        GENEVA_STUCK_IN_PROGRESS_AFTER=float(os.environ.get("SOAK_STUCK_AFTER", "2")),
+        GENEVA_STUCK_SCHEDULED_AFTER=float(os.environ.get("SOAK_OVERDUE_AFTER", "10")),
+        # The soak driver runs housekeeping itself, every second.
+        GENEVA_HOUSEKEEPING_INTERVAL=None,
+    )
+    db.init_app(app)
+    geneva.init_app(app)
+    if os.environ.get("SOAK_DELIVER_TWICE") == "1":
+        _deliver_twice(app.extensions["geneva"].huey)
+    return app
+
+
+def _deliver_twice(huey: Any) -> None:
+    """Fault injection: the first delivery of each step message re-enqueues a copy."""
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    @huey.pre_execute(name="soak-deliver-twice")  # type: ignore[untyped-decorator]
+    def deliver_twice(task: Any) -> None:
+        if task.name != "geneva.perform_step":
+            return
+        with lock:
+            first = task.id not in seen
+            seen.add(task.id)
+        if first:
+            huey.enqueue(task)
+
+
+if "SOAK_DATABASE_URL" in os.environ:
+    #: ``flask --app bench.soak_app geneva worker`` finds this.
+    app = create_app()
