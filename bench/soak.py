@@ -225,7 +225,8 @@ class Round:
         w, e = geneva.tables.workflows, geneva.tables.executions
         effects = soak_app.SoakEffect.__table__
         with geneva.engine().connect() as conn:
-            f.states = Counter(dict(conn.execute(sa.select(w.c.state, sa.func.count()).group_by(w.c.state)).all()))  # fmt: skip
+            by_state = sa.select(w.c.state, sa.func.count()).group_by(w.c.state)
+            f.states = Counter({str(state): int(n) for state, n in conn.execute(by_state)})
             executions = conn.execute(
                 sa.select(e.c.id, e.c.workflow_id, e.c.step_name, e.c.state, e.c.outcome)
             ).all()
