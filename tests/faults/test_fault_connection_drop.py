@@ -1,0 +1,219 @@
+"""The database connection dropped between claim and finalize (PostgreSQL backends terminated).
+
+While a step body runs, a separate admin connection terminates every other backend of
+the database (``pg_terminate_backend``), as a failover, a restart or an idle-connection
+killer would. The worker's pooled connections are now dead. Whatever happens next, the
+step must not be lost and must not be recorded twice:
+
+* the finalize either succeeds on a fresh connection, or fails and leaves the execution
+  ``in_progress``, which housekeeping recovers and runs again;
+* a body whose own transaction was on a killed connection fails its commit; that is an
+  exception like any other (default policy: pause, with the error recorded), and its
+  writes are rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_geneva import Geneva
+from flask_geneva import housekeeping
+from flask_geneva import step
+from flask_geneva.executor import execute
+from flask_geneva.testing import travel
+
+db = SQLAlchemy()
+geneva = Geneva(db)
+
+#: Set by the ``drop`` fixture: terminates the app's connections when called.
+terminate: list[Any] = []
+#: External side effects (appended before anything commits), one per body run.
+external: list[tuple[int, str]] = []
+
+
+class DropEffect(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "fault_drop_effects"
+    id = sa.Column(sa.Integer, primary_key=True)
+    workflow_id = sa.Column(sa.Integer, nullable=False)
+    step_name = sa.Column(sa.String(20), nullable=False)
+
+
+class DropAfterBodyWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """The connections die after the body's own work, before finalize."""
+
+    @step
+    def charge(self) -> None:
+        external.append((self.id, "charge"))
+        if len(external) == 1:
+            terminate[0]()
+
+    @step
+    def receipt(self) -> None:
+        external.append((self.id, "receipt"))
+
+
+class DropInBodyWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """The body's own transaction is on a connection that dies before its commit."""
+
+    @step
+    def charge(self) -> None:
+        external.append((self.id, "charge"))
+        db.session.add(DropEffect(workflow_id=self.id, step_name="charge"))
+        db.session.flush()  # the session now holds a connection
+        if len(external) == 1:
+            terminate[0]()
+
+    @step
+    def receipt(self) -> None:
+        external.append((self.id, "receipt"))
+        db.session.add(DropEffect(workflow_id=self.id, step_name="receipt"))
+
+
+@pytest.fixture
+def drop(app: Flask) -> Iterator[None]:
+    """Arm ``terminate``: kill every backend of the test database but the admin's own."""
+    admin = sa.create_engine(
+        app.config["SQLALCHEMY_DATABASE_URI"],
+        isolation_level="AUTOCOMMIT",
+        poolclass=sa.pool.NullPool,
+    )
+    killed: list[int] = []
+
+    def kill() -> None:
+        with admin.connect() as conn:
+            killed.extend(
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalars()
+            )
+
+    terminate[:] = [kill]
+    external.clear()
+    db.session.commit()
+    db.session.close()  # the test holds no connection: only the worker's die
+    try:
+        yield
+    finally:
+        assert killed and all(killed), "no backend was terminated"
+        terminate.clear()
+        admin.dispose()
+
+
+def history(workflow_id: int) -> list[tuple[str, str, str | None]]:
+    e = geneva.tables.executions
+    with geneva.engine().connect() as conn:
+        return [
+            (r.step_name, r.state, r.outcome)
+            for r in conn.execute(
+                sa.select(e.c.step_name, e.c.state, e.c.outcome)
+                .where(e.c.workflow_id == workflow_id)
+                .order_by(e.c.id)
+            )
+        ]
+
+
+def due(workflow_id: int) -> int:
+    e = geneva.tables.executions
+    with geneva.engine().connect() as conn:
+        return int(
+            conn.execute(
+                sa.select(e.c.id).where(e.c.workflow_id == workflow_id, e.c.state == "scheduled")
+            ).scalar_one()
+        )
+
+
+def workflow_state(workflow_id: int) -> str:
+    w = geneva.tables.workflows
+    with geneva.engine().connect() as conn:
+        return str(conn.execute(sa.select(w.c.state).where(w.c.id == workflow_id)).scalar_one())
+
+
+def effects(workflow_id: int) -> list[str]:
+    t = DropEffect.__table__
+    with geneva.engine().connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(t.c.step_name).where(t.c.workflow_id == workflow_id).order_by(t.c.id)
+            ).scalars()
+        )
+
+
+def run_trigger(app: Flask, execution_id: int) -> BaseException | None:
+    """Run a trigger as the Huey task does; return what escaped (a worker only logs it)."""
+    db.session.remove()  # a worker's task starts with a fresh session (its own app context)
+    try:
+        execute(geneva, app.extensions["geneva"], execution_id)
+    except Exception as error:
+        return error
+    finally:
+        db.session.remove()
+    return None
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_connections_killed_before_finalize_lose_nothing_and_record_the_step_once(
+    app: Flask, drop: None
+) -> None:
+    workflow_id = DropAfterBodyWorkflow.create().id
+    charge = due(workflow_id)
+    escaped = run_trigger(app, charge)
+
+    if escaped is None:
+        # The finalize found a live connection (a pre-ping or a retry): recorded at once.
+        assert history(workflow_id)[0] == ("charge", "completed", "success")
+        assert run_trigger(app, due(workflow_id)) is None  # receipt
+    else:
+        # The finalize ran on a dead pooled connection and failed: the execution is left
+        # in progress, exactly as if the worker had died there.
+        assert isinstance(escaped, sa.exc.DBAPIError) and escaped.connection_invalidated
+        assert history(workflow_id) == [("charge", "in_progress", None)]
+        with travel(timedelta(hours=1, minutes=1)):  # past GENEVA_STUCK_IN_PROGRESS_AFTER
+            assert housekeeping.run(geneva).stuck_reattempted == 1
+            assert run_trigger(app, due(workflow_id)) is None  # charge again
+            assert run_trigger(app, due(workflow_id)) is None  # receipt
+    assert workflow_state(workflow_id) == "finished"
+
+    completed = [(s, o) for s, st, o in history(workflow_id) if st == "completed"]
+    assert completed == [("charge", "success"), ("receipt", "success")]
+    # At least once for the body whose finalize was lost, once otherwise.
+    runs = external.count((workflow_id, "charge"))
+    assert runs == (1 if escaped is None else 2)
+    assert external.count((workflow_id, "receipt")) == 1
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_body_whose_connection_is_killed_before_its_commit_fails_cleanly_and_resumes(
+    app: Flask, drop: None
+) -> None:
+    workflow_id = DropInBodyWorkflow.create().id
+    assert run_trigger(app, due(workflow_id)) is None  # the worker does not crash
+
+    # The commit failed: an exception like any other, recorded, the workflow paused by
+    # the default policy, and the body's write rolled back.
+    assert history(workflow_id) == [("charge", "failed", "failed")]
+    assert workflow_state(workflow_id) == "paused"
+    e = geneva.tables.executions
+    with geneva.engine().connect() as conn:
+        error_class = conn.execute(
+            sa.select(e.c.error_class).where(e.c.workflow_id == workflow_id)
+        ).scalar_one()
+    assert error_class is not None and "OperationalError" in error_class
+    assert effects(workflow_id) == []
+
+    # The operator (or a reattempt policy for OperationalError) resumes: it runs again.
+    db.session.get(geneva.Workflow, workflow_id).resume()
+    db.session.remove()
+    assert run_trigger(app, due(workflow_id)) is None
+    assert run_trigger(app, due(workflow_id)) is None
+    assert workflow_state(workflow_id) == "finished"
+    assert effects(workflow_id) == ["charge", "receipt"]
