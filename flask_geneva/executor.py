@@ -20,31 +20,31 @@ successors that became ready. Triggers are sent only after each commit.
 from __future__ import annotations
 
 import time
-import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import make_transient_to_detached
 
 from . import clock
+from . import results
 from . import signals
 from . import store
 from .errors import StepNotDefinedError
 from .errors import UnresolvedReferenceError
 from .flow import FlowSignal
-from .flow import ReattemptSignal
 from .logging import tagged
-from .policy import resolve
 from .scheduling import Trigger
 from .scheduling import new_task_id
 from .states import RUNNABLE_WORKFLOW_STATES
 from .states import StepState
 from .steps import evaluate_condition
 from .transaction import run_locked
-from .transitions import ErrorInfo
 from .transitions import StepResult
 from .transitions import Transition
 
@@ -103,8 +103,9 @@ def execute(
     """
     tables = ext.tables
     engine = ext.engine()
-    with engine.connect() as conn:
-        row = conn.execute(_claim_query(tables, execution_id)).first()
+    with _read_connection(engine) as conn:
+        row = conn.execute(tables.claim_read, {"p_eid": execution_id}).first()
+        hero_exists = _hero_exists(ext, conn, row)
     if row is None:
         ext.log.info("execution %s not found (deleted?); trigger ignored", execution_id)
         return None
@@ -144,7 +145,7 @@ def execute(
             workflow_id=claim.workflow_id,
             execution_id=execution_id,
         )
-        return _settle(ext, state, claim, None, _failed(missing), report, log)
+        return _settle(ext, state, claim, None, results.failed(missing), report, log)
     definition = cls.__geneva_definition__
     step = definition.graph.steps.get(claim.step_name)
     if step is None:
@@ -153,23 +154,19 @@ def execute(
             workflow_id=claim.workflow_id,
             execution_id=execution_id,
         )
-        return _settle(ext, state, claim, cls, _failed(missing), report, log)
+        return _settle(ext, state, claim, cls, results.failed(missing), report, log)
 
     workflow = _instance(cls, values)
-    if values["hero_type"] is not None:
-        try:
-            with engine.connect() as conn:
-                hero_exists = ext.heroes.exists(conn, values["hero_type"], values["hero_id"])
-        except LookupError as exc:
-            missing = UnresolvedReferenceError(
-                f"{exc}; workflow paused", workflow_id=claim.workflow_id, execution_id=execution_id
-            )
-            return _settle(ext, state, claim, cls, _failed(missing), report, log)
-        if not hero_exists and not definition.may_proceed_without_hero:
-            log.info(
-                "hero %s:%s is gone; workflow canceled", values["hero_type"], values["hero_id"]
-            )
-            return _settle(ext, state, claim, cls, StepResult("cancel"), report, log)
+    if isinstance(hero_exists, LookupError):
+        missing = UnresolvedReferenceError(
+            f"{hero_exists}; workflow paused",
+            workflow_id=claim.workflow_id,
+            execution_id=execution_id,
+        )
+        return _settle(ext, state, claim, cls, results.failed(missing), report, log)
+    if hero_exists is False and not definition.may_proceed_without_hero:
+        log.info("hero %s:%s is gone; workflow canceled", values["hero_type"], values["hero_id"])
+        return _settle(ext, state, claim, cls, StepResult("cancel"), report, log)
 
     if definition.cancel_if or step.skip_if is not None:
         result = _preconditions(ext, cls, workflow, step, claim, log)
@@ -181,7 +178,7 @@ def execute(
 
     # -- claim -----------------------------------------------------------------------------
     try:
-        claimed = run_locked(engine, lambda conn: _claim(conn, tables, claim, clock.now()))
+        claimed = run_locked(engine, lambda conn: _claim(conn, tables, claim))
     except _NotClaimed:
         return report  # another worker claimed it first: a duplicate trigger
     if not claimed:
@@ -199,11 +196,13 @@ def execute(
         result, outcome = StepResult("success"), "completed"
     except FlowSignal as signal:
         ext.db.session.commit()
-        result, outcome = _from_signal(signal, None, "flow_control"), signal.action
+        result, outcome = results.from_signal(signal, None, "flow_control"), signal.action
     except Exception as exc:
         ext.db.session.rollback()
         error, outcome = exc, "exception"
-        result = _on_error(workflow, step, claim, exc, "exception_policy", log)
+        result = results.from_exception(
+            workflow, step, claim.consecutive_reattempts, exc, "exception_policy", log
+        )
     finally:
         workflow._geneva_context = None
     duration = time.perf_counter() - started
@@ -242,7 +241,9 @@ def _preconditions(
             outcome, result = "skipped", StepResult("skip")
     except Exception as exc:
         outcome, error = "exception", exc
-        result = _on_error(workflow, step, claim, exc, "precondition", log)
+        result = results.from_exception(
+            workflow, step, claim.consecutive_reattempts, exc, "precondition", log
+        )
     finally:
         # Conditions only read. End their transaction so the step body starts a fresh
         # one (on SQLite an old read snapshot cannot be upgraded to a write).
@@ -261,45 +262,36 @@ def _preconditions(
     return result
 
 
-def _claim_query(tables: store.Tables, execution_id: int) -> sa.Select[Any]:
-    e, w = tables.executions, tables.workflows
-    return (
-        sa.select(
-            e.c.id.label("e_id"),
-            e.c.step_name.label("e_step_name"),
-            e.c.state.label("e_state"),
-            e.c.scheduled_for.label("e_scheduled_for"),
-            e.c.consecutive_reattempts.label("e_consecutive_reattempts"),
-            *w.c,
-        )
-        .join(w, w.c.id == e.c.workflow_id)
-        .where(e.c.id == execution_id)
-    )
+def _claim(conn: Connection, tables: store.Tables, claim: _Claim) -> bool:
+    outcome = store.claim(conn, tables, claim.workflow_id, claim.execution_id, clock.now())
+    if outcome == "taken":
+        raise _NotClaimed()  # roll back the workflow update too
+    return outcome == "claimed"
 
 
-def _claim(conn: Connection, tables: store.Tables, claim: _Claim, now: Any) -> bool:
-    w, e = tables.workflows, tables.executions
-    # Updating the workflow row first takes its lock (workflow, then execution).
-    moved = conn.execute(
-        sa.update(w)
-        .where(w.c.id == claim.workflow_id, w.c.state.in_(RUNNABLE_WORKFLOW_STATES))
-        .values(
-            state="performing",
-            started_at=sa.func.coalesce(w.c.started_at, now),
-            transitioned_at=sa.case((w.c.state != "performing", now), else_=w.c.transitioned_at),
-            updated_at=now,
-        )
-    )
-    if moved.rowcount != 1:
-        return False
-    claimed = conn.execute(
-        sa.update(e)
-        .where(e.c.id == claim.execution_id, e.c.state == StepState.SCHEDULED)
-        .values(state=StepState.IN_PROGRESS, started_at=now, updated_at=now)
-    )
-    if claimed.rowcount != 1:
-        raise _NotClaimed()
-    return True
+@contextmanager
+def _read_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection for the unlocked reads before the claim.
+
+    On PostgreSQL and SQLite it runs in driver autocommit, so the reads cost one round
+    trip each instead of BEGIN, SELECT, ROLLBACK. (MySQL drivers would pay two extra
+    round trips to switch autocommit on and off, so MySQL keeps its default.)
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name in ("postgresql", "sqlite"):
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
+
+
+def _hero_exists(ext: Geneva, conn: Connection, row: Any) -> bool | None | LookupError:
+    """Whether the workflow's hero row exists; None without a hero; the error if its
+    model is unknown."""
+    if row is None or row.hero_type is None or row.e_state != StepState.SCHEDULED:
+        return None
+    try:
+        return ext.heroes.exists(conn, row.hero_type, row.hero_id)
+    except LookupError as error:
+        return error
 
 
 class _NotClaimed(Exception):
@@ -397,53 +389,6 @@ def _finalize(
     )
     if result.error is not None and result.action == "failed":
         log.error("step failed with %s: %s", result.error.error_class, result.error.message)
-
-
-def _on_error(
-    workflow: Any,
-    step: StepDefinition,
-    claim: _Claim,
-    error: Exception,
-    reason: str,
-    log: Any,
-) -> StepResult:
-    """Turn an exception into a result through the exception policies."""
-    info = ErrorInfo.from_exception(error, traceback.format_exc())
-    policy = resolve(step.policy, workflow.__geneva_definition__.policies, error)
-    if policy.handler is not None:
-        workflow._geneva_context = log
-        try:
-            policy.handler(workflow, error)
-        except FlowSignal as signal:
-            return _from_signal(signal, info, "exception_policy")
-        except Exception as handler_error:
-            log.exception("exception handler raised %r; workflow paused", handler_error)
-        finally:
-            workflow._geneva_context = None
-        return StepResult("failed", error=info, then="pause")
-    if policy.action == "reattempt":
-        limit = policy.max_reattempts
-        if limit is not None and claim.consecutive_reattempts >= limit:
-            log.info("reattempt limit (%d) reached; %s", limit, policy.terminal_action)
-            return StepResult("failed", error=info, then=policy.terminal_action)
-        return StepResult("reattempt", wait=policy.wait, error=info, reason=reason)
-    if policy.action == "skip":
-        return StepResult("skip", error=info)
-    return StepResult("failed", error=info, then=policy.action or "pause")
-
-
-def _from_signal(signal: FlowSignal, error: ErrorInfo | None, reason: str) -> StepResult:
-    if isinstance(signal, ReattemptSignal):
-        return StepResult("reattempt", wait=signal.wait, error=error, reason=reason)
-    if signal.action == "pause" and error is not None:
-        return StepResult("failed", error=error, then="pause")
-    if signal.action == "cancel" and error is not None:
-        return StepResult("failed", error=error, then="cancel")
-    return StepResult(signal.action, error=error)
-
-
-def _failed(error: Exception) -> StepResult:
-    return StepResult("failed", error=ErrorInfo.from_exception(error, ""), then="pause")
 
 
 def _instance(cls: type, values: dict[str, Any]) -> Any:

@@ -1,0 +1,67 @@
+"""How a step ended, turned into a :class:`~flask_geneva.transitions.StepResult`.
+
+A body returns, raises a flow-control signal, or raises an exception; a precondition
+decides; a stored reference is missing. Exceptions go through the exception policies
+(:func:`~flask_geneva.policy.resolve`), including the reattempt limit and an
+imperative handler, which runs here as if inside the step so its flow-control calls
+raise signals.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from .flow import FlowSignal
+from .flow import ReattemptSignal
+from .policy import resolve
+from .steps import StepDefinition
+from .transitions import ErrorInfo
+from .transitions import StepResult
+
+
+def from_exception(
+    workflow: Any,
+    step: StepDefinition,
+    consecutive_reattempts: int,
+    error: Exception,
+    reason: str,
+    log: Any,
+) -> StepResult:
+    """Turn an exception into a result through the exception policies."""
+    info = ErrorInfo.from_exception(error, traceback.format_exc())
+    policy = resolve(step.policy, workflow.__geneva_definition__.policies, error)
+    if policy.handler is not None:
+        workflow._geneva_context = log
+        try:
+            policy.handler(workflow, error)
+        except FlowSignal as signal:
+            return from_signal(signal, info, "exception_policy")
+        except Exception as handler_error:
+            log.exception("exception handler raised %r; workflow paused", handler_error)
+        finally:
+            workflow._geneva_context = None
+        return StepResult("failed", error=info, then="pause")
+    if policy.action == "reattempt":
+        limit = policy.max_reattempts
+        if limit is not None and consecutive_reattempts >= limit:
+            log.info("reattempt limit (%d) reached; %s", limit, policy.terminal_action)
+            return StepResult("failed", error=info, then=policy.terminal_action)
+        return StepResult("reattempt", wait=policy.wait, error=info, reason=reason)
+    if policy.action == "skip":
+        return StepResult("skip", error=info)
+    return StepResult("failed", error=info, then=policy.action or "pause")
+
+
+def from_signal(signal: FlowSignal, error: ErrorInfo | None, reason: str) -> StepResult:
+    if isinstance(signal, ReattemptSignal):
+        return StepResult("reattempt", wait=signal.wait, error=error, reason=reason)
+    if signal.action == "pause" and error is not None:
+        return StepResult("failed", error=error, then="pause")
+    if signal.action == "cancel" and error is not None:
+        return StepResult("failed", error=error, then="cancel")
+    return StepResult(signal.action, error=error)
+
+
+def failed(error: Exception) -> StepResult:
+    return StepResult("failed", error=ErrorInfo.from_exception(error, ""), then="pause")
