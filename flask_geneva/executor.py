@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import make_transient_to_detached
@@ -47,6 +46,7 @@ from .steps import evaluate_condition
 from .transaction import run_locked
 from .transitions import StepResult
 from .transitions import Transition
+from .workflow import set_row_values
 
 if TYPE_CHECKING:
     from .extension import Geneva
@@ -394,10 +394,6 @@ def _finalize(
 def _instance(cls: type, values: dict[str, Any]) -> Any:
     """Build a detached instance of ``cls`` from a row already read (no extra query)."""
     instance = cls.__mapper__.class_manager.new_instance()  # type: ignore[attr-defined]
-    mapper = cls.__mapper__  # type: ignore[attr-defined]
-    for prop in mapper.column_attrs:
-        column = prop.columns[0]
-        if column.name in values:
-            sa.orm.attributes.set_committed_value(instance, prop.key, values[column.name])
+    set_row_values(instance, values)
     make_transient_to_detached(instance)
     return instance

@@ -304,11 +304,7 @@ class WorkflowBase:
             row = conn.execute(sa.select(w).where(w.c.id == self.id)).first()
         if row is None:
             return
-        values = row._mapping
-        for prop in sa.inspect(type(self)).column_attrs:
-            column = prop.columns[0]
-            if column.name in values:
-                set_committed_value(self, prop.key, values[column.name])
+        set_row_values(self, row._mapping)
         session = sa.inspect(self).session
         if session is not None:
             session.expire(self, ["executions"])
@@ -316,6 +312,14 @@ class WorkflowBase:
     def __repr__(self) -> str:
         hero = f" hero={self.hero_type}:{self.hero_id}" if self.hero_type else ""
         return f"<{type(self).__name__} id={self.id} state={self.state}{hero}>"
+
+
+def set_row_values(instance: Any, values: Any) -> None:
+    """Set a mapped instance's column attributes from a row, as committed (loaded) state."""
+    for prop in sa.inspect(type(instance)).column_attrs:
+        column = prop.columns[0]
+        if column.name in values:
+            set_committed_value(instance, prop.key, values[column.name])
 
 
 class StepExecutionBase:
