@@ -10,7 +10,6 @@ body starting).
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from typing import Any
 
@@ -20,20 +19,32 @@ from huey import SqliteHuey
 
 from . import common
 
+SHAPES = {"three": (common.ThreeSteps, 3), "fanout": (common.FanOut, 10)}
 
-def run_geneva(db: str, queue: str, workflows: int, workers: int) -> dict[str, float]:
+
+def run_geneva(
+    db: str,
+    queue: str,
+    workflows: int,
+    workers: int,
+    *,
+    shape: str = "three",
+    worker_type: str = "thread",
+) -> dict[str, float]:
+    cls, steps_per_workflow = SHAPES[shape]
     app = common.make_app(common.DATABASES[db](), common.QUEUES[queue]())
     huey = app.extensions["geneva"].huey
     common.marks.clear()
     with app.app_context():
-        for _ in range(workflows):
-            common.ThreeSteps.create(commit=False)
-        common.db.session.commit()
+        for start in range(0, workflows, 1000):
+            for _ in range(min(1000, workflows - start)):
+                cls.create(commit=False)
+            common.db.session.commit()
+        for engine in common.db.engines.values():
+            engine.dispose()  # forked process workers must not share connections
     started = time.time()
-    with common.running_consumer(huey, workers):
-        common.wait_until(
-            lambda: common.count_finished(app, common.ThreeSteps) == workflows, timeout=900
-        )
+    with common.running_consumer(huey, workers, worker_type):
+        common.wait_until(lambda: common.count_finished(app, cls) == workflows, timeout=3600)
     elapsed = time.time() - started
     hops = []
     for (wid, name), (_, end) in list(common.marks.items()):
@@ -43,13 +54,13 @@ def run_geneva(db: str, queue: str, workflows: int, workers: int) -> dict[str, f
     with app.app_context():
         for engine in common.db.engines.values():
             engine.dispose()
-    steps = workflows * 3
+    steps = workflows * steps_per_workflow
     return {
         "steps": steps,
         "seconds": elapsed,
         "steps_per_s": steps / elapsed,
-        "hop_median_ms": common.median(hops),
-        "hop_p95_ms": common.percentile(hops, 0.95),
+        "hop_median_ms": common.median(hops) if hops else float("nan"),
+        "hop_p95_ms": common.percentile(hops, 0.95) if hops else float("nan"),
     }
 
 
@@ -62,15 +73,17 @@ def _raw_huey(queue: str) -> Any:
     return MemoryHuey("raw-bench")
 
 
-def run_raw_huey(queue: str, items: int, workers: int) -> dict[str, float]:
+def run_raw_huey(
+    queue: str, items: int, workers: int, worker_type: str = "thread"
+) -> dict[str, float]:
     """A chain of three no-op tasks per item: the floor of the queue itself."""
     huey = _raw_huey(queue)
     huey.flush()
-    done = threading.Semaphore(0)
+    counter = f"raw-bench-done-{time.time()}"
 
     @huey.task()
     def third(i: int) -> None:
-        done.release()
+        huey.storage.put_data(f"{counter}-{i}", b"1")
 
     @huey.task()
     def second(i: int) -> None:
@@ -83,10 +96,17 @@ def run_raw_huey(queue: str, items: int, workers: int) -> dict[str, float]:
     for i in range(items):
         first(i)
     started = time.time()
-    with common.running_consumer(huey, workers):
-        for _ in range(items):
-            if not done.acquire(timeout=600):
-                raise TimeoutError("raw huey chain did not complete")
+    with common.running_consumer(huey, workers, worker_type):
+        # Each chain's last task leaves a key behind (works across processes too).
+        common.wait_until(
+            lambda: (
+                all(huey.storage.has_data_for_key(f"{counter}-{i}") for i in (0, items - 1))
+                and sum(huey.storage.has_data_for_key(f"{counter}-{i}") for i in range(items))
+                == items
+            ),
+            timeout=600,
+            interval=0.02,
+        )
     elapsed = time.time() - started
     return {"steps": items * 3, "seconds": elapsed, "steps_per_s": items * 3 / elapsed}
 
@@ -97,11 +117,31 @@ def main() -> None:
     parser.add_argument("--queue", choices=sorted(common.QUEUES), default="sqlite")
     parser.add_argument("--workflows", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--worker-type", choices=("thread", "process"), default="thread")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="three")
+    parser.add_argument("--no-raw", action="store_true", help="skip the raw Huey baseline")
     args = parser.parse_args()
-    geneva = run_geneva(args.db, args.queue, args.workflows, args.workers)
-    raw = run_raw_huey(args.queue, args.workflows, args.workers)
+    geneva = run_geneva(
+        args.db,
+        args.queue,
+        args.workflows,
+        args.workers,
+        shape=args.shape,
+        worker_type=args.worker_type,
+    )
+    label = (
+        f"{args.db}+{args.queue} {args.shape} workflows={args.workflows} "
+        f"workers={args.workers} {args.worker_type}"
+    )
+    if args.no_raw:
+        print(
+            f"{label}: geneva {geneva['steps_per_s']:.0f} steps/s "
+            f"({geneva['seconds']:.1f} s for {geneva['steps']:.0f} steps)"
+        )
+        return
+    raw = run_raw_huey(args.queue, args.workflows, args.workers, args.worker_type)
     print(
-        f"{args.db}+{args.queue} workflows={args.workflows} workers={args.workers}: "
+        f"{label}: "
         f"geneva {geneva['steps_per_s']:.0f} steps/s ({1000 / geneva['steps_per_s']:.2f} ms/step "
         f"wall), raw huey {raw['steps_per_s']:.0f} steps/s, ratio "
         f"{geneva['steps_per_s'] / raw['steps_per_s']:.2f}; hop median "
