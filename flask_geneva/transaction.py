@@ -42,7 +42,14 @@ _RETRY_CODES = {
 
 
 def is_retryable(error: sa.exc.DBAPIError) -> bool:
-    """Return whether ``error`` is a deadlock, lock timeout or busy database."""
+    """Return whether ``error`` is a deadlock, lock timeout, busy database or dead connection.
+
+    A dead connection (the server restarted, a backend was terminated) has already
+    been invalidated by SQLAlchemy, so the next attempt gets a fresh one; without the
+    retry the outcome of a finished step would wait for housekeeping's recovery.
+    """
+    if error.connection_invalidated:
+        return True
     orig = error.orig
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if code in _RETRY_CODES:
