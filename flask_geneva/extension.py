@@ -79,10 +79,17 @@ class Geneva:
         """Record a workflow class under its stored identity (called at class creation)."""
         existing = self.registry.get(identity)
         if existing is not None and existing is not cls:
+            name = f"{cls.__module__}.{cls.__qualname__}"
+            hint = "give one of them another name with __geneva_type__ = '...'"
+            if name == f"{existing.__module__}.{existing.__qualname__}":
+                # The same class statement ran twice, e.g. inside a function called twice.
+                hint = (
+                    "the same class was defined twice (a class inside a function that runs "
+                    "more than once?); define it once, or give each a distinct __geneva_type__"
+                )
             raise DefinitionError(
-                f"{cls.__module__}.{cls.__qualname__}: workflow type {identity!r} is already "
-                f"used by {existing.__module__}.{existing.__qualname__}; give one of them "
-                "another name with __geneva_type__ = '...'"
+                f"{name}: workflow type {identity!r} is already used by "
+                f"{existing.__module__}.{existing.__qualname__}; {hint}"
             )
         self.registry[identity] = cls
 

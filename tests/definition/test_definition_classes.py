@@ -350,3 +350,17 @@ def test_flow_control_inside_a_step_escapes_the_steps_own_except_exception(
     workflow._geneva_context = object()  # what the executor sets while a body runs
     with pytest.raises(signal):
         Careless.step_graph().steps["charge"].body(workflow)()
+
+
+def test_defining_the_same_class_twice_says_so_and_how_to_fix_it(geneva: Geneva) -> None:
+    def make() -> type:
+        class Repeated(geneva.Workflow):  # type: ignore[name-defined,misc]
+            @step
+            def only(self) -> None:
+                pass
+
+        return Repeated
+
+    make()
+    with pytest.raises(DefinitionError, match="the same class was defined twice"):
+        make()
