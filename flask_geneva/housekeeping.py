@@ -124,36 +124,46 @@ def delete_finished(
 
     One transaction per batch: lock up to ``batch_size`` eligible workflow rows, delete
     their executions, then the workflows. Ids are selected first and deleted by list,
-    because MariaDB refuses ``LIMIT`` inside ``IN (subquery)``.
+    because MariaDB refuses ``LIMIT`` inside ``IN (subquery)``. Each batch starts after
+    the last id of the previous one (keyset): selecting "the oldest ids" again would
+    make PostgreSQL walk the not yet vacuumed index entries of every row deleted so far,
+    and batches would slow down as the run goes on.
     """
     cutoff = clock.now() - older_than
     w, e = ext.tables.workflows, ext.tables.executions
     eligible = (
         sa.select(w.c.id)
-        .where(w.c.state.in_(TERMINAL_WORKFLOW_STATES), w.c.transitioned_at < cutoff)
+        .where(
+            w.c.id > sa.bindparam("after"),
+            w.c.state.in_(TERMINAL_WORKFLOW_STATES),
+            w.c.transitioned_at < cutoff,
+        )
         .order_by(w.c.id)
         .limit(batch_size)
         .with_for_update()
     )
+    after = 0
 
-    def batch(conn: Connection) -> tuple[int, int, int]:
-        ids = [int(row[0]) for row in conn.execute(eligible)]
+    def batch(conn: Connection) -> tuple[list[int], int, int]:
+        # ``after`` moves on only once a batch has committed (run_locked may retry it).
+        ids = [int(row[0]) for row in conn.execute(eligible, {"after": after})]
         if not ids:
-            return 0, 0, 0
+            return ids, 0, 0
         executions = conn.execute(sa.delete(e).where(e.c.workflow_id.in_(ids))).rowcount
         workflows = conn.execute(
             sa.delete(w).where(w.c.id.in_(ids), w.c.state.in_(TERMINAL_WORKFLOW_STATES))
         ).rowcount
-        return len(ids), workflows, executions
+        return ids, workflows, executions
 
     while True:
-        selected, workflows, executions = run_locked(ext.engine(), batch)
+        ids, workflows, executions = run_locked(ext.engine(), batch)
         summary.workflows_deleted += workflows
         summary.executions_deleted += executions
         # A concurrent run may have taken some of the selected rows; stop only when the
         # selection comes back empty.
-        if selected == 0:
+        if not ids:
             return
+        after = ids[-1]
 
 
 # -- 2. executions whose worker was lost ------------------------------------------------------
