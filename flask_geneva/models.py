@@ -65,7 +65,9 @@ def workflow_indexes(table: str = WORKFLOWS_TABLE) -> list[sa.Index]:
     return [
         sa.Index(f"ix_{table}_type_state_id", "type", "state", "id"),
         sa.Index(f"ix_{table}_state_id", "state", "id"),
-        sa.Index(f"ix_{table}_state_transitioned_at", "state", "transitioned_at"),
+        # Housekeeping walks each terminal state in (transitioned_at, id) order; with id
+        # in the index, rows that share a timestamp need no sort.
+        sa.Index(f"ix_{table}_state_transitioned_at_id", "state", "transitioned_at", "id"),
         sa.Index(f"ix_{table}_hero", "hero_type", "hero_id"),
         sa.Index(
             f"uq_{table}_ongoing",
