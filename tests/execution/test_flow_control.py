@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from execution_rows import Rows
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
@@ -169,22 +170,9 @@ def box(action: str | None = None, *, swallow: bool = False) -> Any:
     return b
 
 
-def fresh(instance: Any) -> Any:
-    db.session.commit()  # drop an old snapshot (MariaDB REPEATABLE READ)
-    db.session.refresh(instance)
-    return instance
-
-
-def executions(workflow: Any) -> list[Any]:
-    db.session.commit()
-    return list(
-        db.session.scalars(
-            sa.select(geneva.StepExecution)
-            .where(geneva.StepExecution.workflow_id == workflow.id)
-            .order_by(geneva.StepExecution.id)
-            .execution_options(populate_existing=True)
-        )
-    )
+rows = Rows(db, geneva, Mark)
+fresh = rows.fresh
+executions = rows.executions
 
 
 def rows(workflow: Any) -> list[tuple[str, str, str | None]]:

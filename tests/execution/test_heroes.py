@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from execution_rows import Rows
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
@@ -99,10 +100,8 @@ def executions(workflow: Any) -> list[Any]:
     )
 
 
-def marks(workflow: Any) -> list[str]:
-    db.session.commit()
-    query = sa.select(Mark.name).where(Mark.workflow_id == workflow.id).order_by(Mark.id)
-    return list(db.session.scalars(query))
+rows = Rows(db, geneva, Mark)
+marks = rows.marks
 
 
 def run_next(app: Flask, workflow: Any) -> Any:

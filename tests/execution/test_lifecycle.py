@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from execution_rows import Rows
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
@@ -103,24 +104,9 @@ class OtherReminder(geneva.Workflow):  # type: ignore[name-defined,misc]
 # -- helpers ---------------------------------------------------------------------------
 
 
-def fresh(instance: Any) -> Any:
-    """Reload a row; ending the session's transaction first drops an old snapshot
-    (MariaDB's REPEATABLE READ would otherwise show the state before the step)."""
-    db.session.commit()
-    db.session.refresh(instance)
-    return instance
-
-
-def executions(workflow: Any) -> list[Any]:
-    db.session.commit()
-    return list(
-        db.session.scalars(
-            sa.select(geneva.StepExecution)
-            .where(geneva.StepExecution.workflow_id == workflow.id)
-            .order_by(geneva.StepExecution.id)
-            .execution_options(populate_existing=True)
-        )
-    )
+rows = Rows(db, geneva, Mark)
+fresh = rows.fresh
+executions = rows.executions
 
 
 def scheduled(workflow: Any, step_name: str) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from execution_rows import Rows
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
@@ -104,35 +105,16 @@ class Gate(geneva.Workflow):  # type: ignore[name-defined,misc]
 # -- helpers ---------------------------------------------------------------------------
 
 
-def fresh(instance: Any) -> Any:
-    db.session.commit()  # drop an old snapshot (MariaDB REPEATABLE READ)
-    db.session.refresh(instance)
-    return instance
-
-
-def executions(workflow: Any, step_name: str | None = None) -> list[Any]:
-    db.session.commit()
-    query = (
-        sa.select(geneva.StepExecution)
-        .where(geneva.StepExecution.workflow_id == workflow.id)
-        .order_by(geneva.StepExecution.id)
-        .execution_options(populate_existing=True)
-    )
-    if step_name is not None:
-        query = query.where(geneva.StepExecution.step_name == step_name)
-    return list(db.session.scalars(query))
+rows = Rows(db, geneva, Mark)
+fresh = rows.fresh
+executions = rows.executions
+marks = rows.marks
 
 
 def scheduled(workflow: Any, step_name: str) -> Any:
     found = [e for e in executions(workflow, step_name) if e.state == "scheduled"]
     assert len(found) == 1, f"expected one scheduled {step_name}: {found}"
     return found[0]
-
-
-def marks(workflow: Any) -> list[str]:
-    db.session.commit()
-    query = sa.select(Mark.name).where(Mark.workflow_id == workflow.id).order_by(Mark.id)
-    return list(db.session.scalars(query))
 
 
 def run(app: Flask, workflow: Any, step_name: str, **kwargs: Any) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from execution_rows import Rows
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
@@ -149,26 +150,13 @@ def member(**values: Any) -> Any:
     return m
 
 
-def executions(workflow: Any) -> list[Any]:
-    db.session.commit()
-    return list(
-        db.session.scalars(
-            sa.select(geneva.StepExecution)
-            .where(geneva.StepExecution.workflow_id == workflow.id)
-            .order_by(geneva.StepExecution.id)
-            .execution_options(populate_existing=True)
-        )
-    )
+rows = Rows(db, geneva, Mark)
+executions = rows.executions
+marks = rows.marks
 
 
 def rows(workflow: Any) -> list[tuple[str, str, str | None]]:
     return [(e.step_name, e.state, e.outcome) for e in executions(workflow)]
-
-
-def marks(workflow: Any) -> list[str]:
-    db.session.commit()
-    query = sa.select(Mark.name).where(Mark.workflow_id == workflow.id).order_by(Mark.id)
-    return list(db.session.scalars(query))
 
 
 def run(app: Flask, workflow: Any, step_name: str) -> Any:
