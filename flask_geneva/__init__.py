@@ -9,6 +9,7 @@ from .errors import InvalidStateError
 from .errors import StepExecutionError
 from .errors import StepNotDefinedError
 from .errors import WorkflowExistsError
+from .errors import WorkflowNotFoundError
 from .extension import Geneva
 from .policy import ExceptionPolicy
 from .steps import step
@@ -25,5 +26,6 @@ __all__ = [
     "StepExecutionError",
     "StepNotDefinedError",
     "WorkflowExistsError",
+    "WorkflowNotFoundError",
     "step",
 ]

@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "GENEVA_STUCK_IN_PROGRESS_AFTER": timedelta(hours=1),
     "GENEVA_STUCK_SCHEDULED_AFTER": timedelta(minutes=15),
     "GENEVA_STUCK_RECOVERY": "reattempt",
+    "GENEVA_MAX_RECOVERIES": 5,
     "GENEVA_HOUSEKEEPING_BATCH_SIZE": 1000,
     "GENEVA_HOUSEKEEPING_INTERVAL": timedelta(minutes=5),
     "GENEVA_ADMIN_LOGS_URL": None,
@@ -44,6 +45,7 @@ class GenevaConfig:
     stuck_in_progress_after: timedelta | None
     stuck_scheduled_after: timedelta | None
     stuck_recovery: str
+    max_recoveries: int | None
     housekeeping_batch_size: int
     housekeeping_interval: timedelta | None
     admin_logs_url: str | None
@@ -60,6 +62,16 @@ class GenevaConfig:
             raise ConfigurationError(
                 f"GENEVA_HOUSEKEEPING_BATCH_SIZE must be a positive integer, got {batch!r}"
             )
+        max_recoveries = config["GENEVA_MAX_RECOVERIES"]
+        if max_recoveries is not None and (
+            isinstance(max_recoveries, bool)
+            or not isinstance(max_recoveries, int)
+            or max_recoveries < 0
+        ):
+            raise ConfigurationError(
+                "GENEVA_MAX_RECOVERIES must be a whole number of recoveries (0 or more) or "
+                f"None for no limit, got {max_recoveries!r}"
+            )
         return cls(
             huey=config["GENEVA_HUEY"],
             huey_name=str(config["GENEVA_HUEY_NAME"]),
@@ -69,6 +81,7 @@ class GenevaConfig:
             ),
             stuck_scheduled_after=_duration(config, "GENEVA_STUCK_SCHEDULED_AFTER", optional=True),
             stuck_recovery=recovery,
+            max_recoveries=max_recoveries,
             housekeeping_batch_size=batch,
             housekeeping_interval=_interval(config),
             admin_logs_url=config["GENEVA_ADMIN_LOGS_URL"],

@@ -1,51 +1,57 @@
-"""Run one step execution: claim (locked) → run the body (unlocked) → finalize (locked).
+"""Run one step execution: claim → decide → run the body → finalize with the body's writes.
 
-``execute(ext, execution_id)`` is the whole job of a Huey trigger. Nothing else lives
-here: the rules of what a result does are in :mod:`~flask_geneva.transitions`, the SQL
-in :mod:`~flask_geneva.store`.
+``execute(ext, state, execution_id)`` is the whole job of a Huey trigger. It reads as
+its phases, each a function that returns its result:
 
-Why three phases: a step body may take minutes and call other services, so it runs
-with no transaction open and no lock held. The claim is a short transaction that
-flips the execution from ``scheduled`` to ``in_progress`` with a conditional UPDATE
-(``WHERE state = 'scheduled'``), after updating the workflow row (which takes its
-lock first, keeping the workflow-then-execution lock order). Two workers holding the
-same trigger (duplicate delivery, a re-trigger racing the original) both try; exactly
-one UPDATE matches, the other sees rowcount 0 and does nothing, so a body runs once
-per execution, even on SQLite, where ``FOR UPDATE`` does not exist. Finalize is a
-second short transaction under the workflow row lock: it re-reads the executions (a
-sibling branch may have finished meanwhile), records the outcome and creates the
-successors that became ready. Triggers are sent only after each commit.
+1. :func:`_claim` — one short transaction: two conditional UPDATEs flip a scheduled,
+   due execution to ``in_progress`` and its workflow to ``performing``, and return
+   both rows (the read and the claim are one). Of several workers holding the same
+   trigger exactly one UPDATE matches, on every database. A trigger that claims
+   nothing is looked at once (:func:`_unclaimed`): early, gone, or already run.
+2. :func:`_decide` — with nothing locked: a missing class, step or hero, then
+   ``cancel_if`` and ``skip_if``. Only the worker that claimed evaluates them.
+3. :func:`_perform` — the body runs with no lock of the library's held. What it
+   writes through ``db.session`` stays in the session's open transaction.
+4. :func:`_finalize` — in that same transaction: lock the workflow, let the rules
+   record the outcome and schedule successors, commit (the body's writes and the
+   outcome together, or neither), then send triggers. A body that raised had its
+   writes rolled back first.
+
+The rules of what a result does live in :mod:`~flask_geneva.transitions`; the write
+path in :mod:`~flask_geneva.unit`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
+from datetime import timedelta
 from typing import TYPE_CHECKING
 from typing import Any
 
-from sqlalchemy.engine import Connection
-from sqlalchemy.engine import Engine
+import sqlalchemy as sa
 from sqlalchemy.orm import make_transient_to_detached
 
 from . import clock
 from . import results
 from . import signals
 from . import store
+from . import unit
 from .errors import StepNotDefinedError
 from .errors import UnresolvedReferenceError
 from .flow import FlowSignal
 from .logging import tagged
+from .records import ExecutionRecord
+from .records import StepResult
 from .scheduling import Trigger
 from .scheduling import new_task_id
 from .states import RUNNABLE_WORKFLOW_STATES
 from .states import StepState
 from .steps import evaluate_condition
-from .transaction import run_locked
-from .transitions import StepResult
-from .transitions import Transition
+from .transaction import is_retryable
+from .transaction import watching_writes
 from .workflow import set_row_values
 
 if TYPE_CHECKING:
@@ -54,7 +60,12 @@ if TYPE_CHECKING:
     from .steps import StepDefinition
 
 #: A trigger that arrives this early still runs (clock skew between machines).
-EARLY_TOLERANCE_SECONDS = 0.5
+EARLY_TOLERANCE = timedelta(seconds=0.5)
+#: ``ignore_schedule``: claim whatever the due time.
+_ANY_TIME = datetime(9999, 1, 1)
+#: How many times a body runs when its finalize keeps failing with a deadlock (its
+#: writes are rolled back with the outcome each time, so running it again is safe).
+BODY_ATTEMPTS = 3
 
 
 @dataclass
@@ -71,18 +82,46 @@ class ExecutionReport:
     error: BaseException | None = None
 
 
-class _Claim:
-    """Everything read before the claim: the execution, its workflow, the step."""
+@dataclass
+class _Run:
+    """A claimed execution and what it runs with."""
 
-    def __init__(self, row: Any) -> None:
-        m = row._mapping
-        self.execution_id: int = m["e_id"]
-        self.workflow_id: int = m["id"]
-        self.step_name: str = m["e_step_name"]
-        self.state: str = m["e_state"]
-        self.scheduled_for = m["e_scheduled_for"]
-        self.consecutive_reattempts: int = m["e_consecutive_reattempts"]
-        self.workflow_values = {k: v for k, v in m.items() if not k.startswith("e_")}
+    workflow_row: dict[str, Any]
+    record: ExecutionRecord
+    cls: Any
+    log: Any
+    step: StepDefinition | None = None
+    workflow: Any = None
+
+    @property
+    def execution_id(self) -> int:
+        assert self.record.id is not None
+        return self.record.id
+
+    @property
+    def workflow_id(self) -> int:
+        return int(self.workflow_row["id"])
+
+
+@dataclass
+class _Performed:
+    """How the body ended."""
+
+    result: StepResult
+    #: ``completed``, a flow-control action, or ``exception`` (the signal's words).
+    outcome: str
+    error: BaseException | None = None
+    #: The body's writes are still in the session, to commit with the outcome.
+    keep_writes: bool = False
+    wrote: bool = False
+    duration: float = 0.0
+
+
+@dataclass
+class _Finalized:
+    action: str | None = None
+    lost: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def execute(
@@ -101,158 +140,161 @@ def execute(
     :param raise_errors: re-raise the step's exception after its outcome is committed.
     :return: a report, or None when the execution does not exist.
     """
-    tables = ext.tables
-    engine = ext.engine()
-    with _read_connection(engine) as conn:
-        row = conn.execute(tables.claim_read, {"p_eid": execution_id}).first()
-        hero_exists = _hero_exists(ext, conn, row)
-    if row is None:
-        ext.log.info("execution %s not found (deleted?); trigger ignored", execution_id)
-        return None
-    claim = _Claim(row)
-    values = claim.workflow_values
-    report = ExecutionReport(execution_id, claim.workflow_id, claim.step_name, "noop")
-    if claim.state != StepState.SCHEDULED:
-        return report
-
-    now = clock.now()
-    lateness = (claim.scheduled_for - now).total_seconds()
-    if not ignore_schedule and lateness > EARLY_TOLERANCE_SECONDS:
-        # Early trigger (an operator moved scheduled_for later, or a clock is skewed):
-        # run nothing now and come back when it is due.
-        state.send([Trigger(execution_id, claim.scheduled_for, new_task_id(), None)])
-        report.status = "deferred"
-        return report
-
-    cls = ext.registry.get(values["type"])
-    class_name = cls.__name__ if cls is not None else str(values["type"])
-    log = tagged(
-        class_name,
-        claim.workflow_id,
-        values["hero_type"],
-        values["hero_id"],
-        execution_id=execution_id,
-        step_name=claim.step_name,
-    )
-    if values["state"] not in RUNNABLE_WORKFLOW_STATES:
-        return _settle(ext, state, claim, None, StepResult("drop"), report, log)
-
-    # -- preconditions, evaluated before any lock is taken ---------------------------------
-    if cls is None:
-        missing: Exception = UnresolvedReferenceError(
-            f"workflow type {values['type']!r} names no workflow class in this process; "
-            "workflow paused (deploy the class, or pin its old name with __geneva_type__)",
-            workflow_id=claim.workflow_id,
-            execution_id=execution_id,
-        )
-        return _settle(ext, state, claim, None, results.failed(missing), report, log)
-    definition = cls.__geneva_definition__
-    step = definition.graph.steps.get(claim.step_name)
-    if step is None:
-        missing = StepNotDefinedError(
-            f"Step '{claim.step_name}' is not defined in {cls.__name__}; workflow paused",
-            workflow_id=claim.workflow_id,
-            execution_id=execution_id,
-        )
-        return _settle(ext, state, claim, cls, results.failed(missing), report, log)
-
-    workflow = _instance(cls, values)
-    if isinstance(hero_exists, LookupError):
-        missing = UnresolvedReferenceError(
-            f"{hero_exists}; workflow paused",
-            workflow_id=claim.workflow_id,
-            execution_id=execution_id,
-        )
-        return _settle(ext, state, claim, cls, results.failed(missing), report, log)
-    if hero_exists is False and not definition.may_proceed_without_hero:
-        log.info("hero %s:%s is gone; workflow canceled", values["hero_type"], values["hero_id"])
-        return _settle(ext, state, claim, cls, StepResult("cancel"), report, log)
-
-    if definition.cancel_if or step.skip_if is not None:
-        result = _preconditions(ext, cls, workflow, step, claim, log)
-        if result is not None:
-            _settle(ext, state, claim, cls, result, report, log)
-            if raise_errors and report.error is not None:
-                raise report.error
-            return report
-
-    # -- claim -----------------------------------------------------------------------------
-    try:
-        claimed = run_locked(engine, lambda conn: _claim(conn, tables, claim))
-    except _NotClaimed:
-        return report  # another worker claimed it first: a duplicate trigger
-    if not claimed:
-        # The workflow stopped being runnable (paused, canceled) since it was read.
-        return _settle(ext, state, claim, cls, StepResult("drop"), report, log)
-
-    # -- run the body with nothing held ----------------------------------------------------
-    log.debug("step started")
-    workflow._geneva_context = log
-    started = time.perf_counter()
-    error: BaseException | None = None
-    try:
-        step.body(workflow)()
-        ext.db.session.commit()
-        result, outcome = StepResult("success"), "completed"
-    except FlowSignal as signal:
-        ext.db.session.commit()
-        result, outcome = results.from_signal(signal, None, "flow_control"), signal.action
-    except Exception as exc:
-        ext.db.session.rollback()
-        error, outcome = exc, "exception"
-        result = results.from_exception(
-            workflow, step, claim.consecutive_reattempts, exc, "exception_policy", log
-        )
-    finally:
-        workflow._geneva_context = None
-    duration = time.perf_counter() - started
-    signals.step_performed.send(
-        cls,
-        workflow_id=claim.workflow_id,
-        execution_id=execution_id,
-        step_name=claim.step_name,
-        outcome=outcome,
-        exception=error,
-        duration=duration,
-    )
-    report.status = "ran"
-    report.error = error
-    _finalize(ext, state, claim, cls, result, report, log, expect=StepState.IN_PROGRESS)
-    if error is not None:
-        log.warning("step raised %s: %s; %s", type(error).__name__, error, report.action)
+    run = _claim(ext, execution_id, ignore_schedule)
+    if run is None:
+        return _unclaimed(ext, state, execution_id)
+    report = ExecutionReport(execution_id, run.workflow_id, run.record.step_name, "settled")
+    decided = _decide(ext, run)
+    if decided is not None:
+        report.error = decided.exception
+        report.action = _finalize(
+            ext, run, decided, body_ran=False, in_session=False, exception=decided.exception
+        ).action
     else:
-        log.debug("step ended: %s in %.1f ms", report.action, duration * 1000)
-    if raise_errors and error is not None:
-        raise error
+        report.status = "ran"
+        _run_body(ext, run, report)
+    if raise_errors and report.error is not None:
+        raise report.error
     return report
 
 
-def _preconditions(
-    ext: Geneva, cls: Any, workflow: Any, step: StepDefinition, claim: _Claim, log: Any
-) -> StepResult | None:
-    """Evaluate ``cancel_if`` then ``skip_if``; return a result if one decides the step."""
+# -- 1. claim -------------------------------------------------------------------------------
+
+
+def _claim(ext: Geneva, execution_id: int, ignore_schedule: bool) -> _Run | None:
+    now = clock.now()
+    due_by = _ANY_TIME if ignore_schedule else now + EARLY_TOLERANCE
+    claimed = unit.claim(ext, execution_id, now=now, due_by=due_by)
+    if claimed is None or claimed == unit.TAKEN:
+        return None
+    assert not isinstance(claimed, str)
+    row, record = claimed
+    cls = ext.registry.get(row["type"])
+    log = tagged(
+        cls.__name__ if cls is not None else str(row["type"]),
+        row["id"],
+        row["hero_type"],
+        row["hero_id"],
+        execution_id=execution_id,
+        step_name=record.step_name,
+    )
+    return _Run(row, record, cls, log)
+
+
+def _unclaimed(ext: Geneva, state: GenevaState, execution_id: int) -> ExecutionReport | None:
+    """Say why a trigger claimed nothing, and act on an early one or a stopped workflow."""
+    with ext.engine().connect() as conn:
+        found = store.read_execution(conn, ext.tables, execution_id)
+    if found is None:
+        ext.log.info("execution %s not found (deleted?); trigger ignored", execution_id)
+        return None
+    row, record = found
+    report = ExecutionReport(execution_id, row["id"], record.step_name, "noop")
+    if record.state != StepState.SCHEDULED:
+        return report  # another worker claimed or settled it: a duplicate trigger
+    if record.scheduled_for > clock.now() + EARLY_TOLERANCE:
+        # Early trigger (an operator moved scheduled_for later, or a clock is skewed):
+        # run nothing now and come back when it is due, under the same task id.
+        cls = ext.registry.get(row["type"])
+        priority = cls.__geneva_definition__.job_options.get("priority") if cls else None
+        task_id = record.huey_task_id or new_task_id()
+        state.send([Trigger(execution_id, record.scheduled_for, task_id, priority)])
+        report.status = "deferred"
+        return report
+    if row["state"] in RUNNABLE_WORKFLOW_STATES:
+        return report  # raced with a resume or a claim; nothing to do
+
+    def drop(snap: unit.Snapshot) -> str | None:
+        # A trigger for a paused (or ended) workflow: the execution alone is canceled;
+        # resume creates a fresh one.
+        found = snap.transition.get(execution_id)
+        if found is None or found.state != StepState.SCHEDULED:
+            return None
+        if snap.transition.state in RUNNABLE_WORKFLOW_STATES:
+            return None
+        snap.transition.apply(found, StepResult("drop"), body_ran=False)
+        return "drop"
+
+    report.action = unit.change(ext, row["id"], drop)
+    if report.action is not None:
+        report.status = "settled"
+    return report
+
+
+# -- 2. decide before the body --------------------------------------------------------------
+
+
+def _decide(ext: Geneva, run: _Run) -> StepResult | None:
+    """A result that ends the execution before its body runs, or None to run it."""
+    row, cls = run.workflow_row, run.cls
+    if cls is None:
+        return results.failed(
+            UnresolvedReferenceError(
+                f"workflow type {row['type']!r} names no workflow class in this process; "
+                "workflow paused (deploy the class, or pin its old name with __geneva_type__)",
+                workflow_id=run.workflow_id,
+                execution_id=run.execution_id,
+            )
+        )
     definition = cls.__geneva_definition__
+    run.step = definition.graph.steps.get(run.record.step_name)
+    if run.step is None:
+        return results.failed(
+            StepNotDefinedError(
+                f"Step '{run.record.step_name}' is not defined in {cls.__name__}; workflow paused",
+                workflow_id=run.workflow_id,
+                execution_id=run.execution_id,
+            )
+        )
+    run.workflow = _instance(cls, row)
+    if row["hero_type"] is not None:
+        try:
+            with ext.engine().connect() as conn:
+                exists = ext.heroes.exists(conn, row["hero_type"], row["hero_id"])
+        except LookupError as error:
+            return results.failed(
+                UnresolvedReferenceError(
+                    f"{error}; workflow paused",
+                    workflow_id=run.workflow_id,
+                    execution_id=run.execution_id,
+                )
+            )
+        if not exists and not definition.may_proceed_without_hero:
+            run.log.info("hero %s:%s is gone; workflow canceled", row["hero_type"], row["hero_id"])
+            return StepResult("cancel")
+    return _preconditions(ext, run)
+
+
+def _preconditions(ext: Geneva, run: _Run) -> StepResult | None:
+    """Evaluate ``cancel_if`` then ``skip_if``; return a result if one decides the step."""
+    assert run.step is not None
+    definition = run.cls.__geneva_definition__
     started = time.perf_counter()
     outcome, result, error = "passed", None, None
-    try:
-        if any(evaluate_condition(c, workflow) for c in definition.cancel_if):
-            outcome, result = "canceled", StepResult("cancel")
-        elif step.should_skip(workflow):
-            outcome, result = "skipped", StepResult("skip")
-    except Exception as exc:
-        outcome, error = "exception", exc
-        result = results.from_exception(
-            workflow, step, claim.consecutive_reattempts, exc, "precondition", log
-        )
-    finally:
-        # Conditions only read. End their transaction so the step body starts a fresh
-        # one (on SQLite an old read snapshot cannot be upgraded to a write).
-        ext.db.session.rollback()
+    if definition.cancel_if or run.step.skip_if is not None:
+        try:
+            if any(evaluate_condition(c, run.workflow) for c in definition.cancel_if):
+                outcome, result = "canceled", StepResult("cancel")
+            elif run.step.should_skip(run.workflow):
+                outcome, result = "skipped", StepResult("skip")
+        except Exception as exc:
+            outcome, error = "exception", exc
+            result = results.from_exception(
+                run.workflow,
+                run.step,
+                run.record.consecutive_reattempts,
+                exc,
+                "precondition",
+                run.log,
+            )
+    # Conditions only read. End their transaction so the body starts a fresh one, with
+    # a snapshot taken after the claim (MariaDB's REPEATABLE READ keeps the first).
+    ext.db.session.rollback()
     signals.precondition_evaluated.send(
-        cls,
-        workflow_id=claim.workflow_id,
-        execution_id=claim.execution_id,
-        step_name=claim.step_name,
+        run.cls,
+        workflow_id=run.workflow_id,
+        execution_id=run.execution_id,
+        step_name=run.record.step_name,
         outcome=outcome,
         exception=error,
         duration=time.perf_counter() - started,
@@ -262,133 +304,183 @@ def _preconditions(
     return result
 
 
-def _claim(conn: Connection, tables: store.Tables, claim: _Claim) -> bool:
-    outcome = store.claim(conn, tables, claim.workflow_id, claim.execution_id, clock.now())
-    if outcome == "taken":
-        raise _NotClaimed()  # roll back the workflow update too
-    return outcome == "claimed"
+# -- 3. the body, and 4. its finalize -------------------------------------------------------
 
 
-@contextmanager
-def _read_connection(engine: Engine) -> Iterator[Connection]:
-    """A connection for the unlocked reads before the claim.
+def _run_body(ext: Geneva, run: _Run, report: ExecutionReport) -> None:
+    """Run the body and finalize it with its writes.
 
-    On PostgreSQL and SQLite it runs in driver autocommit, so the reads cost one round
-    trip each instead of BEGIN, SELECT, ROLLBACK. (MySQL drivers would pay two extra
-    round trips to switch autocommit on and off, so MySQL keeps its default.)
+    A deadlock (or a dropped connection) at finalize rolls back the body's writes with
+    the outcome. If the body wrote, it runs again (its writes are gone, so this is
+    safe for the database; outside effects need ``self.idempotency_key``); if it did
+    not, only the finalize is tried again. A commit that fails for another reason (a
+    constraint checked at commit) is the step's exception: its policy applies.
     """
-    with engine.connect() as conn:
-        if engine.dialect.name in ("postgresql", "sqlite"):
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        yield conn
+    session = ext.db.session
+    performed = _perform(ext, run)
+    finalized: _Finalized | None = None
+    for attempt in range(1, BODY_ATTEMPTS + 1):
+        try:
+            finalized = _finalize(
+                ext,
+                run,
+                performed.result,
+                body_ran=True,
+                in_session=performed.keep_writes,
+                exception=performed.error,
+            )
+            break
+        except sa.exc.DBAPIError as error:
+            session.rollback()
+            if not performed.keep_writes:
+                raise  # a short transaction of its own, already retried: an outage
+            if is_retryable(error) and attempt < BODY_ATTEMPTS:
+                time.sleep(0.01 * attempt)
+                if performed.wrote:
+                    run.log.warning(
+                        "finalize failed (%s); the body's writes were rolled back with its "
+                        "outcome, so the body runs again",
+                        error.orig,
+                    )
+                    performed = _perform(ext, run)
+                continue
+            performed = _failed_commit(run, performed, error)
+    if finalized is None:
+        finalized = _finalize(
+            ext, run, performed.result, body_ran=True, in_session=False, exception=performed.error
+        )
+    report.error = performed.error
+    report.action = finalized.action
+    if report.error is not None:
+        run.log.warning(
+            "step raised %s: %s; %s", type(report.error).__name__, report.error, report.action
+        )
+    else:
+        run.log.debug("step ended: %s in %.1f ms", report.action, performed.duration * 1000)
 
 
-def _hero_exists(ext: Geneva, conn: Connection, row: Any) -> bool | None | LookupError:
-    """Whether the workflow's hero row exists; None without a hero; the error if its
-    model is unknown."""
-    if row is None or row.hero_type is None or row.e_state != StepState.SCHEDULED:
-        return None
-    try:
-        return ext.heroes.exists(conn, row.hero_type, row.hero_id)
-    except LookupError as error:
-        return error
+def _failed_commit(run: _Run, performed: _Performed, error: Exception) -> _Performed:
+    """The body's writes could not be committed: the commit's error is the step's."""
+    assert run.step is not None
+    result = results.from_exception(
+        run.workflow,
+        run.step,
+        run.record.consecutive_reattempts,
+        error,
+        "exception_policy",
+        run.log,
+    )
+    return _Performed(result, "exception", error=error, duration=performed.duration)
 
 
-class _NotClaimed(Exception):
-    """Raised inside the claim transaction to roll it back: someone else claimed first."""
-
-
-def _settle(
-    ext: Geneva,
-    state: GenevaState,
-    claim: _Claim,
-    cls: type | None,
-    result: StepResult,
-    report: ExecutionReport,
-    log: Any,
-) -> ExecutionReport:
-    """Record a result decided before the body ran (the execution is still scheduled)."""
-    report.status = "settled"
-    report.error = result.exception
-    _finalize(ext, state, claim, cls, result, report, log, expect=StepState.SCHEDULED)
-    if report.action is None:
-        # Another worker claimed or settled the execution first; nothing was recorded.
-        report.status = "noop"
-    return report
+def _perform(ext: Geneva, run: _Run) -> _Performed:
+    """Run the body; flush its writes. Its exception is rolled back and resolved by policy."""
+    assert run.step is not None
+    session = ext.db.session
+    workflow = run.workflow
+    run.log.debug("step started")
+    workflow._geneva_context = run.log
+    workflow._geneva_step = run.record.step_name
+    started = time.perf_counter()
+    performed: _Performed
+    with watching_writes() as wrote:
+        try:
+            try:
+                run.step.body(workflow)()
+                signal: FlowSignal | None = None
+            except FlowSignal as raised:
+                signal = raised
+            # The body's writes are flushed here, so a constraint they break is the
+            # body's exception (its policy applies), not a failed finalize.
+            session.flush()
+            if signal is None:
+                performed = _Performed(StepResult("success"), "completed", keep_writes=True)
+            else:
+                result = results.from_signal(signal, None, "flow_control")
+                performed = _Performed(result, signal.action, keep_writes=True)
+        except Exception as exc:
+            session.rollback()
+            result = results.from_exception(
+                workflow,
+                run.step,
+                run.record.consecutive_reattempts,
+                exc,
+                "exception_policy",
+                run.log,
+            )
+            performed = _Performed(result, "exception", error=exc)
+        finally:
+            workflow._geneva_context = None
+            workflow._geneva_step = None
+    performed.wrote = wrote[0]
+    performed.duration = time.perf_counter() - started
+    signals.step_performed.send(
+        run.cls,
+        workflow_id=run.workflow_id,
+        execution_id=run.execution_id,
+        step_name=run.record.step_name,
+        outcome=performed.outcome,
+        exception=performed.error,
+        duration=performed.duration,
+    )
+    return performed
 
 
 def _finalize(
     ext: Geneva,
-    state: GenevaState,
-    claim: _Claim,
-    cls: Any,
+    run: _Run,
     result: StepResult,
-    report: ExecutionReport,
-    log: Any,
     *,
-    expect: str,
-) -> None:
-    tables = ext.tables
-    graph = cls.__geneva_definition__.graph if cls is not None else None
-    priority = cls.__geneva_definition__.job_options.get("priority") if cls is not None else None
+    body_ran: bool,
+    in_session: bool,
+    exception: BaseException | None,
+) -> _Finalized:
+    """Record ``result`` on the claimed execution through the one write path.
+
+    ``in_session``: inside ``db.session``'s transaction, committing the body's writes
+    with the outcome; otherwise in a short transaction of its own.
+    """
     started = time.perf_counter()
-    outcome: dict[str, Any] = {}
+    execution_id = run.execution_id
 
-    def work(conn: Connection) -> list[Trigger]:
-        outcome.clear()
-        workflow = store.lock_workflow(conn, tables, claim.workflow_id)
-        if workflow is None:
-            return []
-        transition = Transition(
-            graph,
-            workflow["state"],
-            store.load_records(conn, tables, claim.workflow_id),
-            clock.now(),
-            priority=priority,
+    def decide(snap: unit.Snapshot) -> _Finalized:
+        transition = snap.transition
+        record = transition.get(execution_id)
+        if record is None or record.state != StepState.IN_PROGRESS:
+            # Housekeeping recovered it while the body ran (a worker thought lost):
+            # this run's outcome, and its writes, are discarded.
+            raise unit.Discard(_Finalized(lost=record.state if record else "gone"))
+        transition.apply(record, result, body_ran=body_ran)
+        return _Finalized(
+            action=result.action,
+            details=dict(
+                workflow_state=transition.state, step_state=record.state, outcome=record.outcome
+            ),
         )
-        record = transition.get(claim.execution_id)
-        if record is None or record.state != expect:
-            outcome["lost"] = None if record is None else record.state
-            return []
-        applied = result
-        if expect == StepState.SCHEDULED and transition.state not in RUNNABLE_WORKFLOW_STATES:
-            # Decided before the claim, but the workflow was paused or ended meanwhile:
-            # the execution alone is canceled; resume will create a fresh one.
-            applied = StepResult("drop")
-        transition.apply(record, applied)
-        triggers = store.persist(conn, tables, claim.workflow_id, transition)
-        outcome.update(
-            action=applied.action,
-            workflow_state=transition.state,
-            step_state=record.state,
-            outcome=record.outcome,
-        )
-        return triggers
 
-    triggers = run_locked(ext.engine(), work)
-    state.send(triggers)
-    if "lost" in outcome:
-        if expect == StepState.IN_PROGRESS:
-            log.warning(
-                "execution changed to %s while its body ran (recovered by housekeeping?); "
-                "this run's outcome is discarded",
-                outcome["lost"],
-            )
-        return
-    report.action = outcome.get("action")
+    if in_session:
+        finalized = unit.change_in_session(ext, ext.db.session, run.workflow_id, decide)
+    else:
+        finalized = unit.change(ext, run.workflow_id, decide)
+    if finalized.lost is not None:
+        run.log.warning(
+            "execution changed to %s while its body ran (recovered by housekeeping?); "
+            "this run's outcome and writes are discarded",
+            finalized.lost,
+        )
+        return finalized
     signals.step_finalized.send(
-        cls,
-        workflow_id=claim.workflow_id,
-        execution_id=claim.execution_id,
-        step_name=claim.step_name,
-        outcome=outcome.get("outcome"),
-        workflow_state=outcome.get("workflow_state"),
-        step_state=outcome.get("step_state"),
-        exception=report.error,
+        run.cls,
+        workflow_id=run.workflow_id,
+        execution_id=execution_id,
+        step_name=run.record.step_name,
+        exception=exception,
         duration=time.perf_counter() - started,
+        **finalized.details,
     )
     if result.error is not None and result.action == "failed":
-        log.error("step failed with %s: %s", result.error.error_class, result.error.message)
+        run.log.error("step failed with %s: %s", result.error.error_class, result.error.message)
+    return finalized
 
 
 def _instance(cls: type, values: dict[str, Any]) -> Any:

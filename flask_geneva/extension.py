@@ -20,6 +20,7 @@ from .scheduling import Trigger
 from .scheduling import install_session_hooks
 from .store import Tables
 from .transaction import configure_sqlite
+from .transaction import track_writes
 from .workflow import build_models
 
 
@@ -116,6 +117,7 @@ class Geneva:
         with app.app_context():
             for engine in self.db.engines.values():
                 configure_sqlite(engine)
+                track_writes(engine)
         install_session_hooks(self.db.session)
 
         from .cli import geneva_cli

@@ -88,15 +88,25 @@ class HeroResolver:
 
 
 def coerce_key(model: type, hero_id: str) -> Any:
-    """Turn a stored ``hero_id`` string back into the key's Python type."""
+    """Turn a stored ``hero_id`` string back into the key's Python type.
+
+    :raises LookupError: the string does not parse as the key's type (``'A-17'`` for
+        an integer key); the message names the hero type, the id and the key type.
+    """
     mapper: Mapper[Any] = sa.inspect(model)
     column = mapper.primary_key[0]
     try:
         python_type = column.type.python_type
     except NotImplementedError:
         return hero_id
-    if python_type is int:
-        return int(hero_id)
-    if python_type is uuid.UUID:
-        return uuid.UUID(hero_id)
+    try:
+        if python_type is int:
+            return int(hero_id)
+        if python_type is uuid.UUID:
+            return uuid.UUID(hero_id)
+    except (TypeError, ValueError):
+        raise LookupError(
+            f"hero id {hero_id!r} of hero type {model.__name__} does not parse as its "
+            f"primary key type ({python_type.__name__})"
+        ) from None
     return hero_id

@@ -41,18 +41,17 @@ from sqlalchemy.engine import Connection
 
 from . import clock
 from . import store
-from .scheduling import Trigger
+from . import unit
+from .records import ErrorInfo
 from .states import RUNNABLE_WORKFLOW_STATES
 from .states import TERMINAL_WORKFLOW_STATES
 from .states import StepState
 from .transaction import run_locked
-from .transitions import ErrorInfo
 from .transitions import Transition
 
 if TYPE_CHECKING:
     from .config import GenevaConfig
     from .extension import Geneva
-    from .extension import GenevaState
 
 #: The error class recorded on an execution whose worker was lost.
 LOST_WORKER_ERROR = "flask_geneva.WorkerLost"
@@ -70,6 +69,8 @@ class HousekeepingSummary:
     stuck_reattempted: int = 0
     #: Executions stuck ``in_progress`` recovered by canceling their workflow.
     stuck_canceled: int = 0
+    #: Executions stuck ``in_progress`` whose step kept killing its worker: paused.
+    stuck_paused: int = 0
     #: Overdue ``scheduled`` executions whose trigger was sent again.
     retriggered: int = 0
     #: Wall-clock seconds the run took.
@@ -80,12 +81,13 @@ class HousekeepingSummary:
         return asdict(self)
 
     def __str__(self) -> str:
+        recovered = self.stuck_reattempted + self.stuck_canceled + self.stuck_paused
         return (
             f"deleted {self.workflows_deleted} workflow(s) and {self.executions_deleted} "
-            f"execution(s); recovered {self.stuck_reattempted + self.stuck_canceled} stuck "
-            f"execution(s) ({self.stuck_reattempted} reattempted, {self.stuck_canceled} "
-            f"canceled); re-triggered {self.retriggered} overdue execution(s); "
-            f"{self.seconds:.2f}s"
+            f"execution(s); recovered {recovered} stuck execution(s) "
+            f"({self.stuck_reattempted} reattempted, {self.stuck_canceled} canceled, "
+            f"{self.stuck_paused} paused); re-triggered {self.retriggered} overdue "
+            f"execution(s); {self.seconds:.2f}s"
         )
 
 
@@ -107,9 +109,9 @@ def run(ext: Geneva) -> HousekeepingSummary:
     if config.delete_finished_after is not None:
         delete_finished(ext, config.delete_finished_after, config.housekeeping_batch_size, summary)
     if config.stuck_in_progress_after is not None:
-        recover_in_progress(ext, state, config, summary)
+        recover_in_progress(ext, config, summary)
     if config.stuck_scheduled_after is not None:
-        retrigger_scheduled(ext, state, config.stuck_scheduled_after, config, summary)
+        retrigger_scheduled(ext, config.stuck_scheduled_after, config, summary)
     summary.seconds = time.perf_counter() - started
     ext.log.info("housekeeping: %s", summary)
     return summary
@@ -182,10 +184,12 @@ def delete_finished(
 # -- 2. executions whose worker was lost ------------------------------------------------------
 
 
-def recover_in_progress(
-    ext: Geneva, state: GenevaState, config: GenevaConfig, summary: HousekeepingSummary
-) -> None:
-    """End executions ``in_progress`` past the threshold, then reattempt or cancel."""
+def recover_in_progress(ext: Geneva, config: GenevaConfig, summary: HousekeepingSummary) -> None:
+    """End executions ``in_progress`` past the threshold, then reattempt or cancel.
+
+    A step whose worker was lost more than ``GENEVA_MAX_RECOVERIES`` times in a row
+    (it kills its worker: memory, a segfault) pauses its workflow instead.
+    """
     threshold = config.stuck_in_progress_after
     assert threshold is not None
     cutoff = clock.now() - threshold
@@ -197,23 +201,38 @@ def recover_in_progress(
         "",
     )
 
-    def decide(transition: Transition, execution_id: int, _updated: datetime | None) -> str | None:
+    def decide(transition: Transition, execution_id: int, streak: int) -> str | None:
         record = transition.get(execution_id)
         if record is None or record.state != StepState.IN_PROGRESS:
             return None  # it finished, or another run recovered it
         if record.started_at is None or record.started_at >= cutoff:
             return None
-        transition.recover(record, error, then=config.stuck_recovery)
-        return config.stuck_recovery
+        return transition.recover(
+            record,
+            error,
+            then=config.stuck_recovery,
+            recoveries=streak + 1,
+            max_recoveries=config.max_recoveries,
+        )
+
+    def streak(conn: Connection, workflow_id: int, execution_id: int) -> int:
+        step_name = conn.execute(sa.select(e.c.step_name).where(e.c.id == execution_id)).scalar()
+        if step_name is None or config.max_recoveries is None:
+            return 0
+        return store.recovery_streak(
+            conn, ext.tables, workflow_id, step_name, config.max_recoveries
+        )
 
     query = sa.select(e.c.id, e.c.workflow_id).where(
         e.c.state == StepState.IN_PROGRESS, e.c.started_at < cutoff
     )
     for execution_id, workflow_id, action in _each_candidate(
-        ext, state, query, config.housekeeping_batch_size, decide
+        ext, query, config.housekeeping_batch_size, decide, streak
     ):
         if action == "cancel":
             summary.stuck_canceled += 1
+        elif action == "pause":
+            summary.stuck_paused += 1
         else:
             summary.stuck_reattempted += 1
         ext.log.warning(
@@ -221,7 +240,10 @@ def recover_in_progress(
             workflow_id,
             execution_id,
             threshold,
-            "workflow canceled" if action == "cancel" else "step reattempted",
+            {
+                "cancel": "workflow canceled",
+                "pause": "workflow paused: the step kept killing its worker",
+            }.get(action, "step reattempted"),
         )
 
 
@@ -230,7 +252,6 @@ def recover_in_progress(
 
 def retrigger_scheduled(
     ext: Geneva,
-    state: GenevaState,
     overdue_by: timedelta,
     config: GenevaConfig,
     summary: HousekeepingSummary,
@@ -246,10 +267,11 @@ def retrigger_scheduled(
     cutoff = clock.now() - overdue_by
     w, e = ext.tables.workflows, ext.tables.executions
 
-    def decide(transition: Transition, execution_id: int, updated: datetime | None) -> str | None:
+    def decide(transition: Transition, execution_id: int, _seen: None) -> str | None:
         record = transition.get(execution_id)
         if record is None or record.state != StepState.SCHEDULED:
             return None
+        updated = record.updated_at
         if transition.state not in RUNNABLE_WORKFLOW_STATES or record.scheduled_for >= cutoff:
             return None
         if updated is not None and updated >= cutoff:
@@ -268,8 +290,12 @@ def retrigger_scheduled(
             w.c.state.in_(RUNNABLE_WORKFLOW_STATES),
         )
     )
+
+    def nothing(_conn: Connection, _workflow_id: int, _execution_id: int) -> None:
+        return None
+
     for execution_id, workflow_id, _ in _each_candidate(
-        ext, state, query, config.housekeeping_batch_size, decide
+        ext, query, config.housekeeping_batch_size, decide, nothing
     ):
         summary.retriggered += 1
         ext.log.warning(
@@ -286,19 +312,21 @@ def retrigger_scheduled(
 
 #: Decides, under the lock, what to do with one candidate execution: the action taken
 #: (after recording it on the transition), or None to leave it alone. Receives the
-#: transition, the execution id, and the execution's ``updated_at``.
-Decide = Callable[[Transition, int, "datetime | None"], "str | None"]
+#: transition, the execution id, and what ``Look`` read about it beforehand.
+Decide = Callable[[Transition, int, Any], "str | None"]
+#: Reads what ``Decide`` needs beyond the snapshot (workflow id, execution id).
+Look = Callable[[Connection, int, int], Any]
 
 
 def _each_candidate(
-    ext: Geneva, state: GenevaState, query: sa.Select[Any], batch_size: int, decide: Decide
+    ext: Geneva, query: sa.Select[Any], batch_size: int, decide: Decide, look: Look
 ) -> Iterator[tuple[int, int, str]]:
     """Yield ``(execution_id, workflow_id, action)`` for each candidate acted on.
 
     Candidates are read in id order, a batch at a time (keyset on the execution id, so
     work done meanwhile never makes the loop skip or repeat one); each is decided and
-    persisted in its own short transaction under its workflow's row lock, and its
-    triggers are sent after that commit.
+    persisted through the write path in its own short transaction, under its
+    workflow's row lock, and its triggers are sent after that commit.
     """
     e = ext.tables.executions
     after = 0
@@ -306,8 +334,9 @@ def _each_candidate(
         page = query.where(e.c.id > after).order_by(e.c.id).limit(batch_size)
         with ext.engine().connect() as conn:
             rows = [(int(r[0]), int(r[1])) for r in conn.execute(page)]
-        for execution_id, workflow_id in rows:
-            action = _act(ext, state, workflow_id, execution_id, decide)
+            looks = [look(conn, wid, eid) for eid, wid in rows]
+        for (execution_id, workflow_id), seen in zip(rows, looks, strict=True):
+            action = _act(ext, workflow_id, execution_id, decide, seen)
             if action is not None:
                 yield execution_id, workflow_id, action
         if len(rows) < batch_size:
@@ -315,36 +344,11 @@ def _each_candidate(
         after = rows[-1][0]
 
 
-def _act(
-    ext: Geneva, state: GenevaState, workflow_id: int, execution_id: int, decide: Decide
-) -> str | None:
-    tables = ext.tables
-    outcome: dict[str, str | None] = {}
-
-    def work(conn: Connection) -> list[Trigger]:
-        outcome.clear()
-        row = store.lock_workflow(conn, tables, workflow_id)
-        if row is None:
-            return []
-        cls = ext.registry.get(row["type"])
-        definition = cls.__geneva_definition__ if cls is not None else None
-        transition = Transition(
-            definition.graph if definition is not None else None,
-            row["state"],
-            store.load_records(conn, tables, workflow_id),
-            clock.now(),
-            priority=definition.job_options.get("priority") if definition else None,
-        )
-        e = tables.executions
-        updated = conn.execute(sa.select(e.c.updated_at).where(e.c.id == execution_id)).scalar()
-        action = decide(transition, execution_id, updated)
-        if action is None:
-            return []
-        outcome["action"] = action
-        return store.persist(conn, tables, workflow_id, transition)
-
+def _act(ext: Geneva, workflow_id: int, execution_id: int, decide: Decide, seen: Any) -> str | None:
     try:
-        triggers = run_locked(ext.engine(), work)
+        return unit.change(
+            ext, workflow_id, lambda snap: decide(snap.transition, execution_id, seen)
+        )
     except Exception:
         # One bad workflow must not stop housekeeping for all the others.
         ext.log.exception(
@@ -353,5 +357,3 @@ def _act(
             execution_id,
         )
         return None
-    state.send(triggers)
-    return outcome.get("action")

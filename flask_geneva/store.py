@@ -1,6 +1,6 @@
-"""SQL for the state machine: read a workflow under its row lock, write a transition.
+"""SQL for the state machine: claim an execution, read a locked snapshot, write changes.
 
-Every function here runs inside :func:`~flask_geneva.transaction.run_locked` and
+Every function here runs inside a transaction opened by :mod:`~flask_geneva.unit` and
 takes the workflow row lock before touching its executions (lock order: workflow,
 then execution, always).
 """
@@ -13,12 +13,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from .models import is_mysql
+from .records import ExecutionRecord
 from .scheduling import Trigger
 from .states import RUNNABLE_WORKFLOW_STATES
 from .states import StepState
 from .states import WorkflowState
-from .transitions import ExecutionRecord
 from .transitions import Transition
+
+#: Prefix of the execution columns in statements that also return the workflow's.
+_E = "e_"
 
 
 class Tables:
@@ -43,80 +47,230 @@ class Tables:
             e.c.consecutive_reattempts,
             e.c.huey_task_id,
             e.c.started_at,
+            e.c.updated_at,
         )
         now: sa.BindParameter[Any] = sa.bindparam("p_now")
-        #: The execution with its workflow row, read before the claim (no lock).
-        self.claim_read = (
-            sa.select(
-                e.c.id.label("e_id"),
-                e.c.step_name.label("e_step_name"),
-                e.c.state.label("e_state"),
-                e.c.scheduled_for.label("e_scheduled_for"),
-                e.c.consecutive_reattempts.label("e_consecutive_reattempts"),
-                *w.c,
-            )
+        wid: sa.BindParameter[Any] = sa.bindparam("p_wid")
+        eid: sa.BindParameter[Any] = sa.bindparam("p_eid")
+        #: The execution with its workflow row (no lock): the claim's read on MySQL,
+        #: and the look at an execution that could not be claimed.
+        self.read_execution = (
+            sa.select(*[c.label(_E + c.name) for c in self.record_columns], *w.c)
             .join(w, w.c.id == e.c.workflow_id)
-            .where(e.c.id == sa.bindparam("p_eid"))
+            .where(e.c.id == eid)
         )
-        #: Claim, part 1: the workflow becomes ``performing`` (this takes its row lock).
+        #: Claim, part 1: the workflow of a scheduled, due execution becomes
+        #: ``performing`` (this takes its row lock first).
+        due = sa.select(e.c.workflow_id).where(
+            e.c.id == eid,
+            e.c.state == StepState.SCHEDULED,
+            e.c.scheduled_for <= sa.bindparam("p_due"),
+        )
+        claimed_values = dict(
+            state=WorkflowState.PERFORMING,
+            started_at=sa.func.coalesce(w.c.started_at, now),
+            transitioned_at=sa.case(
+                (w.c.state != WorkflowState.PERFORMING, now), else_=w.c.transitioned_at
+            ),
+            updated_at=now,
+        )
+        runnable = w.c.state.in_(RUNNABLE_WORKFLOW_STATES)
         self.claim_workflow = (
-            sa.update(w)
-            .where(w.c.id == sa.bindparam("p_wid"), w.c.state.in_(RUNNABLE_WORKFLOW_STATES))
-            .values(
-                state=WorkflowState.PERFORMING,
-                started_at=sa.func.coalesce(w.c.started_at, now),
-                transitioned_at=sa.case(
-                    (w.c.state != WorkflowState.PERFORMING, now), else_=w.c.transitioned_at
-                ),
-                updated_at=now,
-            )
+            sa.update(w).where(w.c.id == due.scalar_subquery(), runnable).values(claimed_values)
+        )
+        #: The same for MySQL/MariaDB, which read the workflow id first (no RETURNING).
+        self.claim_workflow_by_id = (
+            sa.update(w).where(w.c.id == wid, runnable).values(claimed_values)
         )
         #: Claim, part 2: the conditional flip that only one worker can win.
         self.claim_execution = (
             sa.update(e)
-            .where(e.c.id == sa.bindparam("p_eid"), e.c.state == StepState.SCHEDULED)
+            .where(e.c.id == eid, e.c.state == StepState.SCHEDULED)
             .values(state=StepState.IN_PROGRESS, started_at=now, updated_at=now)
         )
-        self.lock_workflow = sa.select(w).where(w.c.id == sa.bindparam("p_wid")).with_for_update()
-        self.load_records = (
-            sa.select(*self.record_columns)
-            .where(e.c.workflow_id == sa.bindparam("p_wid"))
+        self.claim_workflow_returning = self.claim_workflow.returning(*w.c)
+        self.claim_execution_returning = self.claim_execution.returning(
+            *[c.label(_E + c.name) for c in self.record_columns]
+        )
+        latest = (
+            sa.select(sa.func.max(e.c.id))
+            .where(e.c.workflow_id == wid)
+            .group_by(e.c.step_name)
+            .scalar_subquery()
+        )
+        #: The workflow row with the latest execution of each step, in one statement.
+        self._snapshot = (
+            sa.select(*w.c, *[c.label(_E + c.name) for c in self.record_columns])
+            .select_from(w.outerjoin(e, sa.and_(e.c.workflow_id == w.c.id, e.c.id.in_(latest))))
+            .where(w.c.id == wid)
             .order_by(e.c.id)
         )
+        self._snapshots: dict[str, sa.Select[Any]] = {}
+        #: PostgreSQL's snapshot: lock, then read in a second statement. In READ
+        #: COMMITTED one statement would read the executions from the snapshot taken
+        #: before it waited for the lock, and miss what the previous holder committed.
+        self.lock_workflow = sa.select(w).where(w.c.id == wid).with_for_update()
+        self.latest_records = (
+            sa.select(*[c.label(_E + c.name) for c in self.record_columns])
+            .where(e.c.workflow_id == wid, e.c.id.in_(latest))
+            .order_by(e.c.id)
+        )
+        # PostgreSQL's claim in one statement: the workflow UPDATE runs first (the
+        # execution UPDATE waits on its result), so the lock order holds.
+        claimed_w = self.claim_workflow.returning(*w.c).cte("claimed_w")
+        claimed_e = (
+            self.claim_execution.where(sa.exists(sa.select(claimed_w.c.id)))
+            .returning(*[c.label(_E + c.name) for c in self.record_columns])
+            .cte("claimed_e")
+        )
+        self.claim_postgresql = sa.select(claimed_w, claimed_e).select_from(
+            claimed_w.outerjoin(claimed_e, sa.true())
+        )
         self.insert_execution = sa.insert(e)
+        self.insert_executions = sa.insert(e).returning(e.c.id, sort_by_parameter_order=True)
         #: Updates whose SET clause comes from the parameters given at execution.
         self.update_execution = sa.update(e).where(e.c.id == sa.bindparam("p_id"))
         self.update_workflow = sa.update(w).where(w.c.id == sa.bindparam("p_id"))
+        self.recent_outcomes = (
+            sa.select(e.c.outcome)
+            .where(e.c.workflow_id == wid, e.c.step_name == sa.bindparam("p_step"))
+            .order_by(e.c.id.desc())
+            .limit(sa.bindparam("p_limit"))
+        )
+
+    def snapshot_statement(self, dialect: str) -> sa.Select[Any]:
+        """The snapshot read, locking the workflow row the way ``dialect`` can."""
+        found = self._snapshots.get(dialect)
+        if found is None:
+            if is_mysql(dialect):
+                # No FOR UPDATE OF: the execution rows read are locked too, after the
+                # workflow row (it is read first, by its primary key).
+                found = self._snapshot.with_for_update()
+            else:  # SQLite: the transaction's BEGIN IMMEDIATE holds the write lock
+                found = self._snapshot
+            self._snapshots[dialect] = found
+        return found
 
 
-def lock_workflow(conn: Connection, tables: Tables, workflow_id: int) -> Mapping[str, Any] | None:
-    """Lock the workflow row (``FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` already holds
-    the database write lock) and return it, or None if it is gone."""
-    row = conn.execute(tables.lock_workflow, {"p_wid": workflow_id}).first()
-    return None if row is None else dict(row._mapping)
+def _record(m: Mapping[str, Any] | sa.RowMapping) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=m["e_id"],
+        step_name=m["e_step_name"],
+        state=m["e_state"],
+        outcome=m["e_outcome"],
+        scheduled_for=m["e_scheduled_for"],
+        attempt=m["e_attempt"],
+        consecutive_reattempts=m["e_consecutive_reattempts"],
+        huey_task_id=m["e_huey_task_id"],
+        started_at=m["e_started_at"],
+        updated_at=m["e_updated_at"],
+    )
 
 
-def load_records(conn: Connection, tables: Tables, workflow_id: int) -> list[ExecutionRecord]:
-    """Read every execution of a locked workflow, oldest first."""
-    rows = conn.execute(tables.load_records, {"p_wid": workflow_id})
-    return [ExecutionRecord(*row) for row in rows]
+def _workflow(m: Mapping[str, Any] | sa.RowMapping) -> dict[str, Any]:
+    return {k: v for k, v in m.items() if not k.startswith(_E)}
 
 
-def claim(conn: Connection, tables: Tables, workflow_id: int, execution_id: int, now: Any) -> str:
-    """Flip a scheduled execution to ``in_progress`` and its workflow to ``performing``.
+def snapshot(
+    conn: Connection, tables: Tables, workflow_id: int, *, lock: bool = True
+) -> tuple[dict[str, Any], list[ExecutionRecord]] | None:
+    """Lock the workflow row and read it with its steps' latest executions, oldest first.
+
+    One statement with ``FOR UPDATE`` on MySQL/MariaDB (a locking read sees the latest
+    committed rows) and on SQLite (the transaction's ``BEGIN IMMEDIATE`` is the lock);
+    two on PostgreSQL (see :attr:`Tables.lock_workflow`).
+    ``lock=False`` reads the same without a lock (the admin's buttons).
+    """
+    params = {"p_wid": workflow_id}
+    if lock and conn.dialect.name == "postgresql":
+        locked = conn.execute(tables.lock_workflow, params).first()
+        if locked is None:
+            return None
+        found = conn.execute(tables.latest_records, params)
+        return dict(locked._mapping), [_record(row._mapping) for row in found]
+    statement = tables.snapshot_statement(conn.dialect.name) if lock else tables._snapshot
+    rows = [row._mapping for row in conn.execute(statement, params)]
+    if not rows:
+        return None
+    records = [_record(m) for m in rows if m["e_id"] is not None]
+    return _workflow(rows[0]), records
+
+
+class Taken(Exception):
+    """Raised inside the claim transaction to roll it back: another worker claimed first."""
+
+
+def claim(
+    conn: Connection, tables: Tables, execution_id: int, now: Any, due_by: Any
+) -> tuple[dict[str, Any], ExecutionRecord] | None:
+    """Flip a scheduled, due execution to ``in_progress`` and its workflow to ``performing``.
 
     Updating the workflow row first takes its lock (workflow, then execution). The
     execution's UPDATE matches only while it is still scheduled, so of several
-    workers holding the same trigger exactly one wins, on every database.
+    workers holding the same trigger exactly one wins, on every database. PostgreSQL
+    and SQLite return both rows from the UPDATEs (two statements in all); MySQL and
+    MariaDB have no ``UPDATE ... RETURNING`` and read them first.
 
-    :return: ``claimed``; ``not_runnable`` (the workflow was paused or ended, nothing
-        written); or ``taken`` (another worker won: the caller must roll back).
+    :return: the workflow row and the claimed execution; None when nothing was claimed
+        (not found, not scheduled, not due, or the workflow is not runnable; nothing
+        was written).
+    :raises Taken: another worker won between the two UPDATEs (roll back).
     """
-    moved = conn.execute(tables.claim_workflow, {"p_wid": workflow_id, "p_now": now})
-    if moved.rowcount != 1:
-        return "not_runnable"
-    claimed = conn.execute(tables.claim_execution, {"p_eid": execution_id, "p_now": now})
-    return "claimed" if claimed.rowcount == 1 else "taken"
+    params = {"p_eid": execution_id, "p_now": now, "p_due": due_by}
+    if is_mysql(conn.dialect.name):
+        row = conn.execute(tables.read_execution, params).first()
+        if row is None:
+            return None
+        m = row._mapping
+        if m["e_state"] != StepState.SCHEDULED or m["e_scheduled_for"] > due_by:
+            return None
+        moved = conn.execute(tables.claim_workflow_by_id, dict(params, p_wid=m["id"]))
+        if moved.rowcount != 1:
+            return None
+        if conn.execute(tables.claim_execution, params).rowcount != 1:
+            raise Taken()
+        workflow = _workflow(m)
+        workflow.update(state=WorkflowState.PERFORMING, started_at=workflow["started_at"] or now)
+        record = _record(m)
+        record.state, record.started_at = StepState.IN_PROGRESS, now
+        return workflow, record
+    if conn.dialect.name == "postgresql":
+        row = conn.execute(tables.claim_postgresql, params).first()
+        if row is None:
+            return None
+        if row._mapping["e_id"] is None:
+            raise Taken()
+        return _workflow(row._mapping), _record(row._mapping)
+    workflow_row = conn.execute(tables.claim_workflow_returning, params).first()
+    if workflow_row is None:
+        return None
+    execution_row = conn.execute(tables.claim_execution_returning, params).first()
+    if execution_row is None:
+        raise Taken()
+    return dict(workflow_row._mapping), _record(execution_row._mapping)
+
+
+def read_execution(
+    conn: Connection, tables: Tables, execution_id: int
+) -> tuple[dict[str, Any], ExecutionRecord] | None:
+    """Read an execution and its workflow row without a lock."""
+    row = conn.execute(tables.read_execution, {"p_eid": execution_id}).first()
+    return None if row is None else (_workflow(row._mapping), _record(row._mapping))
+
+
+def recovery_streak(
+    conn: Connection, tables: Tables, workflow_id: int, step_name: str, limit: int
+) -> int:
+    """How many of the step's executions just before its latest ended ``recovered``."""
+    outcomes = conn.execute(
+        tables.recent_outcomes, {"p_wid": workflow_id, "p_step": step_name, "p_limit": limit + 2}
+    ).scalars()
+    streak = 0
+    for outcome in list(outcomes)[1:]:
+        if outcome != "recovered":
+            break
+        streak += 1
+    return streak
 
 
 def persist(
@@ -125,30 +279,47 @@ def persist(
     """Write the transition's changes and return the triggers to send after commit."""
     transition.assign_task_ids()
     now = transition.now
+    new = [record for record in transition.records if record.id is None]
     for record in transition.records:
-        if record.id is None:
-            values = {
-                "workflow_id": workflow_id,
-                "step_name": record.step_name,
-                "state": record.state,
-                "outcome": record.outcome,
-                "scheduled_for": record.scheduled_for,
-                "attempt": record.attempt,
-                "consecutive_reattempts": record.consecutive_reattempts,
-                "huey_task_id": record.huey_task_id,
-                "created_at": now,
-                "updated_at": now,
-            }
-            if record.state != "scheduled":
-                values.update(finished_at=now, **{f"{record.state}_at": now})
-            result = conn.execute(tables.insert_execution, values)
-            record.id = int(result.inserted_primary_key[0])  # type: ignore[index]
-        elif record.changes:
+        if record.id is not None and record.changes:
             record.changes.setdefault("updated_at", now)
             conn.execute(tables.update_execution, {"p_id": record.id, **record.changes})
             record.changes = {}
+    if new:
+        rows = [_insert_values(workflow_id, record, now) for record in new]
+        if len(rows) == 1:
+            result = conn.execute(tables.insert_execution, rows[0])
+            new[0].id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        else:  # one statement for a fan-out (insertmanyvalues)
+            ids = conn.execute(tables.insert_executions, rows).scalars().all()
+            for record, new_id in zip(new, ids, strict=True):
+                record.id = int(new_id)
     if transition.workflow_changes:
         values = dict(transition.workflow_changes, updated_at=now, p_id=workflow_id)
         conn.execute(tables.update_workflow, values)
         transition.workflow_changes = {}
     return transition.triggers()
+
+
+def _insert_values(workflow_id: int, record: ExecutionRecord, now: Any) -> dict[str, Any]:
+    values = {
+        "workflow_id": workflow_id,
+        "step_name": record.step_name,
+        "state": record.state,
+        "outcome": record.outcome,
+        "scheduled_for": record.scheduled_for,
+        "attempt": record.attempt,
+        "consecutive_reattempts": record.consecutive_reattempts,
+        "huey_task_id": record.huey_task_id,
+        "created_at": now,
+        "updated_at": now,
+        "started_at": None,
+        "finished_at": None,
+        "completed_at": None,
+        "failed_at": None,
+        "canceled_at": None,
+        "skipped_at": None,
+    }
+    if record.state != StepState.SCHEDULED:
+        values.update(finished_at=now, **{f"{record.state}_at": now})
+    return values

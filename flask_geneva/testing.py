@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from . import clock
 from . import executor
+from . import unit
 from .errors import InvalidStateError
 from .states import RUNNABLE_WORKFLOW_STATES
 from .states import StepState
@@ -137,37 +138,11 @@ def perform_step_inline(workflow: Any, step_name: str | None = None) -> Any:
             f"Cannot perform step {step_name!r} inline on a {workflow.state} workflow"
             + ("; resume it first" if workflow.state == "paused" else "")
         )
-    e = ext.tables.executions
-    with ext.engine().connect() as conn:
-        row = conn.execute(
-            sa.select(e.c.id).where(
-                e.c.workflow_id == workflow.id,
-                e.c.step_name == step_name,
-                e.c.state == StepState.SCHEDULED,
-            )
-        ).first()
-        attempts = conn.execute(
-            sa.select(sa.func.count()).where(
-                e.c.workflow_id == workflow.id, e.c.step_name == step_name
-            )
-        ).scalar_one()
-    if row is None:
-        now = clock.now()
-        execution = ext.StepExecution(
-            workflow_id=workflow.id,
-            step_name=step_name,
-            state=StepState.SCHEDULED,
-            scheduled_for=now,
-            attempt=attempts + 1,
-            consecutive_reattempts=0,
-            created_at=now,
-            updated_at=now,
-        )
-        ext.db.session.add(execution)
-        ext.db.session.commit()
-        execution_id = execution.id
-    else:
-        execution_id = row[0]
+    # Through the write path like any change: its scheduled execution is made due now,
+    # or a fresh one is created (no trigger: it runs right here).
+    record = unit.change(ext, workflow.id, lambda snap: snap.transition.run_now(step_name))
+    execution_id = record.id
+    assert execution_id is not None
     try:
         executor.execute(
             ext, ext.get_state(), execution_id, ignore_schedule=True, raise_errors=True

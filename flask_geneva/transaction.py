@@ -20,6 +20,9 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -118,3 +121,54 @@ def configure_sqlite(engine: Engine) -> None:
     engine._geneva_configured = True  # type: ignore[attr-defined]
     # Connections opened before this hook was installed lack the pragmas.
     engine.dispose()
+
+
+def begin_sqlite_write(conn: Connection) -> None:
+    """On SQLite, open the connection's transaction with ``BEGIN IMMEDIATE`` if none is open.
+
+    pysqlite starts a transaction only before its first INSERT/UPDATE/DELETE, so a
+    session that only read has none; the reads of a state change must not run outside
+    the write lock. A session that already wrote holds the lock and is left alone.
+    """
+    if conn.dialect.name != "sqlite":
+        return
+    raw = conn.connection.dbapi_connection
+    if raw is not None and not raw.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# -- did the step body write? -------------------------------------------------------------
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE")
+
+#: While a step body runs: a one-element list set to True by its first write.
+_body_writes: ContextVar[list[bool] | None] = ContextVar("geneva_body_writes", default=None)
+
+
+@contextmanager
+def watching_writes() -> Iterator[list[bool]]:
+    """Note whether the code run inside the block sends a write statement (any engine).
+
+    The executor asks this to know whether a failed finalize lost a body's writes
+    (then the body must run again) or only its own statements (then it can retry).
+    """
+    flag = [False]
+    token = _body_writes.set(flag)
+    try:
+        yield flag
+    finally:
+        _body_writes.reset(token)
+
+
+def track_writes(engine: Engine) -> None:
+    """Install the statement listener :func:`watching_writes` relies on (once per engine)."""
+    if getattr(engine, "_geneva_tracks_writes", False):
+        return
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _before(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        flag = _body_writes.get()
+        if flag is not None and not flag[0] and statement.lstrip()[:7].upper().startswith(_WRITES):
+            flag[0] = True
+
+    engine._geneva_tracks_writes = True  # type: ignore[attr-defined]

@@ -1,9 +1,11 @@
-"""Decide what a step's result or an operator's command does to one workflow.
+"""The rules: what a result, an operator's command or housekeeping does to one workflow.
 
-Pure: a :class:`Transition` works on a snapshot of the workflow row and its executions
-(read under the workflow row lock) and records the changes to make; ``store.persist``
-writes them. Keeping the decisions free of SQL keeps every rule in one place, shared by
-the executor, the external operations and housekeeping.
+Pure: a :class:`Transition` works on a snapshot of the workflow row and the latest
+execution of each step (read under the workflow row lock by
+:mod:`~flask_geneva.unit`) and records the changes to make; ``store.persist`` writes
+them. Every state change of flask-geneva is decided here, and nowhere else: creation,
+the executor's results, the operator commands, housekeeping's recoveries and the
+testing helpers.
 
 Vocabulary: a step is *done* when its latest execution is completed with outcome
 ``success`` or skipped; *active* when its latest execution is scheduled or in progress;
@@ -13,13 +15,14 @@ canceled (it waits for resume, skip or reattempt).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from dataclasses import field
 from datetime import datetime
-from datetime import timedelta
 from typing import Any
 
+from .errors import InvalidStateError
 from .graph import StepGraph
+from .records import ErrorInfo
+from .records import ExecutionRecord
+from .records import StepResult
 from .scheduling import Trigger
 from .scheduling import new_task_id
 from .states import RUNNABLE_WORKFLOW_STATES
@@ -28,76 +31,15 @@ from .states import StepState
 from .states import WorkflowState
 from .states import is_ongoing
 
-
-@dataclass
-class ErrorInfo:
-    """What is kept of an exception on the execution it failed."""
-
-    error_class: str
-    message: str
-    traceback: str
-
-    @classmethod
-    def from_exception(cls, error: BaseException, traceback_text: str) -> ErrorInfo:
-        kind = type(error)
-        name = (
-            kind.__qualname__
-            if kind.__module__ == "builtins"
-            else f"{kind.__module__}.{kind.__qualname__}"
-        )
-        return cls(name, str(error), traceback_text)
-
-
-@dataclass
-class ExecutionRecord:
-    """One execution row as the transition sees it, with the changes decided for it."""
-
-    id: int | None
-    step_name: str
-    state: str
-    outcome: str | None
-    scheduled_for: datetime
-    attempt: int = 1
-    consecutive_reattempts: int = 0
-    huey_task_id: str | None = None
-    started_at: datetime | None = None
-    changes: dict[str, Any] = field(default_factory=dict)
-    trigger: bool = False
-
-    @property
-    def is_done(self) -> bool:
-        return self.state == StepState.SKIPPED or (
-            self.state == StepState.COMPLETED and self.outcome == Outcome.SUCCESS
-        )
-
-    @property
-    def is_active(self) -> bool:
-        return self.state in (StepState.SCHEDULED, StepState.IN_PROGRESS)
-
-
-@dataclass
-class StepResult:
-    """How one execution ended, in the executor's words.
-
-    ``action`` is one of: ``success``, ``finish``, ``skip``, ``reattempt``, ``cancel``,
-    ``pause`` (in-step flow control or a precondition), ``failed`` (an exception whose
-    policy ends in ``then`` = ``pause`` or ``cancel``), ``drop`` (cancel the execution
-    alone: the workflow was not runnable when it was claimed).
-    """
-
-    action: str
-    wait: timedelta = timedelta(0)
-    error: ErrorInfo | None = None
-    #: For reattempts: ``flow_control``, ``exception_policy`` or ``precondition``.
-    reason: str | None = None
-    #: For ``failed``: what happens to the workflow, ``pause`` or ``cancel``.
-    then: str = "pause"
-    #: The exception itself, when one caused this result (not stored; reported).
-    exception: BaseException | None = None
+__all__ = ["ErrorInfo", "ExecutionRecord", "StepResult", "Transition"]
 
 
 class Transition:
-    """Changes to one workflow and its executions, decided under its row lock."""
+    """Changes to one workflow and its executions, decided under its row lock.
+
+    ``records`` holds the latest execution of each step, oldest first (an active
+    execution is always its step's latest: the unique index allows one per step).
+    """
 
     def __init__(
         self,
@@ -205,6 +147,7 @@ class Transition:
         due: datetime,
         consecutive_reattempts: int = 0,
         state: str = StepState.SCHEDULED,
+        trigger: bool = True,
     ) -> ExecutionRecord:
         """Create a new execution of ``step_name`` (scheduled unless told otherwise)."""
         previous = self.latest(step_name)
@@ -216,7 +159,7 @@ class Transition:
             scheduled_for=due,
             attempt=previous.attempt + 1 if previous else 1,
             consecutive_reattempts=consecutive_reattempts,
-            trigger=state == StepState.SCHEDULED,
+            trigger=trigger and state == StepState.SCHEDULED,
         )
         if state != StepState.SCHEDULED:
             record.outcome = Outcome.SKIPPED if state == StepState.SKIPPED else None
@@ -229,6 +172,14 @@ class Transition:
     def cancel_scheduled(self) -> None:
         for record in self.scheduled():
             self.end(record, StepState.CANCELED, Outcome.CANCELED)
+
+    def start(self) -> None:
+        """A new workflow: schedule its root steps; a class with no steps is finished."""
+        assert self.graph is not None
+        for name in self.graph.roots:
+            self.add(name, due=self.now + self.graph.steps[name].wait)
+        if not len(self.graph):
+            self.set_state(WorkflowState.FINISHED)
 
     def advance(self) -> None:
         """Create executions for steps that became ready; finish when all steps are done."""
@@ -257,8 +208,15 @@ class Transition:
         self.advance()
         self.settle_state()
 
-    def apply(self, record: ExecutionRecord, result: StepResult) -> None:
-        """Record how ``record`` ended and move the workflow accordingly."""
+    def apply(self, record: ExecutionRecord, result: StepResult, *, body_ran: bool = True) -> None:
+        """Record how ``record`` ended and move the workflow accordingly.
+
+        :param body_ran: False when the result was decided after the claim but before
+            the body (a precondition, a missing class or hero): ``started_at`` is
+            cleared, since it means "the body started".
+        """
+        if not body_ran:
+            record.changes["started_at"] = None
         action = result.action
         if action == "success":
             self.end(record, StepState.COMPLETED, Outcome.SUCCESS)
@@ -270,61 +228,98 @@ class Transition:
         elif action == "skip":
             self.end(record, StepState.SKIPPED, Outcome.SKIPPED, error=result.error)
         elif action == "reattempt":
-            metadata: dict[str, Any] = {"reattempt_reason": result.reason or "flow_control"}
-            if result.error is not None:
-                metadata["exception"] = {
-                    "class": result.error.error_class,
-                    "message": result.error.message,
-                }
-            # The exception that caused an automatic reattempt stays on the execution, as
-            # on a failed one: the operator reading attempt 3 wants attempts 1-2's errors.
-            self.end(
-                record,
-                StepState.COMPLETED,
-                Outcome.REATTEMPTED,
-                error=result.error,
-                metadata=metadata,
-            )
-            counts = result.reason in ("exception_policy", "precondition")
-            if is_ongoing(self.state):
-                self.add(
-                    record.step_name,
-                    due=self.now + result.wait,
-                    consecutive_reattempts=record.consecutive_reattempts + (1 if counts else 0),
-                )
+            self._reattempt(record, result)
         elif action in ("cancel", "pause"):
             self.end(record, StepState.CANCELED, Outcome.CANCELED)
-            self._stop(action)
+            self.stop(action)
         elif action == "failed":
             outcome = Outcome.CANCELED if result.then == "cancel" else Outcome.FAILED
             self.end(record, StepState.FAILED, outcome, error=result.error)
-            self._stop(result.then)
+            self.stop(result.then)
         elif action == "drop":
             self.end(record, StepState.CANCELED, Outcome.CANCELED)
+            self.settle_state()
             return
         else:  # pragma: no cover - programming error
             raise ValueError(f"unknown step result action {action!r}")
         self.advance()
         self.settle_state()
 
-    def recover(self, record: ExecutionRecord, error: ErrorInfo, *, then: str) -> None:
+    def _reattempt(self, record: ExecutionRecord, result: StepResult) -> None:
+        metadata: dict[str, Any] = {"reattempt_reason": result.reason or "flow_control"}
+        if result.error is not None:
+            metadata["exception"] = {
+                "class": result.error.error_class,
+                "message": result.error.message,
+            }
+        # The exception that caused an automatic reattempt stays on the execution, as on
+        # a failed one: the operator reading attempt 3 wants attempts 1-2's errors.
+        self.end(
+            record, StepState.COMPLETED, Outcome.REATTEMPTED, error=result.error, metadata=metadata
+        )
+        counts = result.reason in ("exception_policy", "precondition")
+        if is_ongoing(self.state):
+            self.add(
+                record.step_name,
+                due=self.now + result.wait,
+                consecutive_reattempts=record.consecutive_reattempts + (1 if counts else 0),
+            )
+
+    def recover(
+        self,
+        record: ExecutionRecord,
+        error: ErrorInfo,
+        *,
+        then: str,
+        recoveries: int = 1,
+        max_recoveries: int | None = None,
+    ) -> str:
         """End an execution whose worker was lost (housekeeping), then go on per ``then``.
 
         The execution becomes ``failed`` with outcome ``recovered`` and ``error``. With
         ``then="reattempt"`` a fresh execution of the step is due now (a paused workflow
         gets none: resume creates it); with ``then="cancel"`` the workflow is canceled.
+        ``recoveries`` counts this one and the step's recoveries just before it; past
+        ``max_recoveries`` the workflow is paused instead of reattempting again.
+
+        :return: what was done: ``reattempt``, ``cancel`` or ``pause``.
         """
+        if then != "cancel" and max_recoveries is not None and recoveries > max_recoveries:
+            error = ErrorInfo(
+                error.error_class,
+                f"step {record.step_name!r} kept killing its worker: its worker was lost "
+                f"{recoveries} times in a row (GENEVA_MAX_RECOVERIES={max_recoveries}); "
+                "workflow paused. Find what kills the process (memory, a segfault, a "
+                f"timeout) before resuming. Last recovery: {error.message}",
+                error.traceback,
+            )
+            then = "pause"
         self.end(record, StepState.FAILED, Outcome.RECOVERED, error=error)
-        if then == "cancel":
-            self._stop("cancel")
+        if then in ("cancel", "pause"):
+            self.stop(then)
         elif self.state in RUNNABLE_WORKFLOW_STATES:
             self.add(
                 record.step_name, due=self.now, consecutive_reattempts=record.consecutive_reattempts
             )
         self.advance()
         self.settle_state()
+        return then
 
-    def _stop(self, how: str) -> None:
+    def run_now(self, step_name: str) -> ExecutionRecord:
+        """Make ``step_name`` due now without a trigger (the testing helpers run it).
+
+        Its scheduled execution is moved to now; otherwise a fresh one is created.
+        """
+        latest = self.latest(step_name)
+        if latest is not None and latest.state == StepState.SCHEDULED:
+            latest.scheduled_for = self.now
+            latest.changes["scheduled_for"] = self.now
+            return latest
+        if latest is not None and latest.state == StepState.IN_PROGRESS:
+            raise InvalidStateError(f"Cannot run step {step_name!r} now: it is running")
+        return self.add(step_name, due=self.now, trigger=False)
+
+    def stop(self, how: str) -> None:
         if not is_ongoing(self.state):
             return
         if how == "cancel":
@@ -333,26 +328,7 @@ class Transition:
         else:
             self.set_state(WorkflowState.PAUSED)
 
-    def triggers(self) -> list[Trigger]:
-        """Return the Huey triggers to send once the transition has committed.
-
-        Nothing is sent while the workflow is paused or over: scheduled executions wait
-        for resume, which re-triggers them.
-        """
-        if self.state not in RUNNABLE_WORKFLOW_STATES:
-            return []
-        found = []
-        for record in self.records:
-            if record.trigger and record.state == StepState.SCHEDULED and record.id is not None:
-                found.append(
-                    Trigger(
-                        execution_id=record.id,
-                        eta=record.scheduled_for,
-                        task_id=record.huey_task_id or new_task_id(),
-                        priority=self.priority,
-                    )
-                )
-        return found
+    # -- what to send after commit -----------------------------------------------------
 
     def assign_task_ids(self) -> None:
         """Choose Huey task ids for executions about to be triggered (stored with the row)."""
@@ -363,3 +339,22 @@ class Transition:
                 record.huey_task_id = new_task_id()
                 if record.id is not None:
                     record.changes["huey_task_id"] = record.huey_task_id
+
+    def triggers(self) -> list[Trigger]:
+        """Return the Huey triggers to send once the transition has committed.
+
+        Nothing is sent while the workflow is paused or over: scheduled executions wait
+        for resume, which re-triggers them.
+        """
+        if self.state not in RUNNABLE_WORKFLOW_STATES:
+            return []
+        return [
+            Trigger(
+                execution_id=record.id,
+                eta=record.scheduled_for,
+                task_id=record.huey_task_id or new_task_id(),
+                priority=self.priority,
+            )
+            for record in self.records
+            if record.trigger and record.state == StepState.SCHEDULED and record.id is not None
+        ]

@@ -7,11 +7,13 @@ all stored in one table (single-table inheritance, ``type`` as discriminator).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
+from typing import Self
 
 import sqlalchemy as sa
 from sqlalchemy.orm import relationship
@@ -19,6 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from . import clock
 from . import definition
+from . import unit
 from .errors import DefinitionError
 from .errors import GenevaError
 from .errors import InvalidStateError
@@ -38,10 +41,8 @@ from .models import execution_columns
 from .models import execution_indexes
 from .models import workflow_columns
 from .models import workflow_indexes
-from .scheduling import Trigger
-from .scheduling import defer_until_commit
-from .scheduling import new_task_id
 from .states import TERMINAL_WORKFLOW_STATES
+from .states import WorkflowState
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -78,6 +79,7 @@ class WorkflowBase:
 
     # Set by the executor on the instance it runs a step with; None outside a step.
     _geneva_context: Any = None
+    _geneva_step: str | None = None
 
     # Mapped columns (declared on the mapped class; listed here for type checkers).
     id: Any
@@ -119,7 +121,7 @@ class WorkflowBase:
     # -- creation ------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, hero: Any = None, *, allow_multiple: bool = False, commit: bool = True) -> Any:
+    def create(cls, hero: Any = None, *, allow_multiple: bool = False, commit: bool = True) -> Self:
         """Persist a new workflow for ``hero`` and schedule its first step(s).
 
         The workflow and its first executions are added to ``db.session``. With
@@ -134,10 +136,9 @@ class WorkflowBase:
         ext = cls._geneva
         if cls.__dict__.get("_geneva_base") or cls.__dict__.get("__abstract__"):
             raise GenevaError(f"{cls.__name__} is abstract; create one of its subclasses")
-        state = ext.get_state()
+        ext.get_state()  # outside an app context, say so before touching the database
         session = ext.db.session
         hero_type, hero_id = reference(hero)
-        graph = cls.__geneva_definition__.graph
         now = clock.now()
 
         if hero_type is not None and not allow_multiple:
@@ -162,11 +163,11 @@ class WorkflowBase:
         workflow = cls(  # type: ignore[call-arg]
             hero_type=hero_type,
             hero_id=hero_id,
-            state="finished" if not len(graph) else "ready",
+            state=WorkflowState.READY,
             allow_multiple=allow_multiple,
             created_at=now,
             updated_at=now,
-            transitioned_at=now if not len(graph) else None,
+            transitioned_at=None,
         )
         workflow.__dict__["_geneva_hero"] = hero
         session.add(workflow)
@@ -180,30 +181,7 @@ class WorkflowBase:
                 "pass allow_multiple=True to create another"
             ) from error
 
-        executions = [
-            ext.StepExecution(
-                workflow_id=workflow.id,
-                step_name=name,
-                state="scheduled",
-                scheduled_for=now + graph.steps[name].wait,
-                huey_task_id=new_task_id(),
-                attempt=1,
-                consecutive_reattempts=0,
-                created_at=now,
-                updated_at=now,
-            )
-            for name in graph.roots
-        ]
-        if executions:
-            session.add_all(executions)
-            session.flush()
-            priority = cls.__geneva_definition__.job_options.get("priority")
-            triggers = [
-                Trigger(e.id, e.scheduled_for, e.huey_task_id, priority) for e in executions
-            ]
-            defer_until_commit(session, state.send, triggers)
-        if commit:
-            session.commit()
+        unit.create(ext, session, workflow, commit=commit)
         return workflow
 
     # -- hero ----------------------------------------------------------------------------
@@ -229,6 +207,25 @@ class WorkflowBase:
         if self._geneva_context is not None:
             return self._geneva_context  # type: ignore[no-any-return]
         return tagged(type(self).__name__, self.id, self.hero_type, self.hero_id)
+
+    @property
+    def idempotency_key(self) -> str:
+        """Inside a step: a key for effects outside the database, the same on every run.
+
+        Every execution of this step in this workflow (reattempts, a recovery after a
+        lost worker, a resume) sees the same key; another step or another workflow
+        sees another. Hand it to a payment gateway or an e-mail API so that a body run
+        twice has its outside effect once::
+
+            @step(on_exception="reattempt")
+            def capture(self):
+                gateway.capture(self.hero.amount, idempotency_key=self.idempotency_key)
+
+        :raises InvalidStateError: outside a step body.
+        """
+        if self._geneva_step is None:
+            raise InvalidStateError("idempotency_key is only defined inside a step body")
+        return step_key(self, self._geneva_step)
 
     # -- flow control (inside a step) and operations (outside) ---------------------------
 
@@ -312,6 +309,19 @@ class WorkflowBase:
     def __repr__(self) -> str:
         hero = f" hero={self.hero_type}:{self.hero_id}" if self.hero_type else ""
         return f"<{type(self).__name__} id={self.id} state={self.state}{hero}>"
+
+
+def step_key(workflow: Any, step_name: str) -> str:
+    """The idempotency key of ``step_name`` in ``workflow``: short, stable, unique.
+
+    Hashes the workflow's type, id and creation time with the step name, so two
+    databases (staging and production sharing one gateway account, a restored
+    backup) do not hand out the same key for different workflows.
+    """
+    created = workflow.created_at.isoformat(timespec="microseconds")
+    material = f"{workflow.type}|{workflow.id}|{created}|{step_name}"
+    digest = hashlib.sha256(material.encode()).hexdigest()[:24]
+    return f"geneva-{workflow.id}-{digest}"
 
 
 def set_row_values(instance: Any, values: Any) -> None:

@@ -21,7 +21,7 @@ from flask import url_for
 
 from .. import clock
 from .. import queries
-from ..operations import ALLOWED
+from ..commands import ALLOWED
 from ..operations import perform
 from . import forms
 from .detail import load_detail

@@ -2,8 +2,8 @@
 
 One workflow row, its executions (newest :data:`MAX_EXECUTIONS`), the hero when it still
 exists, the graph layout, the failure with its source excerpt, and which operator
-buttons apply (decided by the same :class:`~flask_geneva.transitions.Transition` rules
-the operations use).
+buttons apply (decided by the same rules, :func:`flask_geneva.commands.available`, over
+the same snapshot the operations lock).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from .. import clock
-from ..operations import ALLOWED
+from .. import commands
+from .. import store
 from ..states import is_ongoing
-from ..transitions import ExecutionRecord
 from ..transitions import Transition
 from . import dag
 from . import present
@@ -149,7 +149,7 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
         timeline=present.timeline(executions[-50:], workflow["created_at"], now),
         reasons=present.waiting_reasons(workflow["state"], list(latest.values()), now),
         failures=failures,
-        actions=_actions(graph, workflow["state"], executions, now),
+        actions=_actions(ext, workflow["id"], graph, now),
         logs_url=present.logs_url(logs_template, values),
         now=now,
     )
@@ -167,32 +167,15 @@ def _hero(ext: Geneva, workflow: Mapping[str, Any]) -> tuple[str | None, str | N
     return str(hero), None
 
 
-def _actions(
-    graph: Any, state: str, executions: list[Mapping[str, Any]], now: datetime
-) -> dict[str, list[str]]:
-    actions: dict[str, list[str]] = {}
-    for operation in ("pause", "resume", "cancel"):
-        if state in ALLOWED[operation]:
-            actions[operation] = []
-    if graph is None:
-        actions.pop("resume", None)
-        return actions
-    records = [
-        ExecutionRecord(
-            id=x["id"],
-            step_name=x["step_name"],
-            state=x["state"],
-            outcome=x["outcome"],
-            scheduled_for=x["scheduled_for"],
-            attempt=x["attempt"],
-            consecutive_reattempts=x["consecutive_reattempts"],
-            huey_task_id=x["huey_task_id"],
-            started_at=x["started_at"],
-        )
-        for x in executions
-    ]
-    candidates = Transition(graph, state, records, now).due_or_failed()
-    for operation in ("skip", "reattempt"):
-        if state in ALLOWED[operation] and candidates:
-            actions[operation] = candidates
-    return actions
+def _actions(ext: Geneva, workflow_id: int, graph: Any, now: datetime) -> dict[str, list[str]]:
+    """The operator buttons, from the same rules and the same snapshot the commands use.
+
+    Read from each step's latest execution (not the page's newest rows), so a button
+    never vanishes on a long history.
+    """
+    with ext.engine().connect() as conn:
+        found = store.snapshot(conn, ext.tables, workflow_id, lock=False)
+    if found is None:
+        return {}
+    row, records = found
+    return commands.available(Transition(graph, row["state"], records, now))

@@ -104,8 +104,10 @@ def test_signals_carry_the_exception_of_a_failed_step(app, card):
     with recording() as events:
         executor.execute(geneva, app.extensions["geneva"], capture)
 
-    assert [name for name, _, _ in events] == ["performed", "finalized"]
-    performed, finalized = events[0][2], events[1][2]
+    # Sent for every claimed step, with "passed" when it has no condition to evaluate.
+    assert [name for name, _, _ in events] == ["precondition", "performed", "finalized"]
+    precondition, performed, finalized = (kwargs for _, _, kwargs in events)
+    assert precondition["outcome"] == "passed" and precondition["exception"] is None
     assert performed["outcome"] == "exception"
     assert isinstance(performed["exception"], ValueError)
     assert finalized["outcome"] == "failed"

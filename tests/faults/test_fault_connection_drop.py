@@ -7,9 +7,9 @@ step must not be lost and must not be recorded twice:
 
 * the finalize retries its short transaction on a fresh connection and records the
   outcome at once (a dead connection counts as retryable in ``run_locked``);
-* a body whose own transaction was on a killed connection fails its commit; that is an
-  exception like any other (default policy: pause, with the error recorded), and its
-  writes are rolled back.
+* a body's writes commit with its outcome, so a body whose transaction was on a killed
+  connection lost both; it runs again at once (a dead connection is retryable) and its
+  writes commit once.
 """
 
 from __future__ import annotations
@@ -180,28 +180,21 @@ def test_connections_killed_before_finalize_lose_nothing_and_record_the_step_onc
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-def test_a_body_whose_connection_is_killed_before_its_commit_fails_cleanly_and_resumes(
+def test_a_body_whose_connection_is_killed_before_its_commit_runs_again_and_writes_once(
     app: Flask, drop: None
 ) -> None:
     workflow_id = DropInBodyWorkflow.create().id
     assert run_trigger(app, due(workflow_id)) is None  # the worker does not crash
 
-    # The commit failed: an exception like any other, recorded, the workflow paused by
-    # the default policy, and the body's write rolled back.
-    assert history(workflow_id) == [("charge", "failed", "failed")]
-    assert workflow_state(workflow_id) == "paused"
-    e = geneva.tables.executions
-    with geneva.engine().connect() as conn:
-        error_class = conn.execute(
-            sa.select(e.c.error_class).where(e.c.workflow_id == workflow_id)
-        ).scalar_one()
-    assert error_class is not None and "OperationalError" in error_class
-    assert effects(workflow_id) == []
+    # The body's writes ride in the finalize transaction: the dead connection lost both
+    # the write and the outcome, so the body ran again at once and both committed once.
+    assert history(workflow_id) == [
+        ("charge", "completed", "success"),
+        ("receipt", "scheduled", None),
+    ]
+    assert external == [(workflow_id, "charge"), (workflow_id, "charge")]
+    assert effects(workflow_id) == ["charge"]
 
-    # The operator (or a reattempt policy for OperationalError) resumes: it runs again.
-    db.session.get(geneva.Workflow, workflow_id).resume()
-    db.session.remove()
-    assert run_trigger(app, due(workflow_id)) is None
     assert run_trigger(app, due(workflow_id)) is None
     assert workflow_state(workflow_id) == "finished"
     assert effects(workflow_id) == ["charge", "receipt"]

@@ -266,6 +266,7 @@ def test_housekeeping_with_nothing_to_do_reports_zeros(app):
         "executions_deleted": 0,
         "stuck_reattempted": 0,
         "stuck_canceled": 0,
+        "stuck_paused": 0,
         "retriggered": 0,
         "seconds": 0,
     }

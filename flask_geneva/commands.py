@@ -1,0 +1,121 @@
+"""The operator rules: what pause, resume, cancel, skip and reattempt do, and when.
+
+Pure, like :mod:`~flask_geneva.transitions` (whose :class:`Transition` they change):
+the unit of work (:mod:`~flask_geneva.unit`) calls :func:`command` under the workflow
+row lock; :mod:`~flask_geneva.operations` only validates input and loops over ids; the
+admin draws its buttons from :func:`available` so a button shows exactly when the
+command would be accepted.
+"""
+
+from __future__ import annotations
+
+from .errors import InvalidStateError
+from .states import Outcome
+from .states import StepState
+from .states import WorkflowState
+from .transitions import Transition
+
+#: The operator commands and the workflow states each is allowed from.
+ALLOWED: dict[str, frozenset[str]] = {
+    "pause": frozenset({WorkflowState.READY, WorkflowState.PERFORMING}),
+    "resume": frozenset({WorkflowState.PAUSED}),
+    "cancel": frozenset({WorkflowState.READY, WorkflowState.PERFORMING, WorkflowState.PAUSED}),
+    "skip": frozenset({WorkflowState.READY, WorkflowState.PERFORMING, WorkflowState.PAUSED}),
+    "reattempt": frozenset({WorkflowState.READY, WorkflowState.PERFORMING, WorkflowState.PAUSED}),
+}
+
+#: Commands that need the workflow's class (its graph) to decide.
+NEEDS_GRAPH = frozenset({"resume", "skip", "reattempt"})
+
+_REFUSED = {
+    "pause": "Cannot pause a {state} workflow",
+    "resume": "Cannot resume a {state} workflow",
+    "cancel": "Cannot cancel a {state} workflow",
+    "skip": "Cannot skip on a {state} workflow",
+    "reattempt": "Cannot reattempt on a {state} workflow",
+}
+
+
+def check(operation: str) -> None:
+    """Raise ``ValueError`` for a name that is not a command."""
+    if operation not in ALLOWED:
+        raise ValueError(f"unknown operation {operation!r}; expected one of {', '.join(ALLOWED)}")
+
+
+def command(transition: Transition, operation: str, step: str | None = None) -> str | None:
+    """Apply an operator command to ``transition``; return the step it targeted, if any.
+
+    :raises InvalidStateError: not allowed in the current state, or ``step`` is missing,
+        unknown, or neither due nor failed.
+    """
+    check(operation)
+    if transition.state not in ALLOWED[operation]:
+        raise InvalidStateError(_REFUSED[operation].format(state=transition.state))
+    if operation == "pause":
+        transition.set_state(WorkflowState.PAUSED)
+        return None
+    if operation == "cancel":
+        transition.cancel_scheduled()
+        transition.set_state(WorkflowState.CANCELED)
+        return None
+    if operation == "resume":
+        transition.resume()
+        return None
+    target = _target(transition, operation, step)
+    _skip_or_reattempt(transition, operation, target)
+    return target
+
+
+def available(transition: Transition) -> dict[str, list[str]]:
+    """The commands allowed now → the steps each may target (``[]``: no step needed)."""
+    found: dict[str, list[str]] = {}
+    for operation in ("pause", "resume", "cancel"):
+        if transition.state in ALLOWED[operation] and (
+            operation not in NEEDS_GRAPH or transition.graph is not None
+        ):
+            found[operation] = []
+    candidates = transition.due_or_failed() if transition.graph is not None else []
+    for operation in ("skip", "reattempt"):
+        if transition.state in ALLOWED[operation] and candidates:
+            found[operation] = candidates
+    return found
+
+
+def _target(transition: Transition, operation: str, step: str | None) -> str:
+    candidates = transition.due_or_failed()
+    if step is None:
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            raise InvalidStateError(f"Cannot {operation}: no step is due or failed")
+        raise InvalidStateError(
+            f"Cannot {operation}: several steps are due or failed "
+            f"({', '.join(candidates)}); name the step"
+        )
+    assert transition.graph is not None
+    if step not in transition.graph:
+        raise InvalidStateError(f"Cannot {operation}: the workflow has no step {step!r}")
+    if step not in candidates:
+        raise InvalidStateError(f"Cannot {operation} step {step!r}: it is not due or failed")
+    return step
+
+
+def _skip_or_reattempt(transition: Transition, operation: str, step: str) -> None:
+    latest = transition.latest(step)
+    scheduled = latest is not None and latest.state == StepState.SCHEDULED
+    if operation == "skip":
+        if latest is not None and scheduled:
+            transition.end(latest, StepState.SKIPPED, Outcome.SKIPPED)
+        else:
+            transition.add(step, due=transition.now, state=StepState.SKIPPED)
+    elif latest is not None and scheduled:
+        latest.scheduled_for = transition.now
+        latest.changes["scheduled_for"] = transition.now
+        transition.retrigger(latest)
+    else:
+        transition.add(step, due=transition.now)
+    if transition.state == WorkflowState.PAUSED:
+        transition.resume()
+    else:
+        transition.advance()
+        transition.settle_state()
