@@ -409,6 +409,11 @@ def _perform(ext: Geneva, run: _Run) -> _Performed:
                 run.log,
             )
             performed = _Performed(result, "exception", error=exc)
+        except BaseException:
+            # Not the step's to record (a worker shutting down, say): leave nothing of
+            # the body's behind; the execution stays in progress for recovery.
+            session.rollback()
+            raise
         finally:
             workflow._geneva_context = None
             workflow._geneva_step = None

@@ -15,9 +15,9 @@ from typing import Any
 from .flow import FlowSignal
 from .flow import ReattemptSignal
 from .policy import resolve
+from .records import ErrorInfo
+from .records import StepResult
 from .steps import StepDefinition
-from .transitions import ErrorInfo
-from .transitions import StepResult
 
 
 def from_exception(
@@ -64,4 +64,7 @@ def from_signal(signal: FlowSignal, error: ErrorInfo | None, reason: str) -> Ste
 
 
 def failed(error: Exception) -> StepResult:
-    return StepResult("failed", error=ErrorInfo.from_exception(error, ""), then="pause")
+    """Pause on ``error`` (a missing reference); it is raised to test helpers after commit."""
+    return StepResult(
+        "failed", error=ErrorInfo.from_exception(error, ""), then="pause", exception=error
+    )

@@ -52,6 +52,24 @@ class OrderWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
         pass
 
 
+#: How many times LongHistory.spin has run, per workflow id.
+_spins: dict[int, int] = {}
+
+
+class LongHistory(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """A step due in an hour beside a step that reattempts itself 210 times first."""
+
+    @step(wait=timedelta(hours=1))
+    def gate(self) -> None:
+        pass
+
+    @step(after=[])
+    def spin(self) -> None:
+        _spins[self.id] = _spins.get(self.id, 0) + 1
+        if _spins[self.id] < 211:
+            self.reattempt()
+
+
 class ChargeWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
     @step
     def charge(self) -> None:
@@ -142,6 +160,22 @@ def test_the_detail_page_draws_the_dag_and_says_when_the_next_step_is_due(admin)
     with travel(timedelta(hours=1, minutes=12)):
         later = admin.get(f"{PREFIX}/workflows/{workflow.id}").text
     assert re.search(r"overdue by 1[12] min — no worker has picked it up", later)
+
+
+def test_skip_and_reattempt_stay_offered_for_a_step_older_than_the_newest_200_rows(admin):
+    _spins.clear()
+    workflow = LongHistory.create()
+    for _ in range(211):
+        perform_next_step(workflow)  # spin, 211 times; gate stays scheduled, oldest row
+    e = geneva.tables.executions
+    with geneva.engine().connect() as conn:
+        rows = conn.execute(
+            sa.select(sa.func.count()).where(e.c.workflow_id == workflow.id)
+        ).scalar_one()
+    assert rows == 212
+    text = admin.get(f"{PREFIX}/workflows/{workflow.id}").text
+    assert {"pause", "cancel", "skip", "reattempt"} == set(re.findall(r'data-op="(\w+)"', text))
+    assert "<code>gate</code>" in text
 
 
 def test_a_failed_step_shows_the_exception_and_its_source_line_highlighted(admin):

@@ -65,6 +65,14 @@ class WaitingWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
         RAN.append("follow_up")
 
 
+class UrgentWaiting(geneva.Workflow):  # type: ignore[name-defined,misc]
+    step_job_options = {"priority": 7}
+
+    @step(wait=timedelta(hours=1))
+    def remind(self) -> None:
+        RAN.append("remind")
+
+
 @pytest.fixture
 def huey_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return queue_url(getattr(request, "param", "memory"), tmp_path)
@@ -222,6 +230,19 @@ def test_an_early_trigger_runs_nothing_and_re_enqueues_itself_for_the_due_time(a
     with travel(timedelta(hours=1)):
         executor.execute(geneva, app.extensions["geneva"], remind_id)
     assert RAN == ["remind"]
+
+
+@pytest.mark.parametrize("huey_url", ["memory", "redis"], indirect=True)
+def test_an_early_trigger_is_re_sent_under_its_stored_task_id_with_the_class_priority(app, huey):
+    workflow = UrgentWaiting.create()
+    remind_id, _, task_id = scheduled(workflow.id)["remind"]
+    huey.flush()
+
+    report = executor.execute(geneva, app.extensions["geneva"], remind_id)
+    assert report is not None and report.status == "deferred"
+    (task,) = messages(huey)
+    assert task.id == task_id  # the id stored on the row, as docs/huey.md says
+    assert task.priority == (7 if huey.storage.priority else None)
 
 
 def test_an_execution_moved_later_by_an_operator_is_deferred_again_not_lost(app, huey):
