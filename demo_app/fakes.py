@@ -57,10 +57,11 @@ def switches(session: Session | None = None) -> Switches:
 DEFAULT_SWITCHES = {"gateway_down": False, "mail_down": False, "random_faults": True}
 
 
-def charge(idempotency_key: str, amount_cents: int) -> int:
+def charge(idempotency_key: str, amount_cents: int, *, reference: str) -> int:
     """Charge ``amount_cents`` once per key and return the gateway's charge id.
 
     A second call with the same key returns the first charge instead of charging again.
+    ``reference`` (the transfer's) seeds the random faults, so a test can choose them.
 
     :raises RateLimited: too many requests; call again after ``retry_after``.
     :raises GatewayTimeout: no answer in time (the charge may have been made).
@@ -73,7 +74,7 @@ def charge(idempotency_key: str, amount_cents: int) -> int:
             .select_from(GatewayCall)
             .where(GatewayCall.idempotency_key == idempotency_key)
         )
-        luck = draw(idempotency_key, calls or 0)
+        luck = draw(reference, calls or 0)
 
         def answer(result: str) -> None:
             _log(session, idempotency_key, "charge", result)
@@ -132,13 +133,13 @@ def send_mail(to: str, subject: str, body: str) -> None:
     db.session.add(Mail(to=to, subject=subject, body=body))
 
 
-def draw(idempotency_key: str, calls: int) -> float:
+def draw(reference: str, calls: int) -> float:
     """The gateway's luck for a call: seeded by the key and the calls made before it.
 
     Replayable (the same transfer meets the same faults in the same order), yet varied
     across transfers, whose keys are random.
     """
-    return random.Random(f"{idempotency_key}:{calls}").random()
+    return random.Random(f"{reference}:{calls}").random()
 
 
 def _log(session: Session, idempotency_key: str, operation: str, result: str) -> None:

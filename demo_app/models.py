@@ -31,9 +31,15 @@ class Transfer(db.Model):  # type: ignore[name-defined,misc]
     id = sa.Column(sa.Integer, primary_key=True)
     recipient = sa.Column(sa.String(200), nullable=False)
     amount_cents = sa.Column(sa.Integer, nullable=False)
-    #: Sent with every charge request, so a repeated request never charges twice.
-    idempotency_key = sa.Column(
-        sa.String(36), nullable=False, unique=True, default=lambda: str(uuid.uuid4())
+    #: The transfer's own reference; the fake gateway draws its random faults from it, so
+    #: a test can choose a transfer whose charge is rate limited, then times out. (The
+    #: column keeps its first name, so an existing demo database still opens.)
+    reference = sa.Column(
+        "idempotency_key",
+        sa.String(36),
+        nullable=False,
+        unique=True,
+        default=lambda: str(uuid.uuid4()),
     )
     status = sa.Column(sa.String(20), nullable=False, default="new")
     charge_id = sa.Column(sa.Integer)
@@ -95,7 +101,7 @@ class GatewayCharge(db.Model):  # type: ignore[name-defined,misc]
 
     __tablename__ = "demo_gateway_charges"
     id = sa.Column(sa.Integer, primary_key=True)
-    idempotency_key = sa.Column(sa.String(36), nullable=False, unique=True)
+    idempotency_key = sa.Column(sa.String(64), nullable=False, unique=True)
     amount_cents = sa.Column(sa.Integer, nullable=False)
     status = sa.Column(sa.String(20), nullable=False, default="pending")
     settles_at = sa.Column(sa.DateTime, nullable=False)
@@ -107,7 +113,7 @@ class GatewayCall(db.Model):  # type: ignore[name-defined,misc]
 
     __tablename__ = "demo_gateway_calls"
     id = sa.Column(sa.Integer, primary_key=True)
-    idempotency_key = sa.Column(sa.String(36), nullable=False, index=True)
+    idempotency_key = sa.Column(sa.String(64), nullable=False, index=True)
     operation = sa.Column(sa.String(20), nullable=False)
     result = sa.Column(sa.String(40), nullable=False)
     at = sa.Column(sa.DateTime, nullable=False, default=utcnow)

@@ -48,7 +48,11 @@ class TransferWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
     @step
     def charge(self) -> None:
         try:
-            charge_id = fakes.charge(self.hero.idempotency_key, self.hero.amount_cents)
+            # The same key on every run of this step (reattempts, a recovery, a resume):
+            # the gateway answers a repeated request with the first charge.
+            charge_id = fakes.charge(
+                self.idempotency_key, self.hero.amount_cents, reference=self.hero.reference
+            )
         except fakes.RateLimited as error:
             self.reattempt(wait=error.retry_after)  # the gateway said when to come back
         self.hero.charge_id = charge_id
@@ -56,7 +60,7 @@ class TransferWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
 
     @step
     def await_settlement(self) -> None:
-        if fakes.charge_status(self.hero.idempotency_key) != "settled":
+        if fakes.charge_status(self.idempotency_key_for("charge")) != "settled":
             self.reattempt(wait=seconds(1))  # poll until the money has moved
         self.hero.status = "settled"
 

@@ -224,8 +224,22 @@ class WorkflowBase:
         :raises InvalidStateError: outside a step body.
         """
         if self._geneva_step is None:
-            raise InvalidStateError("idempotency_key is only defined inside a step body")
+            raise InvalidStateError(
+                "idempotency_key is only defined inside a step body; outside one, use "
+                "idempotency_key_for('step')"
+            )
         return step_key(self, self._geneva_step)
+
+    def idempotency_key_for(self, step_name: str) -> str:
+        """The :attr:`idempotency_key` that step ``step_name`` of this workflow sends.
+
+        For looking a call up afterwards (at the gateway, in a later step)::
+
+            status = gateway.status(self.idempotency_key_for("capture"))
+        """
+        if not isinstance(step_name, str) or not step_name:
+            raise ValueError(f"idempotency_key_for() takes a step name, got {step_name!r}")
+        return step_key(self, step_name)
 
     # -- flow control (inside a step) and operations (outside) ---------------------------
 

@@ -259,12 +259,17 @@ def test_the_idempotency_key_differs_between_steps_and_between_workflows(app: Fl
     speedrun(second)
     keys = [key for _, _, key in seen]
     assert len(keys) == 4 and len(set(keys)) == 4
+    # Outside the step, the same key is found by name (to look a call up later).
+    loaded = db.session.get(geneva.Workflow, first.id)
+    assert [loaded.idempotency_key_for(name) for name in ("write", "then")] == keys[:2]
 
 
 def test_the_idempotency_key_is_refused_outside_a_step(app: Flask) -> None:
     wf = Writes.create()
     with pytest.raises(InvalidStateError, match="inside a step"):
         wf.idempotency_key  # noqa: B018
+    with pytest.raises(ValueError, match="takes a step name"):
+        wf.idempotency_key_for("")
 
 
 def test_a_body_reads_its_own_execution_as_in_progress_through_the_session(app: Flask) -> None:
