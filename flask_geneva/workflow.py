@@ -340,10 +340,23 @@ def step_key(workflow: Any, step_name: str) -> str:
 
 def set_row_values(instance: Any, values: Any) -> None:
     """Set a mapped instance's column attributes from a row, as committed (loaded) state."""
-    for prop in sa.inspect(type(instance)).column_attrs:
-        column = prop.columns[0]
-        if column.name in values:
-            set_committed_value(instance, prop.key, values[column.name])
+    for key, name in _column_keys(type(instance)):
+        if name in values:
+            set_committed_value(instance, key, values[name])
+
+
+_COLUMN_KEYS: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
+def _column_keys(cls: type) -> tuple[tuple[str, str], ...]:
+    """(attribute key, column name) of a mapped class: looked up once, not per step."""
+    found = _COLUMN_KEYS.get(cls)
+    if found is None:
+        mapper: Any = sa.inspect(cls)
+        found = _COLUMN_KEYS[cls] = tuple(
+            (prop.key, prop.columns[0].name) for prop in mapper.column_attrs
+        )
+    return found
 
 
 class StepExecutionBase:

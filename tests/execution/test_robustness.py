@@ -14,6 +14,7 @@ from flask_sqlalchemy import SQLAlchemy
 
 from flask_geneva import Geneva
 from flask_geneva import GenevaError
+from flask_geneva import StepExecutionError
 from flask_geneva import step
 from flask_geneva.executor import execute
 from flask_geneva.testing import speedrun
@@ -104,13 +105,18 @@ def marks(workflow_id: int) -> list[str]:
     return list(db.session.scalars(query))
 
 
-def execute_twice(app: Flask, execution_id: int) -> Any:
-    """Run a trigger, as a test helper would (raise_errors), then deliver it again."""
+def execute_twice(app: Flask, execution_id: int) -> StepExecutionError:
+    """Run a trigger, as a test helper would (raise_errors), then deliver it again.
+
+    The missing reference is raised to the caller, after the pause committed.
+    """
     state = app.extensions["geneva"]
-    report = execute(geneva, state, execution_id, raise_errors=True)
+    with pytest.raises(StepExecutionError) as raised:
+        execute(geneva, state, execution_id, raise_errors=True)
+    assert raised.value.execution_id == execution_id
     again = execute(geneva, state, execution_id)
-    assert again is not None and again.status == "noop"
-    return report
+    assert again is not None and again.status == "noop"  # delivered again: nothing
+    return raised.value
 
 
 def order() -> Any:
@@ -134,8 +140,8 @@ def test_a_row_whose_type_names_no_class_is_paused_with_an_error_naming_the_type
     db.session.expunge_all()
     huey.flush()
 
-    report = execute_twice(app, first_id)
-    assert report.status == "settled"
+    error = execute_twice(app, first_id)
+    assert "'RenamedAway' names no workflow class" in str(error)
     assert workflow_row(wf_id).state == "paused"
     (failed,) = executions(wf_id)
     assert (failed.state, failed.outcome) == ("failed", "failed")
@@ -184,8 +190,8 @@ def test_a_step_removed_by_a_deploy_pauses_with_step_not_defined(app: Flask, hue
     change(geneva.tables.executions, first.id, step_name="x")
     huey.flush()
 
-    report = execute_twice(app, first.id)
-    assert report.status == "settled"
+    error = execute_twice(app, first.id)
+    assert error.workflow_id == first.workflow_id
     assert workflow_row(wf.id).state == "paused"
     failed, *waiting = executions(wf.id)
     # The class's own first step was never started: it waits, untriggered, for resume.
@@ -212,8 +218,8 @@ def test_a_hero_type_with_no_model_pauses_with_an_error_naming_it(app: Flask, hu
     change(geneva.tables.workflows, wf.id, hero_type="GoneModel")
     huey.flush()
 
-    report = execute_twice(app, first.id)
-    assert report.status == "settled"
+    error = execute_twice(app, first.id)
+    assert error.workflow_id == first.workflow_id
     assert workflow_row(wf.id).state == "paused"
     (failed,) = executions(wf.id)
     assert (failed.state, failed.outcome) == ("failed", "failed")
