@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -29,6 +30,14 @@ from . import unit
 from .errors import InvalidStateError
 from .states import RUNNABLE_WORKFLOW_STATES
 from .states import StepState
+from .workflow import StepExecutionBase
+from .workflow import WorkflowBase
+
+if TYPE_CHECKING:
+    from .extension import Geneva
+
+#: A workflow instance, returned as the type it was given.
+W = TypeVar("W", bound=WorkflowBase)
 
 __all__ = [
     "assert_step_executed",
@@ -40,11 +49,11 @@ __all__ = [
 ]
 
 
-def _ext(workflow: Any) -> Any:
+def _ext(workflow: WorkflowBase) -> Geneva:
     return type(workflow)._geneva
 
 
-def _sync(workflow: Any) -> None:
+def _sync(workflow: WorkflowBase) -> None:
     """Commit the test's session and re-read the workflow row.
 
     A worker sees only committed rows, and on SQLite an open write transaction in the
@@ -58,7 +67,7 @@ def _sync(workflow: Any) -> None:
     workflow._reload_committed()
 
 
-def _next_scheduled(workflow: Any) -> Any:
+def _next_scheduled(workflow: WorkflowBase) -> int | None:
     ext = _ext(workflow)
     e = ext.tables.executions
     query = (
@@ -72,7 +81,7 @@ def _next_scheduled(workflow: Any) -> Any:
     return None if row is None else row[0]
 
 
-def perform_next_step(workflow: Any) -> Any:
+def perform_next_step(workflow: WorkflowBase) -> StepExecutionBase | None:
     """Run the workflow's earliest scheduled execution now, even if its wait has not passed.
 
     Commits ``db.session`` first (see the module docstring). Exceptions raised by the
@@ -94,10 +103,13 @@ def perform_next_step(workflow: Any) -> Any:
         )
     finally:
         _sync(workflow)
-    return ext.db.session.get(ext.StepExecution, execution_id, populate_existing=True)
+    found: StepExecutionBase | None = ext.db.session.get(
+        ext.StepExecution, execution_id, populate_existing=True
+    )
+    return found
 
 
-def speedrun(workflow: Any, *, max_steps: int = 100) -> Any:
+def speedrun(workflow: W, *, max_steps: int = 100) -> W:
     """Run the workflow until it is finished, canceled or paused, or nothing is scheduled.
 
     :raises RuntimeError: after ``max_steps`` executions (a workflow that never ends).
@@ -113,7 +125,9 @@ def speedrun(workflow: Any, *, max_steps: int = 100) -> Any:
     )
 
 
-def perform_step_inline(workflow: Any, step_name: str | None = None) -> Any:
+def perform_step_inline(
+    workflow: WorkflowBase, step_name: str | None = None
+) -> StepExecutionBase | None:
     """Run the named step now (or, without a name, the next scheduled one).
 
     Other scheduled executions are left alone. A step with a scheduled execution runs
@@ -149,10 +163,15 @@ def perform_step_inline(workflow: Any, step_name: str | None = None) -> Any:
         )
     finally:
         _sync(workflow)
-    return ext.db.session.get(ext.StepExecution, execution_id, populate_existing=True)
+    found: StepExecutionBase | None = ext.db.session.get(
+        ext.StepExecution, execution_id, populate_existing=True
+    )
+    return found
 
 
-def assert_step_executed(workflow: Any, step_name: str, *, state: str = "completed") -> None:
+def assert_step_executed(
+    workflow: WorkflowBase, step_name: str, *, state: str = "completed"
+) -> None:
     """Assert that some execution of ``step_name`` ended in ``state`` (default ``completed``)."""
     ext = _ext(workflow)
     graph = type(workflow).step_graph()
@@ -178,7 +197,7 @@ def assert_step_executed(workflow: Any, step_name: str, *, state: str = "complet
         )
 
 
-def assert_workflow_state(workflow: Any, state: str) -> None:
+def assert_workflow_state(workflow: WorkflowBase, state: str) -> None:
     """Reload the workflow and assert its state."""
     _sync(workflow)
     if workflow.state != str(state):
