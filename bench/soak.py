@@ -19,17 +19,27 @@ What it does, per round:
    ``GENEVA_STUCK_SCHEDULED_AFTER=10`` s, until every workflow is terminal;
 5. checks the invariants and prints the figures.
 
+Each step body (``bench/soak_app.py``) appends a line to an external run log first,
+then writes one effect row through ``db.session`` without committing it: the executor
+commits the row with the execution's outcome. On PostgreSQL the body flushes the row
+before it sleeps, so most kills in a body find it written but uncommitted (``--flush``;
+on SQLite it is left to the executor's flush, as a flushed write holds the one write
+lock). A body may *run* more than once (its worker was killed after the log line); its
+*effect* must happen once.
+
 Invariants (a violation makes the exit status 1):
 
-* every workflow ends ``finished``;
-* every step of every workflow has exactly one ``completed`` execution (none twice,
-  none missing);
-* every completed execution has exactly one database effect row and one external log
-  line: no successful execution's side effect appears twice, and none is missing;
-* no execution has two effect rows or two log lines (an execution is claimed once);
-* every step whose body ran more than once has a ``recovered`` execution: a body runs
-  again only after its worker was lost (at-least-once bodies across a lost worker,
-  exactly-once recording).
+* no workflow is lost: every workflow ends ``finished``;
+* no execution completed twice: every step of every workflow has exactly one
+  ``completed`` execution (none twice, none missing);
+* no duplicated body effect: every step of every workflow has exactly one effect row,
+  written by its ``completed`` execution (the writes of a killed or recovered run were
+  rolled back with it), however many times its body ran;
+* a body ran more than once only when its worker was lost (the step has a
+  ``recovered`` execution) or when its finalize was retried after a deadlock (the same
+  execution logged twice): never because a trigger was delivered twice;
+* ``self.idempotency_key`` is the same in every run of a step and in its effect row,
+  equals ``idempotency_key_for(step)``, and no two steps (of any workflows) share one.
 """
 
 from __future__ import annotations
@@ -63,23 +73,50 @@ class Figures:
     """What one round measured."""
 
     workflows: int = 0
-    steps: int = 0
+    executions: int = 0
     kills: int = 0
     recovered: int = 0
     retriggered: int = 0
     seconds: float = 0.0
     states: Counter[str] = field(default_factory=Counter)
+    #: Workflows that did not end ``finished``.
+    lost: int = 0
+    #: Steps with more than one / no ``completed`` execution.
     completed_twice: int = 0
     completed_missing: int = 0
-    effect_rows_per_completed_wrong: int = 0
-    log_lines_per_completed_wrong: int = 0
-    execution_effect_twice: int = 0
-    execution_log_twice: int = 0
-    db_effects_of_recovered: int = 0
-    bodies_ran_again: int = 0
-    bodies_ran_again_unexplained: int = 0
-    log_lines_without_execution: int = 0
+    #: Body runs (run log lines), and steps whose body ran more than once.
+    runs: int = 0
+    bodies_run_twice: int = 0
+    #: ... of which the same execution ran its body again (a finalize retried).
+    bodies_rerun_in_execution: int = 0
+    #: ... of which neither a recovery nor a retried finalize explains the extra run.
+    bodies_run_twice_unexplained: int = 0
+    runs_without_execution: int = 0
+    #: Effect rows; rows beyond the first of a step; steps without one; rows not
+    #: written by the step's completed execution.
+    effects: int = 0
+    effects_duplicated: int = 0
+    effects_missing: int = 0
+    effects_not_of_completed: int = 0
+    #: Steps whose runs or effect row disagree on the idempotency key, or carry
+    #: another key than ``idempotency_key_for(step)``; keys shared by two steps.
+    key_mismatches: int = 0
+    keys_shared: int = 0
     violations: list[str] = field(default_factory=list)
+
+
+#: Must be 0 in every round.
+MUST_BE_ZERO = (
+    "lost",
+    "completed_twice",
+    "completed_missing",
+    "effects_duplicated",
+    "effects_missing",
+    "effects_not_of_completed",
+    "bodies_run_twice_unexplained",
+    "key_mismatches",
+    "keys_shared",
+)
 
 
 class Round:
@@ -90,6 +127,8 @@ class Round:
         self.dir = Path(tempfile.mkdtemp(prefix=f"geneva-soak-{number}-"))
         token = f"{os.getpid()}_{number}"
         self.pg_database: str | None = None
+        #: A round that broke an invariant keeps its database for a post-mortem.
+        self.keep = False
         if args.db == "sqlite":
             database_url = f"sqlite:///{self.dir / 'soak.db'}"
             huey_url = f"sqlite:///{self.dir / 'huey.db'}"
@@ -103,7 +142,7 @@ class Round:
                 .render_as_string(hide_password=False)
             )
             huey_url = REDIS_URL
-        self.log_path = self.dir / "effects.log"
+        self.log_path = self.dir / "runs.log"
         self.env = dict(
             os.environ,
             PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
@@ -112,6 +151,7 @@ class Round:
             SOAK_HUEY_NAME=f"geneva-soak-{token}",
             SOAK_LOG=str(self.log_path),
             SOAK_STEP_MS=str(args.step_ms),
+            SOAK_FLUSH_EARLY="1" if _flush_early(args) else "0",
             SOAK_STUCK_AFTER=str(args.stuck_after),
             SOAK_OVERDUE_AFTER=str(args.overdue_after),
             SOAK_DELIVER_TWICE="1" if args.deliver_twice else "0",
@@ -214,6 +254,10 @@ class Round:
         return ongoing == 0
 
     def cleanup(self) -> None:
+        if self.keep:
+            kept = self.pg_database or self.dir / "soak.db"
+            print(f"  kept for inspection: database {kept}, logs in {self.dir}", flush=True)
+            return
         if self.pg_database is not None:
             with _admin_engine().connect() as conn:
                 conn.execute(sa.text(f"DROP DATABASE IF EXISTS {self.pg_database} WITH (FORCE)"))
@@ -231,57 +275,90 @@ class Round:
                 sa.select(e.c.id, e.c.workflow_id, e.c.step_name, e.c.state, e.c.outcome)
             ).all()
             effect_rows = conn.execute(
-                sa.select(effects.c.workflow_id, effects.c.step_name, effects.c.execution_id)
+                sa.select(
+                    effects.c.workflow_id,
+                    effects.c.step_name,
+                    effects.c.execution_id,
+                    effects.c.idempotency_key,
+                )
             ).all()
+        # What every step's key must be, computed here from each workflow's own row.
+        expected_key: dict[tuple[int, str], str] = {}
+        for workflow in soak_app.db.session.execute(sa.select(soak_app.SoakWorkflow)).scalars():
+            for step_name in soak_app.STEPS:
+                expected_key[(workflow.id, step_name)] = workflow.idempotency_key_for(step_name)
+        soak_app.db.session.remove()
         lines = [line.split() for line in self.log_path.read_text().splitlines()]
 
-        f.steps = len(executions)
+        f.executions = len(executions)
+        f.lost = self.args.workflows - f.states.get("finished", 0)
         completed: dict[tuple[int, str], list[int]] = defaultdict(list)
         recovered_steps: set[tuple[int, str]] = set()
-        state_of: dict[int, str] = {}
         for x in executions:
-            state_of[x.id] = x.outcome or x.state
             if x.state == "completed":
                 completed[(x.workflow_id, x.step_name)].append(x.id)
             if x.outcome == "recovered":
                 recovered_steps.add((x.workflow_id, x.step_name))
-        workflow_ids = {x.workflow_id for x in executions}
-        for workflow_id in workflow_ids:
-            for step_name in soak_app.STEPS:
-                n = len(completed.get((workflow_id, step_name), []))
-                f.completed_twice += n > 1
-                f.completed_missing += n == 0
+        for key in expected_key:
+            n = len(completed.get(key, []))
+            f.completed_twice += n > 1
+            f.completed_missing += n == 0
 
-        effects_per_execution = Counter(r.execution_id for r in effect_rows)
-        lines_per_execution = Counter(int(p[2]) for p in lines if p[2] != "None")
-        f.log_lines_without_execution = sum(1 for p in lines if p[2] == "None")
-        f.execution_effect_twice = sum(1 for n in effects_per_execution.values() if n > 1)
-        f.execution_log_twice = sum(1 for n in lines_per_execution.values() if n > 1)
-        for ids in completed.values():
-            for execution_id in ids:
-                f.effect_rows_per_completed_wrong += effects_per_execution[execution_id] != 1
-                f.log_lines_per_completed_wrong += lines_per_execution[execution_id] != 1
-        f.db_effects_of_recovered = sum(
-            n for eid, n in effects_per_execution.items() if state_of.get(eid) == "recovered"
-        )
-        bodies_per_step = Counter((int(p[0]), p[1]) for p in lines)
-        again = [key for key, n in bodies_per_step.items() if n > 1]
-        f.bodies_ran_again = len(again)
-        f.bodies_ran_again_unexplained = sum(1 for key in again if key not in recovered_steps)
+        # Runs: one log line each ("workflow step execution pid key").
+        f.runs = len(lines)
+        f.runs_without_execution = sum(1 for p in lines if p[2] == "None")
+        runs: dict[tuple[int, str], list[list[str]]] = defaultdict(list)
+        for p in lines:
+            runs[(int(p[0]), p[1])].append(p)
+        for key, step_runs in runs.items():
+            if len(step_runs) < 2:
+                continue
+            f.bodies_run_twice += 1
+            ids = Counter(p[2] for p in step_runs if p[2] != "None")
+            rerun_in_execution = any(n > 1 for n in ids.values())
+            f.bodies_rerun_in_execution += rerun_in_execution
+            explained = key in recovered_steps or rerun_in_execution
+            f.bodies_run_twice_unexplained += not explained
 
-        if set(f.states) != {"finished"} or f.states["finished"] != self.args.workflows:
+        # Effects: exactly one row per step, by its completed execution.
+        f.effects = len(effect_rows)
+        rows: dict[tuple[int, str], list[Any]] = defaultdict(list)
+        for r in effect_rows:
+            rows[(r.workflow_id, r.step_name)].append(r)
+        for key in expected_key:
+            step_rows = rows.get(key, [])
+            f.effects_duplicated += max(0, len(step_rows) - 1)
+            f.effects_missing += not step_rows
+            f.effects_not_of_completed += sum(
+                1 for r in step_rows if r.execution_id not in completed.get(key, [])
+            )
+        f.effects_not_of_completed += sum(len(v) for k, v in rows.items() if k not in expected_key)
+
+        # The idempotency key: one per step, the same in every run and in the effect.
+        for key, expected in expected_key.items():
+            seen = {p[4] for p in runs.get(key, [])} | {
+                r.idempotency_key for r in rows.get(key, [])
+            }
+            f.key_mismatches += bool(seen - {expected})
+        steps_of_key: dict[str, set[tuple[int, str]]] = defaultdict(set)
+        for key, expected in expected_key.items():
+            steps_of_key[expected].add(key)
+        for r in effect_rows:
+            steps_of_key[r.idempotency_key].add((r.workflow_id, r.step_name))
+        f.keys_shared = sum(1 for steps in steps_of_key.values() if len(steps) > 1)
+
+        if f.states.get("finished", 0) != self.args.workflows:
             f.violations.append(f"workflow states {dict(f.states)}")
-        for name in (
-            "completed_twice",
-            "completed_missing",
-            "effect_rows_per_completed_wrong",
-            "log_lines_per_completed_wrong",
-            "execution_effect_twice",
-            "execution_log_twice",
-            "bodies_ran_again_unexplained",
-        ):
+        for name in MUST_BE_ZERO:
             if getattr(f, name):
                 f.violations.append(f"{name} = {getattr(f, name)}")
+        if f.violations:
+            self.keep = True
+
+
+def _flush_early(args: argparse.Namespace) -> bool:
+    """Bodies flush their effect row before they sleep (``--flush auto``: not on SQLite)."""
+    return args.flush == "early" or (args.flush == "auto" and args.db != "sqlite")
 
 
 def _admin_engine() -> sa.Engine:
@@ -289,21 +366,35 @@ def _admin_engine() -> sa.Engine:
 
 
 def report(number: int, f: Figures) -> None:
-    steps_per_s = f.steps / f.seconds if f.seconds else 0.0
+    per_s = f.executions / f.seconds if f.seconds else 0.0
     print(
-        f"round {number}: {f.workflows} workflows ({dict(f.states)}), {f.steps} executions, "
-        f"{f.kills} kills, {f.recovered} executions recovered, {f.retriggered} re-triggered; "
-        f"completed twice {f.completed_twice}, missing {f.completed_missing}; "
-        f"successful executions with effect rows != 1: {f.effect_rows_per_completed_wrong}, "
-        f"with log lines != 1: {f.log_lines_per_completed_wrong}; "
-        f"steps whose body ran more than once {f.bodies_ran_again} "
-        f"(unexplained by a recovery: {f.bodies_ran_again_unexplained}); "
-        f"DB effects of recovered executions {f.db_effects_of_recovered}; "
-        f"{f.seconds:.1f} s ({steps_per_s:.0f} executions/s)",
+        f"round {number}: {f.workflows} workflows ({dict(f.states)}), {f.executions} "
+        f"executions, {f.kills} kills, {f.recovered} executions recovered, "
+        f"{f.retriggered} re-triggered, {f.seconds:.1f} s ({per_s:.0f} executions/s)\n"
+        f"  lost workflows {f.lost}; executions completed twice {f.completed_twice}, "
+        f"missing {f.completed_missing}\n"
+        f"  body runs {f.runs}; bodies run twice: {f.bodies_run_twice} "
+        f"(same execution again {f.bodies_rerun_in_execution}, unexplained "
+        f"{f.bodies_run_twice_unexplained}); effect rows {f.effects}, effects duplicated: "
+        f"{f.effects_duplicated}, missing {f.effects_missing}, not by the completed "
+        f"execution {f.effects_not_of_completed}; idempotency key mismatches "
+        f"{f.key_mismatches}, shared {f.keys_shared}",
         flush=True,
     )
     for violation in f.violations:
         print(f"  VIOLATION: {violation}", flush=True)
+
+
+TOTALS = (
+    "workflows",
+    "executions",
+    "kills",
+    "recovered",
+    "runs",
+    "bodies_run_twice",
+    "effects",
+    *MUST_BE_ZERO,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,6 +408,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-max", type=float, default=2.0)
     parser.add_argument("--max-kills", type=int, default=1000)
     parser.add_argument("--step-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--flush",
+        choices=["auto", "early", "late"],
+        default="auto",
+        help="when a body flushes its effect row: before its sleep (early), or let the "
+        "executor flush it (late); auto: early except on SQLite",
+    )
     parser.add_argument("--stuck-after", type=float, default=2.0)
     parser.add_argument("--overdue-after", type=float, default=10.0)
     parser.add_argument("--deliver-twice", action="store_true")
@@ -327,14 +425,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is not None:
         random.seed(args.seed)
     print(
-        f"soak: {args.db}, {args.workflows} workflows x 4 steps, {args.processes} worker "
-        f"process(es) x {args.workers} {args.worker_type} worker(s), a SIGKILL every "
-        f"{args.kill_min}-{args.kill_max} s, deliver twice: {args.deliver_twice}, "
+        f"soak: {args.db}, {args.workflows} workflows x 4 writing steps, {args.processes} "
+        f"worker process(es) x {args.workers} {args.worker_type} worker(s), a SIGKILL every "
+        f"{args.kill_min}-{args.kill_max} s, effect flushed "
+        f"{'early' if _flush_early(args) else 'late'}, deliver twice: {args.deliver_twice}, "
         f"{os.cpu_count()} CPU(s)",
         flush=True,
     )
     failed = 0
     totals = Counter[str]()
+    seconds = 0.0
     for number in range(1, args.repeat + 1):
         soak = Round(args, number)
         try:
@@ -344,12 +444,22 @@ def main(argv: list[str] | None = None) -> int:
             soak.cleanup()
         report(number, figures)
         failed += bool(figures.violations)
-        for name in ("workflows", "steps", "kills", "recovered", "completed_twice"):
+        for name in TOTALS:
             totals[name] += getattr(figures, name)
-        totals["bodies_ran_again"] += figures.bodies_ran_again
-        totals["db_effects_of_recovered"] += figures.db_effects_of_recovered
-        totals["seconds"] += int(figures.seconds)
-    print(f"total over {args.repeat} round(s): {dict(totals)}; rounds failed: {failed}")
+        seconds += figures.seconds
+    t = totals
+    print(
+        f"total over {args.repeat} round(s), {seconds:.0f} s: {t['workflows']} workflows, "
+        f"{t['executions']} executions, {t['kills']} kills, {t['recovered']} recovered; "
+        f"lost workflows: {t['lost']}, executions completed twice: {t['completed_twice']}, "
+        f"bodies run twice: {t['bodies_run_twice']}, effects duplicated: "
+        f"{t['effects_duplicated']} ({t['effects']} effect rows for {t['runs']} body runs); "
+        f"rounds failed: {failed}",
+        flush=True,
+    )
+    if failed:
+        nonzero = {n: t[n] for n in MUST_BE_ZERO if t[n]}
+        print(f"  nonzero: {nonzero}", flush=True)
     return 1 if failed else 0
 
 

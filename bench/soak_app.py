@@ -6,23 +6,30 @@ starts share one database and one queue:
 ``SOAK_DATABASE_URL``  the SQLAlchemy URL (required)
 ``SOAK_HUEY``          the ``GENEVA_HUEY`` value (required)
 ``SOAK_HUEY_NAME``     the queue name (default ``geneva-soak``)
-``SOAK_LOG``           the external side-effect log, appended to by every step body
+``SOAK_LOG``           the external run log, appended to by every step body
 ``SOAK_STEP_MS``       a step body sleeps up to this many milliseconds (default 20)
-``SOAK_HOLD``          a file path: while it exists, step bodies wait (for a kill test)
+``SOAK_FLUSH_EARLY``   ``1``: a body flushes its effect row before it sleeps (and waits
+                       for ``SOAK_HOLD``), so a kill finds it written but uncommitted;
+                       ``0`` (the default): the row is added last and flushed by the
+                       executor (on SQLite a flushed write holds the one write lock)
+``SOAK_HOLD``          a file path: while it exists, step bodies wait (for a kill test);
+                       a body that starts waiting touches ``SOAK_HOLD + ".reached"``
 ``SOAK_DELIVER_TWICE`` ``1``: every step message is put back on the queue once
 ``SOAK_STUCK_AFTER``   ``GENEVA_STUCK_IN_PROGRESS_AFTER`` in seconds (default 2)
 ``SOAK_OVERDUE_AFTER`` ``GENEVA_STUCK_SCHEDULED_AFTER`` in seconds (default 10)
 
-Each step records its side effect twice, so a soak can tell which body ran how often:
+Each step body leaves two traces, so a soak can tell how often a body *ran* from how
+often its effect *happened*:
 
-* an **external** effect: one line appended to ``SOAK_LOG`` *before* the step's
-  transaction commits (what a call to another service looks like: it cannot be rolled
-  back);
-* a **database** effect: one ``soak_effects`` row written in the step's own
-  transaction, committed by the executor when the body returns.
+* a **run** line appended to ``SOAK_LOG`` first, before anything else (what a call to
+  another service looks like: it cannot be rolled back). A body that runs again after
+  its worker was lost leaves a second line: bodies run at least once.
+* an **effect**: one ``soak_effects`` row written through ``db.session`` and never
+  committed by the body. The executor commits it in the same transaction as the
+  execution's outcome, so a step has exactly one effect row however often its body ran.
 
-Both carry the id of the execution that ran the body, so the soak can check that no
-*successful* execution has its effect twice.
+Both carry the execution's id and ``self.idempotency_key``, which must be the same for
+every run of a step and different for every other step and workflow.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import os
 import random
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,17 +52,20 @@ db = SQLAlchemy()
 geneva = Geneva(db)
 
 STEP_MS = float(os.environ.get("SOAK_STEP_MS", "20"))
+FLUSH_EARLY = os.environ.get("SOAK_FLUSH_EARLY") == "1"
 HOLD = os.environ.get("SOAK_HOLD")
 
 
 class SoakEffect(db.Model):  # type: ignore[name-defined,misc]
-    """One row per step body that committed: the database side effect."""
+    """The database effect of a step: one row per step per workflow, whatever the runs."""
 
     __tablename__ = "soak_effects"
     id = sa.Column(sa.Integer, primary_key=True)
     workflow_id = sa.Column(sa.Integer, nullable=False, index=True)
     step_name = sa.Column(sa.String(50), nullable=False)
     execution_id = sa.Column(sa.Integer, nullable=True)
+    # Not unique on purpose: a duplicated effect must be counted, not refused.
+    idempotency_key = sa.Column(sa.String(64), nullable=False)
     pid = sa.Column(sa.Integer, nullable=False)
 
 
@@ -71,32 +82,44 @@ def running_execution(workflow: Any, step_name: str) -> int | None:
         ).scalar()
 
 
-def side_effects(workflow: Any, step_name: str) -> None:
-    """Append the external effect, take some time, then add the database effect."""
-    execution_id = running_execution(workflow, step_name)
-    line = f"{workflow.id} {step_name} {execution_id} {os.getpid()}\n"
+def append_run(line: str) -> None:
+    """Append one line to the run log: one write(2) on an O_APPEND file, never torn."""
     log = os.environ.get("SOAK_LOG")
     if log:
-        # One write(2) on an O_APPEND file: whole lines, even with a kill -9 right after.
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line.encode())
         finally:
             os.close(fd)
-    while HOLD and os.path.exists(HOLD):
-        time.sleep(0.02)
+
+
+def side_effects(workflow: Any, step_name: str) -> None:
+    """Log the run, write the effect row through ``db.session`` (no commit), take time."""
+    execution_id = running_execution(workflow, step_name)
+    key = workflow.idempotency_key
+    append_run(f"{workflow.id} {step_name} {execution_id} {os.getpid()} {key}\n")
+    effect = SoakEffect(
+        workflow_id=workflow.id,
+        step_name=step_name,
+        execution_id=execution_id,
+        idempotency_key=key,
+        pid=os.getpid(),
+    )
+    if FLUSH_EARLY:
+        # Written now, committed only with the outcome: a kill during the wait below
+        # leaves an uncommitted row that the database must throw away.
+        db.session.add(effect)
+        db.session.flush()
+    if HOLD and os.path.exists(HOLD):
+        Path(HOLD + ".reached").touch()
+        while os.path.exists(HOLD):
+            time.sleep(0.02)
     if STEP_MS:
         time.sleep(random.uniform(0, STEP_MS) / 1000)
-    # Added last and not flushed: on SQLite a flushed write would hold the database's
-    # write lock for the rest of the body.
-    db.session.add(
-        SoakEffect(
-            workflow_id=workflow.id,
-            step_name=step_name,
-            execution_id=execution_id,
-            pid=os.getpid(),
-        )
-    )
+    if not FLUSH_EARLY:
+        # Added last and not flushed: on SQLite a flushed write would hold the
+        # database's write lock for the rest of the body.
+        db.session.add(effect)
 
 
 class SoakWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]

@@ -1,12 +1,15 @@
-"""A real worker process killed with SIGKILL in the middle of a step body.
+"""A real worker process killed with SIGKILL in the middle of a writing step body.
 
 The short version of ``bench/soak.py``: one workflow of the soak app
 (``bench/soak_app.py``), one ``flask geneva worker`` subprocess, one kill while the
-first step's body runs. Housekeeping, with ``GENEVA_STUCK_IN_PROGRESS_AFTER`` lowered
-to one second, marks the lost execution ``failed``/``recovered`` and schedules a fresh
-one; a restarted worker runs it and the rest of the workflow. The killed body ran (its
-external effect is in the log) but never committed, so every successful execution has
-exactly one effect, and only the recovered step's body ran twice.
+first step's body runs. Every body appends a run line to an external log, then writes
+its effect row through ``db.session`` and flushes it, without committing: the kill
+lands while that row is written but uncommitted. Housekeeping, with
+``GENEVA_STUCK_IN_PROGRESS_AFTER`` lowered to one second, marks the lost execution
+``failed``/``recovered`` and schedules a fresh one; a restarted worker runs it and the
+rest of the workflow. The killed body ran (its run line is in the log) but its effect
+row went with its transaction: the recovered step's body ran twice, with the same
+idempotency key, and every step has exactly one effect row, its completed execution's.
 """
 
 from __future__ import annotations
@@ -52,8 +55,9 @@ def soak(
         "SOAK_DATABASE_URL": db_url,
         "SOAK_HUEY": huey_url,
         "SOAK_HUEY_NAME": f"geneva-fault-kill-{RUN_TOKEN}",
-        "SOAK_LOG": str(tmp_path / "effects.log"),
+        "SOAK_LOG": str(tmp_path / "runs.log"),
         "SOAK_HOLD": str(tmp_path / "hold"),
+        "SOAK_FLUSH_EARLY": "1",  # the effect row is written before the body waits
         "SOAK_STEP_MS": "0",
         "SOAK_STUCK_AFTER": "1",
         "SOAK_INSTANCE": str(tmp_path),
@@ -120,6 +124,35 @@ def workflow_state(workflow_id: int) -> str:
         return str(conn.execute(sa.select(w.c.state).where(w.c.id == workflow_id)).scalar_one())
 
 
+def effect_rows() -> list[tuple[str, int | None, str, str]]:
+    """(step, execution id, execution state, idempotency key) of every effect row."""
+    effects = soak_app.SoakEffect.__table__
+    e = soak_app.geneva.tables.executions
+    with soak_app.geneva.engine().connect() as conn:
+        return [
+            (r.step_name, r.execution_id, r.state, r.idempotency_key)
+            for r in conn.execute(
+                sa.select(
+                    effects.c.step_name,
+                    effects.c.execution_id,
+                    e.c.state,
+                    effects.c.idempotency_key,
+                )
+                .outerjoin(e, e.c.id == effects.c.execution_id)
+                .order_by(effects.c.id)
+            )
+        ]
+
+
+def expected_keys(workflow_id: int) -> dict[str, str]:
+    """Each step's ``idempotency_key_for``, from the workflow's row as stored."""
+    soak_app.db.session.remove()
+    workflow = soak_app.db.session.get(soak_app.SoakWorkflow, workflow_id)
+    keys = {name: workflow.idempotency_key_for(name) for name in soak_app.STEPS}
+    soak_app.db.session.remove()
+    return keys
+
+
 @pytest.mark.parametrize(
     ("db_url", "worker_type"),
     [("sqlite", "thread"), ("postgresql", "process"), ("mariadb", "thread")],
@@ -130,16 +163,18 @@ def test_a_worker_killed_mid_step_is_recovered_by_housekeeping_and_the_workflow_
 ) -> None:
     log = Path(soak["SOAK_LOG"])
     hold = Path(soak["SOAK_HOLD"])
-    hold.touch()  # bodies wait while this file exists
+    hold.touch()  # bodies wait while this file exists, their effect row flushed
+    reached = Path(soak["SOAK_HOLD"] + ".reached")
     workflow_id = soak_app.SoakWorkflow.create().id
 
     worker = start_worker(soak, tmp_path, worker_type)
     try:
-        wait_for(lambda: log.exists() and log.read_text().count(" receive ") == 1)
-        stop(worker, signal.SIGKILL)  # mid-body: the external effect is done, nothing committed
+        wait_for(reached.exists)  # past the run line and the flushed effect row
+        stop(worker, signal.SIGKILL)  # mid-body: the effect row is written, not committed
     finally:
         stop(worker, signal.SIGKILL)
     assert executions(workflow_id) == [("receive", "in_progress", None)]
+    assert effect_rows() == []  # the killed transaction took its row with it
     hold.unlink()
 
     recovered = 0
@@ -168,13 +203,19 @@ def test_a_worker_killed_mid_step_is_recovered_by_housekeeping_and_the_workflow_
     assert Counter((s, st) for s, st, _ in history[1:]) == Counter(
         {(name, "completed"): 1 for name in soak_app.STEPS}
     )
-    # The killed body's external effect happened; its database effect never committed.
-    lines = Counter(line.split()[1] for line in log.read_text().splitlines())
-    assert lines == Counter({"receive": 2, "check": 1, "reserve": 1, "ship": 1})
-    effects = soak_app.SoakEffect.__table__
-    e = soak_app.geneva.tables.executions
-    with soak_app.geneva.engine().connect() as conn:
-        effect_states = conn.execute(
-            sa.select(effects.c.step_name, e.c.state).join(e, e.c.id == effects.c.execution_id)
-        ).all()
-    assert sorted(effect_states) == sorted((name, "completed") for name in soak_app.STEPS)
+    # Runs: the killed body ran, so receive ran twice; each run saw its step's key.
+    keys = expected_keys(workflow_id)
+    assert len(set(keys.values())) == len(soak_app.STEPS)
+    runs = [line.split() for line in log.read_text().splitlines()]
+    assert Counter(p[1] for p in runs) == Counter(
+        {"receive": 2, "check": 1, "reserve": 1, "ship": 1}
+    )
+    assert all(p[4] == keys[p[1]] for p in runs)
+    receive_runs = [p for p in runs if p[1] == "receive"]
+    assert receive_runs[0][2] != receive_runs[1][2]  # two executions, one key
+    # Effects: one row per step, by its completed execution, with its key: not duplicated.
+    effects = effect_rows()
+    assert sorted((s, st, k) for s, _, st, k in effects) == sorted(
+        (name, "completed", keys[name]) for name in soak_app.STEPS
+    )
+    assert [x for s, x, _, _ in effects if s == "receive"] == [int(receive_runs[1][2])]
