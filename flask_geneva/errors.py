@@ -55,3 +55,7 @@ class StepNotDefinedError(StepExecutionError):
 
 class UnresolvedReferenceError(StepExecutionError):
     """A stored reference (workflow type, hero type) names nothing this process knows."""
+
+
+class WorkflowNotFoundError(GenevaError, LookupError):
+    """No workflow has the given id (it was never created, or housekeeping deleted it)."""
