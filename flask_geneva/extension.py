@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
 from flask import Flask
@@ -29,6 +31,9 @@ from .scheduling import install_session_hooks
 from .store import Tables
 from .transaction import configure_sqlite
 from .workflow import build_models
+
+if TYPE_CHECKING:
+    from flask import Blueprint
 
 
 class GenevaState:
@@ -85,6 +90,8 @@ class Geneva:
         self.StepExecution: Any = StepExecution
         #: The two Core tables (``workflows``, ``executions``), for your own read queries.
         self.tables = Tables(Workflow.__table__, StepExecution.__table__)
+        self._admin_blueprint: Blueprint | None = None
+        self._admin_lock = threading.Lock()
         if app is not None:
             self.init_app(app)
 
@@ -186,11 +193,20 @@ class Geneva:
         return self.get_state().config
 
     @property
-    def admin_blueprint(self) -> Any:
-        """The admin blueprint; mount it with ``app.register_blueprint(...)``."""
-        from .admin import make_blueprint
+    def admin_blueprint(self) -> Blueprint:
+        """The admin blueprint; mount it with ``app.register_blueprint(...)``.
 
-        return make_blueprint(self)
+        Built once per ``Geneva`` instance: every access returns the same blueprint,
+        which may be registered on several apps (one per test, say), each with its own
+        ``url_prefix``.
+        """
+        if self._admin_blueprint is None:
+            with self._admin_lock:
+                if self._admin_blueprint is None:
+                    from .admin import make_blueprint
+
+                    self._admin_blueprint = make_blueprint(self)
+        return self._admin_blueprint
 
     # -- running steps ---------------------------------------------------------------------
 
