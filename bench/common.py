@@ -86,7 +86,7 @@ def make_app(db_url: str, huey_url: str) -> Flask:
     with app.app_context():
         db.drop_all()
         db.create_all()
-        app.extensions["geneva"].huey.flush()
+        geneva.huey.flush()
     return app
 
 
@@ -109,6 +109,8 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> None:
 
 @contextmanager
 def running_consumer(huey: Any, workers: int, worker_type: str = "thread") -> Iterator[Any]:
+    # The internal helper behind geneva.make_consumer(), because the raw-Huey baseline of
+    # bench/throughput.py has no app: both sides must poll with the same settings.
     from flask_geneva.tasks import make_consumer
 
     consumer = make_consumer(huey, workers=workers, worker_type=worker_type, periodic=False)

@@ -16,7 +16,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from flask_geneva import ExceptionPolicy
-from flask_geneva import executor
 from flask_geneva import step
 
 from . import common
@@ -72,7 +71,6 @@ SCENARIOS: dict[str, tuple[type, str | None]] = {
 def measure(
     app: Any, cls: type, which: str | None, rounds: int = 20
 ) -> tuple[float, float, Counter[str]]:
-    state = app.extensions["geneva"]
     engine_stats: Counter[str] = Counter()
     statements = 0
     commits = 0
@@ -99,7 +97,7 @@ def measure(
                             e.c.workflow_id == workflow.id, e.c.step_name != which
                         )
                     ).scalar_one()
-                executor.execute(common.geneva, state, other, ignore_schedule=True)
+                common.geneva.execute(other, ignore_schedule=True)
             with engine.connect() as conn:
                 ids.append(
                     conn.execute(
@@ -114,7 +112,7 @@ def measure(
         sa.event.listen(engine, "commit", on_commit)
         try:
             for execution_id in ids:
-                executor.execute(common.geneva, state, execution_id, ignore_schedule=True)
+                common.geneva.execute(execution_id, ignore_schedule=True)
         finally:
             sa.event.remove(engine, "before_cursor_execute", on_execute)
             sa.event.remove(engine, "commit", on_commit)

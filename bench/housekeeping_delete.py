@@ -4,7 +4,7 @@
 
 Fills a database of its own with N finished workflows (3 executions each) whose last
 transition is 40 days old, plus N/10 recent ones that must survive, then runs
-``housekeeping.run`` once and reports the total time, rows per second, and the
+``geneva.housekeeping()`` once and reports the total time, rows per second, and the
 longest single transaction (the longest time any lock was held).
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from datetime import UTC
+from datetime import datetime
 from datetime import timedelta
 from typing import Any
 
@@ -20,8 +22,6 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_geneva import Geneva
-from flask_geneva import clock
-from flask_geneva import housekeeping
 from flask_geneva import step
 
 SERVERS = {
@@ -65,7 +65,7 @@ def database_url(name: str, tmp: str) -> str:
 
 def fill(count: int, *, age: timedelta, chunk: int = 5000) -> None:
     w, e = geneva.tables.workflows, geneva.tables.executions
-    now = clock.now()
+    now = datetime.now(UTC).replace(tzinfo=None)  # stored timestamps are naive UTC
     at = now - age
     with geneva.engine().begin() as conn:
         first = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(w.c.id), 0))).scalar())
@@ -150,7 +150,7 @@ def main() -> None:
 
         sa.event.listen(engine, "begin", on_begin)
         sa.event.listen(engine, "commit", on_end)
-        summary = housekeeping.run(geneva)
+        summary = geneva.housekeeping()
         w = geneva.tables.workflows
         with engine.connect() as conn:
             left = conn.execute(sa.select(sa.func.count()).select_from(w)).scalar()

@@ -17,7 +17,8 @@ from . import common
 
 def run(db: str, queue: str, workflows: int, workers: int) -> dict[str, float]:
     app = common.make_app(common.DATABASES[db](), common.QUEUES[queue]())
-    huey = app.extensions["geneva"].huey
+    with app.app_context():
+        huey = common.geneva.huey
     common.marks.clear()
     with common.running_consumer(huey, workers):
         time.sleep(0.5)  # let the workers reach their idle polling rhythm

@@ -200,13 +200,12 @@ class Round:
                 del os.environ[key]
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("SOAK_")})
         from bench import soak_app
-        from flask_geneva import housekeeping
 
         app = soak_app.create_app()
         figures = Figures(workflows=self.args.workflows)
         with app.app_context():
             soak_app.db.create_all()
-            app.extensions["geneva"].huey.flush()
+            soak_app.geneva.huey.flush()
             for _ in range(self.args.workflows):
                 soak_app.SoakWorkflow.create(allow_multiple=True)
             soak_app.db.session.remove()
@@ -229,7 +228,7 @@ class Round:
                         self.workers[index] = self.start_worker(index)
                         next_kill = now + random.uniform(self.args.kill_min, self.args.kill_max)
                     if now >= next_housekeeping:
-                        summary = housekeeping.run(soak_app.geneva)
+                        summary = soak_app.geneva.housekeeping()
                         figures.recovered += summary.stuck_reattempted + summary.stuck_canceled
                         figures.retriggered += summary.retriggered
                         next_housekeeping = now + 1
@@ -240,7 +239,7 @@ class Round:
                 figures.seconds = time.monotonic() - started
                 self.stop_all()
             self._check(soak_app, figures)
-            app.extensions["geneva"].huey.flush()
+            soak_app.geneva.huey.flush()
             for engine in soak_app.db.engines.values():
                 engine.dispose()
         return figures

@@ -163,7 +163,8 @@ def create_app() -> Flask:
     db.init_app(app)
     geneva.init_app(app)
     if os.environ.get("SOAK_DELIVER_TWICE") == "1":
-        _deliver_twice(app.extensions["geneva"].huey)
+        with app.app_context():
+            _deliver_twice(geneva.huey)
     return app
 
 

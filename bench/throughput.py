@@ -33,9 +33,9 @@ def run_geneva(
 ) -> dict[str, float]:
     cls, steps_per_workflow = SHAPES[shape]
     app = common.make_app(common.DATABASES[db](), common.QUEUES[queue]())
-    huey = app.extensions["geneva"].huey
     common.marks.clear()
     with app.app_context():
+        huey = common.geneva.huey
         for start in range(0, workflows, 1000):
             for _ in range(min(1000, workflows - start)):
                 cls.create(commit=False)

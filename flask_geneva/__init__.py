@@ -10,22 +10,33 @@ from .errors import StepExecutionError
 from .errors import StepNotDefinedError
 from .errors import WorkflowExistsError
 from .errors import WorkflowNotFoundError
+from .executor import ExecutionReport
 from .extension import Geneva
+from .housekeeping import HousekeepingSummary
+from .operations import OperationResult
 from .policy import ExceptionPolicy
+from .queries import WorkflowFilter
 from .steps import step
 
 __version__ = "0.1.0"
 
+# The public API (docs/api.md): these names, the documented attributes of Geneva and of
+# its Workflow class, flask_geneva.testing and flask_geneva.signals. Every other module is
+# internal and may change without notice.
 __all__ = [
     "ConfigurationError",
     "DefinitionError",
     "ExceptionPolicy",
+    "ExecutionReport",
     "Geneva",
     "GenevaError",
+    "HousekeepingSummary",
     "InvalidStateError",
+    "OperationResult",
     "StepExecutionError",
     "StepNotDefinedError",
     "WorkflowExistsError",
+    "WorkflowFilter",
     "WorkflowNotFoundError",
     "step",
 ]

@@ -5,6 +5,9 @@ working directory is an empty temporary directory, with the repository root on
 ``PYTHONPATH`` and warnings turned into errors (like the test suite). Each block keeps
 its line numbers from the page, so a traceback's ``line 42`` is line 42 of the
 Markdown file. Put shell commands and output in ```console or ```text blocks instead.
+
+No page but the architecture and the API page names an internal module: the manual
+sends users to the public API of docs/api.md only.
 """
 
 from __future__ import annotations
@@ -17,10 +20,22 @@ from pathlib import Path
 
 import pytest
 
+import flask_geneva
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 #: Seconds one page's script may run.
 TIMEOUT = 120
+
+#: Modules users may import besides ``flask_geneva`` itself (docs/api.md).
+PUBLIC_MODULES = frozenset({"testing", "signals"})
+#: Pages that name internal modules on purpose: the architecture, for contributors, and
+#: the API page, which lists them as internal.
+PAGES_NAMING_INTERNALS = frozenset({"architecture.md", "api.md"})
+_DOTTED = re.compile(r"\bflask_geneva\.(\w+)")
+_FROM_IMPORT = re.compile(r"^\s*from flask_geneva import (.+)$", re.MULTILINE)
+#: The per-app state object; its public parts are ``geneva.huey`` and ``geneva.config``.
+_STATE = 'extensions["geneva"]'
 
 _FENCE = re.compile(r"^```\s*python\s*$")
 _CLOSE = re.compile(r"^```\s*$")
@@ -103,3 +118,36 @@ def test_python_blocks_are_extracted_on_their_page_line_numbers() -> None:
     assert script[3] == "x = 1"
     assert script[10] == "assert x == 1"
     assert "$ ls" not in script
+
+
+def internal_references(text: str) -> list[str]:
+    """Return every ``flask_geneva.<x>`` and ``from flask_geneva import <x>`` in ``text``
+    whose ``<x>`` is neither exported by the package nor a public module, and the
+    extension's internal per-app state if ``text`` reaches for it."""
+    public = set(flask_geneva.__all__) | PUBLIC_MODULES
+    names = _DOTTED.findall(text)
+    for imported in _FROM_IMPORT.findall(text):
+        names += [name.strip() for name in imported.strip("()").split(",") if name.strip()]
+    if _STATE in text:
+        names.append(_STATE)
+    return sorted({name for name in names if name not in public})
+
+
+def test_internal_references_are_found() -> None:
+    text = "see `flask_geneva.queries`\nfrom flask_geneva import housekeeping, step\n"
+    assert internal_references(text) == ["housekeeping", "queries"]
+    assert internal_references('app.extensions["geneva"].config') == ['extensions["geneva"]']
+    assert internal_references("from flask_geneva.testing import speedrun") == []
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["README.md"]
+    + [f"docs/{p.name}" for p in sorted(DOCS.glob("*.md")) if p.name not in PAGES_NAMING_INTERNALS],
+)
+def test_this_page_sends_users_only_to_the_public_api(page: str) -> None:
+    found = internal_references((ROOT / page).read_text(encoding="utf-8"))
+    assert not found, (
+        f"{page} sends users into internal modules or names: {', '.join(found)}; use the "
+        "public API of docs/api.md instead (or make what is needed public there)"
+    )

@@ -34,6 +34,9 @@ HTMX_FILE = "geneva/htmx-2.0.11.min.js"
 def make_blueprint(ext: Geneva) -> Blueprint:
     """Return a new admin blueprint for ``ext`` (name ``geneva``, default prefix ``/geneva``).
 
+    :attr:`Geneva.admin_blueprint <flask_geneva.Geneva.admin_blueprint>` calls it once per
+    ``Geneva`` and hands out that one blueprint; users never call this.
+
     Templates live under ``flask_geneva/templates/geneva/`` (an app may override one on
     purpose by putting a file with the same path in its own templates folder), static
     files under ``flask_geneva/static/geneva/``.
