@@ -8,6 +8,7 @@ from .errors import GenevaError
 from .errors import InvalidStateError
 from .errors import StepExecutionError
 from .errors import StepNotDefinedError
+from .errors import UnresolvedReferenceError
 from .errors import WorkflowExistsError
 from .errors import WorkflowNotFoundError
 from .executor import ExecutionReport
@@ -35,6 +36,7 @@ __all__ = [
     "OperationResult",
     "StepExecutionError",
     "StepNotDefinedError",
+    "UnresolvedReferenceError",
     "WorkflowExistsError",
     "WorkflowFilter",
     "WorkflowNotFoundError",

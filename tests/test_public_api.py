@@ -72,6 +72,7 @@ def test_the_package_exports_exactly_the_documented_names() -> None:
         "OperationResult",
         "StepExecutionError",
         "StepNotDefinedError",
+        "UnresolvedReferenceError",
         "WorkflowExistsError",
         "WorkflowFilter",
         "WorkflowNotFoundError",
