@@ -51,6 +51,9 @@ from demo_app.workflows import TransferWorkflow  # noqa: E402
 HAS_ADMIN = (ROOT / "flask_geneva" / "admin" / "__init__.py").exists()
 TERMINAL = ("finished", "canceled")
 
+#: A real consumer and its scheduler tick, and the demo command as a process.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:

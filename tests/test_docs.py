@@ -22,6 +22,9 @@ DOCS = ROOT / "docs"
 #: Seconds one page's script may run.
 TIMEOUT = 120
 
+#: Each page's samples run in a Python process of their own.
+pytestmark = pytest.mark.slow
+
 _FENCE = re.compile(r"^```\s*python\s*$")
 _CLOSE = re.compile(r"^```\s*$")
 

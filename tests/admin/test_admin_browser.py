@@ -27,7 +27,12 @@ from werkzeug.serving import make_server
 from flask_geneva import Geneva
 from flask_geneva import step
 
-pytestmark = [pytest.mark.browser, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
+#: ``browser`` and also ``slow``: the quick loop (``-m "not slow"``) leaves them out.
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
+]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

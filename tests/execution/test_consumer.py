@@ -34,6 +34,9 @@ geneva = Geneva(db)
 
 REPO = Path(__file__).resolve().parents[2]
 
+#: A real consumer in this process, or ``flask geneva worker`` as a process.
+pytestmark = pytest.mark.slow
+
 
 class Parcel(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "cons_parcels"

@@ -236,6 +236,7 @@ def test_in_immediate_mode_a_dag_runs_to_the_end_inside_create(app):
     assert db.session.get(Ticket, ticket.id).steps == 4
 
 
+@pytest.mark.slow  # 150 steps and 120 reattempts, one after another
 def test_in_immediate_mode_long_chains_and_reattempt_loops_run_one_step_after_another(app):
     POLLS.clear()
     hero = Ticket(steps=0)

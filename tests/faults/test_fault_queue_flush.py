@@ -37,6 +37,9 @@ geneva = Geneva(db)
 
 WORKFLOWS = 4
 
+#: A real consumer, and two seconds of waits that must pass with nothing running.
+pytestmark = pytest.mark.slow
+
 
 FlushMark = mark_model(db, "fault_flush_marks")
 mark = Rows(db, geneva, FlushMark).mark

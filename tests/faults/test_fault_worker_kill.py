@@ -36,6 +36,9 @@ from flask_geneva import housekeeping
 
 REPO = Path(__file__).resolve().parents[2]
 
+#: Worker processes started, killed and restarted.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def soak(
