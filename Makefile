@@ -13,6 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e '.[dev]'
 	touch $@
 
+# The whole suite (what CI runs). The quick loop leaves out the tests marked slow
+# (processes, the wheel, the browser, seconds of a real Huey consumer) but keeps all three
+# databases:
+#   make test PYTEST_ARGS="-m 'not slow'"
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -4,15 +4,13 @@ SqliteHuey, RedisHuey and MemoryHuey.
 A test module that touches the database defines, at module level, ``db =
 SQLAlchemy()`` and ``geneva = Geneva(db)`` plus its models and workflow classes; the
 ``app`` fixture builds a Flask app on them for each database. Each backend adds only a
-URL here. A server that is not running is a visible skip locally and a failure when
-``CI=true``.
+URL (in ``helpers.py``, with the other helpers the modules share). A server that is not
+running is a visible skip locally and a failure when ``CI=true``.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,25 +18,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from helpers import DATABASE_URLS
+from helpers import RUN_TOKEN
+from helpers import connect_args
+from helpers import require
 
 from flask_geneva import clock
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-DATABASE_URLS = {
-    "postgresql": os.environ.get(
-        "GENEVA_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    ),
-    "mariadb": os.environ.get(
-        "GENEVA_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
-    ),
-}
-REDIS_URL = os.environ.get("GENEVA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-_availability: dict[str, str | None] = {}
-
-#: Each test run works in databases of its own, so runs in parallel never collide.
-RUN_TOKEN = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
 _created: dict[str, str] = {}
 
 
@@ -51,9 +37,7 @@ def run_database_url(name: str) -> str:
     if name not in _created:
         url = _server_url(name)
         database = f"geneva_{RUN_TOKEN}"
-        admin = sa.create_engine(
-            url, isolation_level="AUTOCOMMIT", connect_args=_connect_args(name)
-        )
+        admin = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args=connect_args(name))
         try:
             with admin.connect() as conn:
                 conn.execute(sa.text(f"CREATE DATABASE {database}"))
@@ -67,9 +51,7 @@ def _drop_run_databases() -> None:
     for name, created in _created.items():
         url = _server_url(name)
         database = sa.make_url(created).database
-        admin = sa.create_engine(
-            url, isolation_level="AUTOCOMMIT", connect_args=_connect_args(name)
-        )
+        admin = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args=connect_args(name))
         try:
             with admin.connect() as conn:
                 if name == "postgresql":
@@ -84,40 +66,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _drop_run_databases()
 
 
-def _probe(name: str) -> str | None:
-    """Return None if the server answers, else the reason it does not."""
-    if name not in _availability:
-        try:
-            if name == "redis":
-                import redis
-
-                redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-            else:
-                engine = sa.create_engine(DATABASE_URLS[name], connect_args=_connect_args(name))
-                try:
-                    with engine.connect() as conn:
-                        conn.execute(sa.text("SELECT 1"))
-                finally:
-                    engine.dispose()
-            _availability[name] = None
-        except Exception as error:  # any failure to connect means "not available"
-            _availability[name] = f"{name} is not reachable: {type(error).__name__}: {error}"
-    return _availability[name]
-
-
-def _connect_args(name: str) -> dict[str, Any]:
-    return {"connect_timeout": 3} if name in ("postgresql", "mariadb") else {}
-
-
-def require(name: str) -> None:
-    """Skip (locally) or fail (under CI=true) when a server is not available."""
-    reason = _probe(name)
-    if reason is not None:
-        if IN_CI:
-            pytest.fail(f"CI=true requires {name}: {reason}")
-        pytest.skip(reason)
-
-
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database URL per backend; SQLite uses a file so several connections share it."""
@@ -129,18 +77,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def huey_url(tmp_path: Path) -> str:
-    """The queue for a test: in-memory unless a test parametrises it (see ``queue_urls``)."""
-    return "memory://"
-
-
-def queue_url(kind: str, tmp_path: Path) -> str:
-    """Return a GENEVA_HUEY URL for ``kind`` (sqlite, redis, memory), clearing Redis."""
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'huey.db'}"
-    if kind == "redis":
-        require("redis")
-
-        return REDIS_URL
+    """The queue for a test: in-memory unless a test parametrises it (see ``helpers.queue_url``)."""
     return "memory://"
 
 

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -27,6 +26,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import running_consumer
+from helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -46,10 +47,12 @@ from demo_app.models import User  # noqa: E402
 from demo_app.models import db  # noqa: E402
 from demo_app.models import geneva  # noqa: E402
 from demo_app.workflows import TransferWorkflow  # noqa: E402
-from flask_geneva.tasks import make_consumer  # noqa: E402
 
 HAS_ADMIN = (ROOT / "flask_geneva" / "admin" / "__init__.py").exists()
 TERMINAL = ("finished", "canceled")
+
+#: A real consumer and its scheduler tick, and the demo command as a process.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +68,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     )
     assert (instance / "demo.db").exists(), "the first run creates the database"
     huey = app.extensions["geneva"].huey
-    consumer = make_consumer(huey, workers=4, periodic=False)
-    # The consumer installs signal handlers for its own process; give pytest its back.
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    consumer.start()
     try:
-        yield app
+        with running_consumer(huey, workers=4, periodic=False):
+            yield app
     finally:
-        consumer.stop(graceful=True)
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
         with app.app_context():
             db.session.remove()
             for engine in db.engines.values():
@@ -103,18 +100,22 @@ def workflow_of(hero: Any) -> Any:
     ).one()
 
 
+def reread(workflow: Any) -> Any:
+    """``workflow`` as committed now: the read snapshot ended, the worker's commits seen."""
+    db.session.rollback()
+    db.session.refresh(workflow)
+    return workflow
+
+
 def wait_for(workflow: Any, states: tuple[str, ...] = TERMINAL, timeout: float = 20) -> Any:
     """Poll until the worker has brought ``workflow`` to one of ``states``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        db.session.rollback()  # end the read snapshot; see the worker's commits
-        db.session.refresh(workflow)
-        if workflow.state in states:
-            return workflow
-        if time.monotonic() > deadline:
-            steps = [(e.step_name, e.state, e.outcome) for e in workflow.executions]
-            raise AssertionError(f"{workflow} did not reach {states}; executions: {steps}")
-        time.sleep(0.05)
+
+    def failure() -> str:
+        steps = [(e.step_name, e.state, e.outcome) for e in workflow.executions]
+        return f"{workflow} did not reach {states}; executions: {steps}"
+
+    wait_until(lambda: reread(workflow).state in states, timeout=timeout, message=failure)
+    return workflow
 
 
 def executions(workflow: Any, step: str) -> list[tuple[str, str]]:
@@ -258,12 +259,12 @@ def test_deactivating_a_user_cancels_the_rest_of_the_drip(client: FlaskClient) -
     client.post("/users", data={"name": "Ken"})
     user = latest(User)
     workflow = workflow_of(user)
-    deadline = time.monotonic() + 10
-    while not executions(workflow, "send_welcome") == [("completed", "success")]:
-        assert time.monotonic() < deadline, "the welcome e-mail was never sent"
-        time.sleep(0.02)
-        db.session.rollback()
-        db.session.refresh(workflow)
+    wait_until(
+        lambda: executions(reread(workflow), "send_welcome") == [("completed", "success")],
+        timeout=10,
+        message="the welcome e-mail was never sent",
+        interval=0.02,
+    )
     # The next step waits a demo day (and at least Huey's scheduler tick).
     client.post(f"/users/{user.id}/deactivate")
     wait_for(workflow)
@@ -355,8 +356,6 @@ def fetch(url: str, data: dict[str, str] | None = None) -> str:
 
 
 def poll(check: Callable[[], Any], failure: str, output: list[str], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"{failure}\n{''.join(output)}"
-        time.sleep(0.1)
-    return result
+    return wait_until(
+        check, timeout=timeout, message=lambda: f"{failure}\n{''.join(output)}", interval=0.1
+    )

@@ -36,6 +36,8 @@ _DOTTED = re.compile(r"\bflask_geneva\.(\w+)")
 _FROM_IMPORT = re.compile(r"^\s*from flask_geneva import (.+)$", re.MULTILINE)
 #: The per-app state object; its public parts are ``geneva.huey`` and ``geneva.config``.
 _STATE = 'extensions["geneva"]'
+#: Each page's samples run in a Python process of their own.
+pytestmark = pytest.mark.slow
 
 _FENCE = re.compile(r"^```\s*python\s*$")
 _CLOSE = re.compile(r"^```\s*$")

@@ -9,6 +9,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Rows
+from helpers import mark_model
 
 from flask_geneva import Geneva
 from flask_geneva import InvalidStateError
@@ -25,21 +27,10 @@ db = SQLAlchemy()
 geneva = Geneva(db)
 
 
-class Run(db.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = "th_runs"
-    id = sa.Column(sa.Integer, primary_key=True)
-    workflow_id = sa.Column(sa.Integer, nullable=False)
-    step = sa.Column(sa.String(50), nullable=False)
-
-
-def record(workflow: Any, name: str) -> None:
-    db.session.add(Run(workflow_id=workflow.id, step=name))
-
-
-def runs(workflow: Any) -> list[str]:
-    db.session.commit()
-    query = sa.select(Run.step).where(Run.workflow_id == workflow.id).order_by(Run.id)
-    return list(db.session.scalars(query))
+Run = mark_model(db, "th_runs")
+rows = Rows(db, geneva, Run)
+record = rows.mark
+runs = rows.marks
 
 
 def run_count(workflow: Any) -> int:
@@ -184,7 +175,7 @@ def test_perform_next_step_runs_nothing_on_a_paused_workflow(app: Flask) -> None
 
 def test_perform_next_step_commits_the_tests_pending_setup_first(app: Flask) -> None:
     wf = Three.create()
-    db.session.add(Run(workflow_id=wf.id, step="setup"))
+    db.session.add(Run(workflow_id=wf.id, name="setup"))
     perform_next_step(wf)
     assert runs(wf) == ["setup", "step_one"]
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
 from flask.testing import FlaskClient
 
 PREFIX = "/admin/workflows"
-#: The rule of tests/conftest.py (a module named ``conftest`` cannot be imported twice).
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _TOKEN = re.compile(r'"X-CSRFToken": "([^"]+)"')
 
 

@@ -11,6 +11,7 @@ from admin_helpers import PREFIX
 from admin_helpers import csrf_token
 from admin_helpers import hx_post
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Committed
 
 from flask_geneva import Geneva
 from flask_geneva import step
@@ -50,21 +51,13 @@ class FlakyWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
         pass
 
 
-def _state(workflow_id: int) -> str:
-    w = geneva.tables.workflows
-    with geneva.engine().connect() as conn:
-        return str(conn.execute(sa.select(w.c.state).where(w.c.id == workflow_id)).scalar_one())
+committed = Committed(geneva)
+_state = committed.state
 
 
 def _executions(workflow_id: int) -> list[tuple[str, str]]:
-    e = geneva.tables.executions
-    with geneva.engine().connect() as conn:
-        rows = conn.execute(
-            sa.select(e.c.step_name, e.c.state)
-            .where(e.c.workflow_id == workflow_id)
-            .order_by(e.c.id)
-        )
-        return [(r[0], r[1]) for r in rows]
+    """(step, state) of each execution, oldest first, as committed."""
+    return [(name, state) for name, state, _ in committed.history(workflow_id)]
 
 
 def _parcel() -> Parcel:

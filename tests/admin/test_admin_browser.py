@@ -15,17 +15,24 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from admin_helpers import IN_CI
 from admin_helpers import PREFIX
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import IN_CI
+from helpers import Committed
+from helpers import running_consumer
+from helpers import wait_until
 from werkzeug.serving import make_server
 
 from flask_geneva import Geneva
 from flask_geneva import step
-from flask_geneva.tasks import make_consumer
 
-pytestmark = [pytest.mark.browser, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
+#: ``browser`` and also ``slow``: the quick loop (``-m "not slow"``) leaves them out.
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
+]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -118,28 +125,29 @@ def live(app: Flask, huey: Any) -> Iterator[str]:
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    consumer = make_consumer(huey, workers=2)
-    consumer.start()
-    release.clear()
     try:
-        yield f"http://127.0.0.1:{server.server_port}{PREFIX}"
+        with running_consumer(huey, workers=2):
+            release.clear()
+            try:
+                yield f"http://127.0.0.1:{server.server_port}{PREFIX}"
+            finally:
+                release.set()  # before the consumer stops: a held step must end
     finally:
-        release.set()
-        consumer.stop(graceful=True)
         server.shutdown()
         thread.join(5)
 
 
+committed = Committed(geneva)
+
+
 def _wait_for_state(workflow_id: int, state: str, timeout: float = 10) -> None:
-    w = geneva.tables.workflows
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with geneva.engine().connect() as conn:
-            current = conn.execute(sa.select(w.c.state).where(w.c.id == workflow_id)).scalar()
-        if current == state:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"workflow {workflow_id} is {current!r}, not {state!r}")
+    wait_until(
+        lambda: committed.state(workflow_id) == state,
+        timeout=timeout,
+        message=lambda: (
+            f"workflow {workflow_id} is {committed.state(workflow_id)!r}, not {state!r}"
+        ),
+    )
 
 
 def _refund() -> Refund:

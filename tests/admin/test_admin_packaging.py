@@ -10,7 +10,12 @@ import sysconfig
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
+
+#: Builds the wheel and installs it in a fresh virtualenv.
+pytestmark = pytest.mark.slow
 
 APP = textwrap.dedent(
     """

@@ -9,6 +9,7 @@ from admin_helpers import csrf_token
 from admin_helpers import hx_post
 from flask import request
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Committed
 
 from flask_geneva import Geneva
 from flask_geneva import step
@@ -88,10 +89,7 @@ def csrf_token_as(client, user: str) -> str:
     return csrf_token(client, {"X-User": user})
 
 
-def workflow_state(workflow_id: int) -> str:
-    w = geneva.tables.workflows
-    with geneva.engine().connect() as conn:
-        return str(conn.execute(sa.select(w.c.state).where(w.c.id == workflow_id)).scalar_one())
+workflow_state = Committed(geneva).state
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Committed
 
 from flask_geneva import Geneva
 from flask_geneva import executor
@@ -144,32 +145,14 @@ def execute_call(app: Flask, execution_id: int) -> Callable[[], Any]:
     return lambda: executor.execute(geneva, state, execution_id)
 
 
-def scheduled(workflow_id: int) -> dict[str, int]:
-    e = geneva.tables.executions
-    with geneva.engine().connect() as conn:
-        result = conn.execute(
-            sa.select(e.c.step_name, e.c.id).where(
-                e.c.workflow_id == workflow_id, e.c.state == "scheduled"
-            )
-        )
-        return {name: ident for name, ident in result}
+committed = Committed(geneva)
+scheduled = committed.scheduled
+workflow_state = committed.state
 
 
 def step_rows(workflow_id: int, step_name: str) -> list[tuple[str, str | None]]:
-    e = geneva.tables.executions
-    with geneva.engine().connect() as conn:
-        result = conn.execute(
-            sa.select(e.c.state, e.c.outcome).where(
-                e.c.workflow_id == workflow_id, e.c.step_name == step_name
-            )
-        )
-        return [tuple(r) for r in result]  # type: ignore[misc]
-
-
-def workflow_state(workflow_id: int) -> str:
-    w = geneva.tables.workflows
-    with geneva.engine().connect() as conn:
-        return str(conn.execute(sa.select(w.c.state).where(w.c.id == workflow_id)).scalar_one())
+    """(state, outcome) of each execution of one step, as committed."""
+    return [(state, outcome) for _, state, outcome in committed.history(workflow_id, step_name)]
 
 
 def tally(tally_id: int) -> tuple[int, int, int]:

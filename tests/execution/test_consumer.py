@@ -14,9 +14,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,17 +21,21 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
+from helpers import TIMEOUT
+from helpers import queue_url
+from helpers import running_consumer
+from helpers import wait_until
 
 from flask_geneva import Geneva
 from flask_geneva import step
-from flask_geneva.tasks import make_consumer
-from tests.conftest import queue_url
 
 db = SQLAlchemy()
 geneva = Geneva(db)
 
-TIMEOUT = 30
 REPO = Path(__file__).resolve().parents[2]
+
+#: A real consumer in this process, or ``flask geneva worker`` as a process.
+pytestmark = pytest.mark.slow
 
 
 class Parcel(db.Model):  # type: ignore[name-defined,misc]
@@ -99,34 +100,6 @@ matrix = pytest.mark.parametrize(
 )
 
 
-@contextmanager
-def running_consumer(huey: Any, workers: int = 4) -> Iterator[Any]:
-    """Run a thread-worker consumer in this process; stop it gracefully afterwards.
-
-    ``start()`` installs signal handlers for the consumer process; they are put back so
-    the test run's own Ctrl-C handling survives.
-    """
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    consumer = make_consumer(huey, workers=workers)
-    consumer.start()
-    try:
-        yield consumer
-    finally:
-        consumer.stop(graceful=True)
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
-    threads = [t for _, t in consumer.worker_threads] + [consumer.scheduler]
-    assert not any(t.is_alive() for t in threads), "consumer threads still running"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.05)
-
-
 def states(workflow_ids: list[int]) -> list[str]:
     w = geneva.tables.workflows
     with geneva.engine().connect() as conn:
@@ -157,7 +130,7 @@ def start_workflows(cls: Any, count: int) -> tuple[list[int], list[int]]:
 def test_a_consumer_runs_several_dag_workflows_to_the_end(app, huey):
     with running_consumer(huey):
         workflow_ids, parcel_ids = start_workflows(DeliveryWorkflow, 6)
-        wait_for(lambda: set(states(workflow_ids)) == {"finished"})
+        wait_until(lambda: set(states(workflow_ids)) == {"finished"})
     assert step_counts(parcel_ids) == [5] * 6
     e = geneva.tables.executions
     with geneva.engine().connect() as conn:
@@ -188,9 +161,9 @@ def test_when_the_queue_delivers_every_trigger_twice_each_body_still_runs_once(a
     try:
         with running_consumer(huey):
             workflow_ids, parcel_ids = start_workflows(DeliveryWorkflow, 4)
-            wait_for(lambda: set(states(workflow_ids)) == {"finished"})
+            wait_until(lambda: set(states(workflow_ids)) == {"finished"})
             # Let the last duplicates arrive, so they are proven harmless too.
-            wait_for(lambda: huey.pending_count() == 0, timeout=10)
+            wait_until(lambda: huey.pending_count() == 0, timeout=10)
     finally:
         huey.unregister_pre_execute("deliver-twice")
     assert step_counts(parcel_ids) == [5] * 4
@@ -204,7 +177,7 @@ def test_a_step_with_a_short_wait_runs_through_the_huey_scheduler(app, huey):
     with running_consumer(huey, workers=2):
         started = time.monotonic()
         workflow_ids, parcel_ids = start_workflows(ReminderWorkflow, 2)
-        wait_for(lambda: set(states(workflow_ids)) == {"finished"}, timeout=15)
+        wait_until(lambda: set(states(workflow_ids)) == {"finished"}, timeout=15)
         elapsed = time.monotonic() - started
     assert elapsed >= 1.0
     assert step_counts(parcel_ids) == [2, 2]
@@ -304,7 +277,7 @@ def test_the_worker_command_runs_workflows_and_stops_cleanly_on_sigint(tmp_path,
                 rows = conn.execute(sa.text("SELECT state FROM geneva_workflows")).all()
             return len(rows) == 3 and {r[0] for r in rows} == {"finished"}
 
-        wait_for(finished)
+        wait_until(finished)
         with engine.connect() as conn:
             counts = conn.execute(sa.text("SELECT steps FROM worker_crates")).scalars().all()
         assert counts == [4, 4, 4]

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Committed
 
 from flask_geneva import Geneva
 from flask_geneva import executor
@@ -169,34 +169,10 @@ class WideWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
 # -- helpers ---------------------------------------------------------------------------
 
 
-def rows(workflow: Any) -> list[tuple[str, str, str | None]]:
-    """(step, state, outcome) of every execution, oldest first, read on a fresh connection."""
-    e = geneva.tables.executions
-    with geneva.engine().connect() as conn:
-        result = conn.execute(
-            sa.select(e.c.step_name, e.c.state, e.c.outcome)
-            .where(e.c.workflow_id == workflow.id)
-            .order_by(e.c.id)
-        )
-        return [tuple(r) for r in result]  # type: ignore[misc]
-
-
-def workflow_state(workflow: Any) -> str:
-    w = geneva.tables.workflows
-    with geneva.engine().connect() as conn:
-        return str(conn.execute(sa.select(w.c.state).where(w.c.id == workflow.id)).scalar_one())
-
-
-def scheduled(workflow: Any) -> dict[str, int]:
-    """Step name → id of its scheduled execution."""
-    e = geneva.tables.executions
-    with geneva.engine().connect() as conn:
-        result = conn.execute(
-            sa.select(e.c.step_name, e.c.id).where(
-                e.c.workflow_id == workflow.id, e.c.state == "scheduled"
-            )
-        )
-        return {name: ident for name, ident in result}
+committed = Committed(geneva)
+rows = committed.history  # (step, state, outcome), oldest first, on a fresh connection
+workflow_state = committed.state
+scheduled = committed.scheduled  # step name → id of its scheduled execution
 
 
 def run(app: Flask, workflow: Any, step_name: str) -> executor.ExecutionReport | None:

@@ -18,6 +18,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Committed
+from helpers import mark_model
 
 from flask_geneva import ExceptionPolicy
 from flask_geneva import Geneva
@@ -38,11 +40,11 @@ geneva = Geneva(db)
 seen: list[tuple[int, str, Any]] = []
 
 
-class Effect(db.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = "exactly_once_effects"
-    id = sa.Column(sa.Integer, primary_key=True)
-    workflow_id = sa.Column(sa.Integer, nullable=False)
-    step_name = sa.Column(sa.String(50), nullable=False)
+Effect = mark_model(db, "exactly_once_effects")
+committed = Committed(geneva, Effect)
+effects = committed.marks
+history = committed.history
+workflow_state = committed.state
 
 
 class Parent(db.Model):  # type: ignore[name-defined,misc]
@@ -68,7 +70,7 @@ class WorkerDied(BaseException):
 
 
 def effect(workflow: Any, name: str) -> None:
-    db.session.add(Effect(workflow_id=workflow.id, step_name=name))
+    db.session.add(Effect(workflow_id=workflow.id, name=name))
 
 
 class Writes(geneva.Workflow):  # type: ignore[name-defined,misc]
@@ -139,28 +141,6 @@ def _clean() -> Any:
     seen.clear()
     yield
     seen.clear()
-
-
-def effects(workflow_id: int) -> list[str]:
-    t = Effect.__table__
-    with geneva.engine().connect() as conn:
-        query = sa.select(t.c.step_name).where(t.c.workflow_id == workflow_id).order_by(t.c.id)
-        return list(conn.execute(query).scalars())
-
-
-def history(workflow_id: int) -> list[tuple[str, str, str | None]]:
-    e = geneva.tables.executions
-    with geneva.engine().connect() as conn:
-        query = sa.select(e.c.step_name, e.c.state, e.c.outcome).where(
-            e.c.workflow_id == workflow_id
-        )
-        return [tuple(row) for row in conn.execute(query.order_by(e.c.id))]  # type: ignore[misc]
-
-
-def workflow_state(workflow_id: int) -> str:
-    w = geneva.tables.workflows
-    with geneva.engine().connect() as conn:
-        return str(conn.execute(sa.select(w.c.state).where(w.c.id == workflow_id)).scalar_one())
 
 
 def die_in(workflow: Any) -> None:

@@ -7,31 +7,35 @@ pause. Reattempt limits count consecutive automatic reattempts of one step.
 
 from __future__ import annotations
 
-from datetime import datetime
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from execution_rows import Rows
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Rows
+from helpers import close
+from helpers import mark_model
 
 from flask_geneva import ExceptionPolicy
 from flask_geneva import Geneva
 from flask_geneva import clock
 from flask_geneva import step
-from flask_geneva.executor import execute
 
 db = SQLAlchemy()
 geneva = Geneva(db)
 
 
-class Mark(db.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = "ep_marks"
-    id = sa.Column(sa.Integer, primary_key=True)
-    workflow_id = sa.Column(sa.Integer, nullable=False)
-    name = sa.Column(sa.String(200), nullable=False)
+Mark = mark_model(db, "ep_marks")
+rows = Rows(db, geneva, Mark, ignore_schedule=True)
+fresh = rows.fresh
+executions = rows.executions
+marks = rows.marks
+scheduled = rows.scheduled
+run = rows.run
+mark = rows.mark
+runs_of = rows.count_marks
 
 
 class Switch(db.Model):  # type: ignore[name-defined,misc]
@@ -59,19 +63,10 @@ class SubTransientError(TransientError):
 ERRORS = {cls.__name__: cls for cls in (TransientError, FatalError, SubTransientError, KeyError)}
 
 
-def mark(workflow: Any, name: str) -> None:
-    db.session.add(Mark(workflow_id=workflow.id, name=name))
-
-
 def mark_outside(workflow: Any, name: str) -> None:
     """Write a mark on its own connection (from a handler, after the body's rollback)."""
     with geneva.engine().begin() as conn:
         conn.execute(sa.insert(Mark).values(workflow_id=workflow.id, name=name))
-
-
-def runs_of(workflow: Any, name: str) -> int:
-    query = sa.select(sa.func.count()).where(Mark.workflow_id == workflow.id, Mark.name == name)
-    return int(db.session.scalar(query) or 0)
 
 
 def body(workflow: Any, name: str) -> None:
@@ -260,31 +255,6 @@ def switch(raises: str | None = "TransientError", times: int | None = None) -> A
 def set_switch(workflow: Any, raises: str | None) -> None:
     db.session.get(Switch, int(workflow.hero_id)).raises = raises
     db.session.commit()
-
-
-rows = Rows(db, geneva, Mark)
-fresh = rows.fresh
-executions = rows.executions
-marks = rows.marks
-
-
-def scheduled(workflow: Any, step_name: str) -> Any:
-    found = [e for e in executions(workflow, step_name) if e.state == "scheduled"]
-    assert len(found) == 1, f"expected one scheduled {step_name}: {found}"
-    return found[0]
-
-
-def run(app: Flask, workflow: Any, step_name: str, **kwargs: Any) -> Any:
-    kwargs.setdefault("ignore_schedule", True)
-    execution_id = scheduled(workflow, step_name).id
-    db.session.commit()  # the body shares this session: give it a fresh snapshot
-    report = execute(geneva, app.extensions["geneva"], execution_id, **kwargs)
-    fresh(workflow)
-    return report
-
-
-def close(a: datetime | None, b: datetime, seconds: float = 2.0) -> bool:
-    return a is not None and abs((a - b).total_seconds()) <= seconds
 
 
 def latest(workflow: Any, step_name: str) -> Any:

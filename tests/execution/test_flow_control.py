@@ -7,15 +7,16 @@ commands, refused with an :class:`InvalidStateError` naming the operation and st
 
 from __future__ import annotations
 
-from datetime import datetime
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from execution_rows import Rows
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Rows
+from helpers import close
+from helpers import mark_model
 
 from flask_geneva import Geneva
 from flask_geneva import InvalidStateError
@@ -38,15 +39,15 @@ class Box(db.Model):  # type: ignore[name-defined,misc]
     swallow = sa.Column(sa.Boolean, nullable=False, default=False)
 
 
-class Mark(db.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = "fc_marks"
-    id = sa.Column(sa.Integer, primary_key=True)
-    workflow_id = sa.Column(sa.Integer, nullable=False)
-    name = sa.Column(sa.String(50), nullable=False)
-
-
-def mark(workflow: Any, name: str) -> None:
-    db.session.add(Mark(workflow_id=workflow.id, name=name))
+Mark = mark_model(db, "fc_marks")
+rows = Rows(db, geneva, Mark)
+fresh = rows.fresh
+executions = rows.executions
+history = rows.history
+scheduled = rows.scheduled
+marks = rows.marks
+run = rows.run
+mark = rows.mark
 
 
 def act_once(workflow: Any) -> None:
@@ -102,9 +103,7 @@ class Poller(geneva.Workflow):  # type: ignore[name-defined,misc]
     @step(on_exception="reattempt", max_reattempts=2)
     def poll(self) -> None:
         mark(self, "poll")
-        polls = db.session.scalar(
-            sa.select(sa.func.count()).where(Mark.workflow_id == self.id, Mark.name == "poll")
-        )
+        polls = rows.count_marks(self, "poll")
         if polls <= 5:
             self.reattempt()
 
@@ -117,9 +116,7 @@ class Later(geneva.Workflow):  # type: ignore[name-defined,misc]
     @step
     def check(self) -> None:
         mark(self, "check")
-        polls = db.session.scalar(
-            sa.select(sa.func.count()).where(Mark.workflow_id == self.id, Mark.name == "check")
-        )
+        polls = rows.count_marks(self, "check")
         if polls == 1:
             self.reattempt(wait=timedelta(hours=1))
 
@@ -170,42 +167,6 @@ def box(action: str | None = None, *, swallow: bool = False) -> Any:
     return b
 
 
-rows = Rows(db, geneva, Mark)
-fresh = rows.fresh
-executions = rows.executions
-
-
-def rows(workflow: Any) -> list[tuple[str, str, str | None]]:
-    return [(e.step_name, e.state, e.outcome) for e in executions(workflow)]
-
-
-def scheduled(workflow: Any, step_name: str) -> Any:
-    found = [e for e in executions(workflow) if e.step_name == step_name and e.state == "scheduled"]
-    assert len(found) == 1, f"expected one scheduled {step_name}: {rows(workflow)}"
-    return found[0]
-
-
-def marks(workflow: Any) -> list[str]:
-    db.session.commit()
-    return list(
-        db.session.scalars(
-            sa.select(Mark.name).where(Mark.workflow_id == workflow.id).order_by(Mark.id)
-        )
-    )
-
-
-def run(app: Flask, workflow: Any, step_name: str, **kwargs: Any) -> Any:
-    execution = scheduled(workflow, step_name)
-    db.session.commit()  # the body shares this session: give it a fresh snapshot
-    report = execute(geneva, app.extensions["geneva"], execution.id, **kwargs)
-    fresh(workflow)
-    return report
-
-
-def close(a: datetime | None, b: datetime, seconds: float = 2.0) -> bool:
-    return a is not None and abs((a - b).total_seconds()) <= seconds
-
-
 def assert_ended(execution: Any, state: str, outcome: str) -> None:
     assert (execution.state, execution.outcome) == (state, outcome)
     assert execution.finished_at is not None
@@ -246,7 +207,7 @@ def test_flow_control_in_a_step_interrupts_the_body_and_is_not_swallowed(
         assert marks(wf) == ["first:before"], action
         assert wf.state == wf_state, action
         assert close(wf.transitioned_at, clock.now())
-        assert rows(wf) == after, action
+        assert history(wf) == after, action
         first = executions(wf)[0]
         assert_ended(first, state, outcome)
         assert first.started_at is not None and first.error_class is None
@@ -265,14 +226,14 @@ def test_skip_in_the_last_step_finishes_the_workflow(app: Flask) -> None:
     db.session.commit()
     run(app, wf, "third")
     assert wf.state == "finished"
-    assert rows(wf)[-1] == ("third", "skipped", "skipped")
+    assert history(wf)[-1] == ("third", "skipped", "skipped")
     assert "third" not in marks(wf)
 
 
 def test_a_skipped_step_counts_as_done_for_a_join(app: Flask) -> None:
     wf = Branches.create(hero=box("skip"))
     run(app, wf, "left")
-    assert "join" not in [name for name, _, _ in rows(wf)]
+    assert "join" not in [name for name, _, _ in history(wf)]
     run(app, wf, "right", ignore_schedule=True)
     run(app, wf, "join")
     assert wf.state == "finished"
@@ -301,7 +262,7 @@ def test_reattempt_in_a_step_is_not_limited_by_max_reattempts(app: Flask) -> Non
     for _ in range(5):
         run(app, wf, "poll")
         assert wf.state == "ready"
-    assert [o for _, _, o in rows(wf)] == ["reattempted"] * 5 + [None]
+    assert [o for _, _, o in history(wf)] == ["reattempted"] * 5 + [None]
     run(app, wf, "poll")
     run(app, wf, "done")
     assert wf.state == "finished"
@@ -357,12 +318,12 @@ def test_an_operation_refused_in_a_state_says_which_and_changes_nothing(app: Fla
     # One database for the whole table: each case gets its own workflow.
     for operation, state, message in REFUSED:
         wf = _in_state(state)
-        before = rows(wf)
+        before = history(wf)
         with pytest.raises(InvalidStateError) as caught:
             getattr(wf, operation)()
         assert str(caught.value) == message
         assert fresh(wf).state == state, (operation, state)
-        assert rows(wf) == before, (operation, state)
+        assert history(wf) == before, (operation, state)
 
 
 def test_finish_outside_a_step_is_refused(app: Flask) -> None:
@@ -395,12 +356,12 @@ def test_external_skips_walk_a_workflow_to_its_end_without_running_bodies(app: F
     wf = Controlled.create(hero=box())
     wf.skip()
     assert wf.state == "ready"
-    assert rows(wf) == [("first", "skipped", "skipped"), ("second", "scheduled", None)]
+    assert history(wf) == [("first", "skipped", "skipped"), ("second", "scheduled", None)]
     assert_ended(executions(wf)[0], "skipped", "skipped")
     wf.skip()
     wf.skip()
     assert wf.state == "finished"
-    assert [s for _, s, _ in rows(wf)] == ["skipped"] * 3
+    assert [s for _, s, _ in history(wf)] == ["skipped"] * 3
     assert marks(wf) == []
 
 
@@ -417,9 +378,9 @@ def test_skip_and_reattempt_ask_for_the_step_when_several_are_due(app: Flask) ->
     with pytest.raises(InvalidStateError, match="step 'join': it is not due or failed"):
         wf.skip(step="join")
     wf.skip(step="right")
-    assert ("right", "skipped", "skipped") in rows(wf)
+    assert ("right", "skipped", "skipped") in history(wf)
     wf.skip()  # only left is due now
-    assert ("join", "scheduled", None) in rows(wf)
+    assert ("join", "scheduled", None) in history(wf)
 
 
 def test_external_reattempt_runs_a_waiting_step_now(app: Flask, huey: Any) -> None:
@@ -445,7 +406,7 @@ def test_external_reattempt_of_a_failed_step_resumes_with_a_new_execution(app: F
     db.session.commit()
     wf.reattempt()
     assert wf.state == "ready"
-    assert rows(wf)[-2:] == [("flaky", "failed", "failed"), ("flaky", "scheduled", None)]
+    assert history(wf)[-2:] == [("flaky", "failed", "failed"), ("flaky", "scheduled", None)]
     run(app, wf, "flaky")
     run(app, wf, "last")
     assert wf.state == "finished"
@@ -460,7 +421,7 @@ def test_external_cancel_cancels_every_scheduled_execution(app: Flask) -> None:
     assert close(wf.transitioned_at, clock.now())
     for execution in executions(wf):
         assert_ended(execution, "canceled", "canceled")
-    assert rows(wf) == [("left", "canceled", "canceled"), ("right", "canceled", "canceled")]
+    assert history(wf) == [("left", "canceled", "canceled"), ("right", "canceled", "canceled")]
 
 
 def test_external_pause_while_a_step_runs_records_it_and_schedules_its_successor_on_resume(
@@ -472,7 +433,7 @@ def test_external_pause_while_a_step_runs_records_it_and_schedules_its_successor
     assert report.status == "ran"
     assert wf.state == "paused"
     assert marks(wf) == ["work"]  # the body was not interrupted
-    assert rows(wf)[0] == ("work", "completed", "success")
+    assert history(wf)[0] == ("work", "completed", "success")
     assert huey.pending_count() == 0  # nothing new is triggered while paused
     wf.resume()
     after = scheduled(wf, "after_work")
@@ -488,7 +449,7 @@ def test_external_cancel_while_a_step_runs_records_it_and_schedules_nothing(
     huey.flush()
     run(app, wf, "work")
     assert wf.state == "canceled"
-    assert rows(wf) == [("work", "completed", "success")]
+    assert history(wf) == [("work", "completed", "success")]
     assert huey.pending_count() == 0
 
 
@@ -499,7 +460,7 @@ def test_a_workflow_paused_during_its_last_step_finishes_when_that_step_complete
     run(app, wf, "only")
     # Nothing is left to hold back, so the pause has nothing to keep: it finishes.
     assert wf.state == "finished"
-    assert rows(wf) == [("only", "completed", "success")]
+    assert history(wf) == [("only", "completed", "success")]
 
 
 def test_external_skip_on_a_paused_workflow_skips_the_due_step_and_resumes(
@@ -511,7 +472,7 @@ def test_external_skip_on_a_paused_workflow_skips_the_due_step_and_resumes(
     huey.flush()
     wf.skip()
     assert wf.state == "ready"
-    assert rows(wf)[1:] == [("second", "skipped", "skipped"), ("third", "scheduled", None)]
+    assert history(wf)[1:] == [("second", "skipped", "skipped"), ("third", "scheduled", None)]
     assert [m.args for m in huey.pending()] == [(scheduled(wf, "third").id,)]
 
 
@@ -521,5 +482,5 @@ def test_external_cancel_of_a_workflow_paused_by_a_failure_keeps_the_failure(app
     run(app, wf, "flaky")
     wf.cancel()
     assert wf.state == "canceled"
-    assert rows(wf) == [("first", "completed", "success"), ("flaky", "failed", "failed")]
+    assert history(wf) == [("first", "completed", "success"), ("flaky", "failed", "failed")]
     assert executions(wf)[1].error_message == "flaky failed"

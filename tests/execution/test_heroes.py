@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from execution_rows import Rows
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Rows
+from helpers import mark_model
 
 from flask_geneva import Geneva
 from flask_geneva import GenevaError
 from flask_geneva import step
-from flask_geneva.executor import execute
 from flask_geneva.testing import speedrun
 
 db = SQLAlchemy()
@@ -41,15 +41,12 @@ class Document(db.Model):  # type: ignore[name-defined,misc]
     title = sa.Column(sa.String(50), nullable=False)
 
 
-class Mark(db.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = "hr_marks"
-    id = sa.Column(sa.Integer, primary_key=True)
-    workflow_id = sa.Column(sa.Integer, nullable=False)
-    name = sa.Column(sa.String(100), nullable=False)
-
-
-def mark(workflow: Any, name: str) -> None:
-    db.session.add(Mark(workflow_id=workflow.id, name=name))
+Mark = mark_model(db, "hr_marks")
+rows = Rows(db, geneva, Mark)
+executions = rows.executions
+marks = rows.marks
+run_next = rows.run  # the one scheduled execution, whichever step it is
+mark = rows.mark
 
 
 def describe(hero: Any) -> str:
@@ -87,30 +84,6 @@ def add(instance: Any) -> Any:
     db.session.add(instance)
     db.session.commit()
     return instance
-
-
-def executions(workflow: Any) -> list[Any]:
-    db.session.commit()
-    return list(
-        db.session.scalars(
-            sa.select(geneva.StepExecution)
-            .where(geneva.StepExecution.workflow_id == workflow.id)
-            .order_by(geneva.StepExecution.id)
-        )
-    )
-
-
-rows = Rows(db, geneva, Mark)
-marks = rows.marks
-
-
-def run_next(app: Flask, workflow: Any) -> Any:
-    (execution,) = [e for e in executions(workflow) if e.state == "scheduled"]
-    db.session.commit()
-    report = execute(geneva, app.extensions["geneva"], execution.id)
-    db.session.commit()
-    db.session.refresh(workflow)
-    return report
 
 
 def delete(instance: Any) -> None:

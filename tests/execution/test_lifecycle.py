@@ -7,21 +7,21 @@ session the executor commits after the body.
 
 from __future__ import annotations
 
-from datetime import datetime
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from execution_rows import Rows
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Rows
+from helpers import close
+from helpers import mark_model
 
 from flask_geneva import Geneva
 from flask_geneva import WorkflowExistsError
 from flask_geneva import clock
 from flask_geneva import step
-from flask_geneva.executor import execute
 from flask_geneva.testing import travel
 
 db = SQLAlchemy()
@@ -33,16 +33,17 @@ class Customer(db.Model):  # type: ignore[name-defined,misc]
     id = sa.Column(sa.Integer, primary_key=True)
 
 
-class Mark(db.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = "lc_marks"
-    id = sa.Column(sa.Integer, primary_key=True)
-    workflow_id = sa.Column(sa.Integer, nullable=False)
-    step = sa.Column(sa.String(50), nullable=False)
-    seen = sa.Column(sa.String(100), nullable=True)
+Mark = mark_model(db, "lc_marks", seen=sa.Column(sa.String(100), nullable=True))
+rows = Rows(db, geneva, Mark)
+fresh = rows.fresh
+executions = rows.executions
+scheduled = rows.scheduled
+marks = rows.marks
+run = rows.execute  # by execution id: several tests run one execution more than once
 
 
 def mark(workflow: Any, name: str, seen: str | None = None) -> None:
-    db.session.add(Mark(workflow_id=workflow.id, step=name, seen=seen))
+    rows.mark(workflow, name, seen=seen)
 
 
 class Onboarding(geneva.Workflow):  # type: ignore[name-defined,misc]
@@ -102,37 +103,6 @@ class OtherReminder(geneva.Workflow):  # type: ignore[name-defined,misc]
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-rows = Rows(db, geneva, Mark)
-fresh = rows.fresh
-executions = rows.executions
-
-
-def scheduled(workflow: Any, step_name: str) -> Any:
-    found = [e for e in executions(workflow) if e.step_name == step_name and e.state == "scheduled"]
-    assert len(found) == 1, f"expected one scheduled {step_name}, got {found}"
-    return found[0]
-
-
-def marks(workflow: Any) -> list[str]:
-    db.session.commit()
-    return list(
-        db.session.scalars(
-            sa.select(Mark.step).where(Mark.workflow_id == workflow.id).order_by(Mark.id)
-        )
-    )
-
-
-def run(app: Flask, execution_id: int, **kwargs: Any) -> Any:
-    db.session.commit()  # the body shares this session: give it a fresh snapshot
-    report = execute(geneva, app.extensions["geneva"], execution_id, **kwargs)
-    db.session.commit()
-    return report
-
-
-def close(a: datetime | None, b: datetime, seconds: float = 2.0) -> bool:
-    return a is not None and abs((a - b).total_seconds()) <= seconds
 
 
 def new_customer() -> Any:

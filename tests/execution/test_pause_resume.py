@@ -7,15 +7,16 @@ overdue) or creates a fresh execution for a failed or canceled step.
 
 from __future__ import annotations
 
-from datetime import datetime
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from execution_rows import Rows
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Rows
+from helpers import close
+from helpers import mark_model
 
 from flask_geneva import Geneva
 from flask_geneva import InvalidStateError
@@ -34,20 +35,15 @@ class Account(db.Model):  # type: ignore[name-defined,misc]
     failing = sa.Column(sa.Boolean, nullable=False, default=False)
 
 
-class Mark(db.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = "pr_marks"
-    id = sa.Column(sa.Integer, primary_key=True)
-    workflow_id = sa.Column(sa.Integer, nullable=False)
-    name = sa.Column(sa.String(50), nullable=False)
-
-
-def mark(workflow: Any, name: str) -> None:
-    db.session.add(Mark(workflow_id=workflow.id, name=name))
-
-
-def count_marks(workflow: Any, name: str) -> int:
-    query = sa.select(sa.func.count()).where(Mark.workflow_id == workflow.id, Mark.name == name)
-    return int(db.session.scalar(query) or 0)
+Mark = mark_model(db, "pr_marks")
+rows = Rows(db, geneva, Mark)
+fresh = rows.fresh
+executions = rows.executions
+marks = rows.marks
+scheduled = rows.scheduled
+run = rows.run
+mark = rows.mark
+count_marks = rows.count_marks
 
 
 class Wait2h(geneva.Workflow):  # type: ignore[name-defined,misc]
@@ -103,30 +99,6 @@ class Gate(geneva.Workflow):  # type: ignore[name-defined,misc]
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-rows = Rows(db, geneva, Mark)
-fresh = rows.fresh
-executions = rows.executions
-marks = rows.marks
-
-
-def scheduled(workflow: Any, step_name: str) -> Any:
-    found = [e for e in executions(workflow, step_name) if e.state == "scheduled"]
-    assert len(found) == 1, f"expected one scheduled {step_name}: {found}"
-    return found[0]
-
-
-def run(app: Flask, workflow: Any, step_name: str, **kwargs: Any) -> Any:
-    execution_id = scheduled(workflow, step_name).id
-    db.session.commit()  # the body shares this session: give it a fresh snapshot
-    report = execute(geneva, app.extensions["geneva"], execution_id, **kwargs)
-    fresh(workflow)
-    return report
-
-
-def close(a: datetime | None, b: datetime, seconds: float = 2.0) -> bool:
-    return a is not None and abs((a - b).total_seconds()) <= seconds
 
 
 def account(failing: bool = False) -> Any:

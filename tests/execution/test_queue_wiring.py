@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,12 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import REDIS_URL
+from helpers import RUN_TOKEN
+from helpers import Committed
+from helpers import require
+from helpers import running_consumer
+from helpers import wait_until
 from huey import MemoryHuey
 from huey import PriorityRedisHuey
 from huey import RedisHuey
@@ -24,10 +28,6 @@ from flask_geneva import Geneva
 from flask_geneva import executor
 from flask_geneva import step
 from flask_geneva.config import make_huey
-from flask_geneva.tasks import make_consumer
-from tests.conftest import REDIS_URL
-from tests.conftest import RUN_TOKEN
-from tests.conftest import require
 
 db = SQLAlchemy()
 geneva = Geneva(db)
@@ -87,15 +87,8 @@ def make_app(tmp_path: Path, name: str, huey: Any) -> Flask:
     return app
 
 
-def scheduled(workflow_id: int) -> dict[str, int]:
-    e = geneva.tables.executions
-    with geneva.engine().connect() as conn:
-        result = conn.execute(
-            sa.select(e.c.step_name, e.c.id).where(
-                e.c.workflow_id == workflow_id, e.c.state == "scheduled"
-            )
-        )
-        return {name: ident for name, ident in result}
+committed = Committed(geneva)
+scheduled = committed.scheduled
 
 
 def test_one_huey_instance_serves_apps_made_one_after_another_by_a_factory(tmp_path):
@@ -103,32 +96,18 @@ def test_one_huey_instance_serves_apps_made_one_after_another_by_a_factory(tmp_p
     make_app(tmp_path, "first", shared)
     second = make_app(tmp_path, "second", shared)
 
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    consumer = make_consumer(shared, workers=2)
-    consumer.start()
-    try:
-        with second.app_context():
-            ticket = Ticket(steps=0)
-            db.session.add(ticket)
-            db.session.commit()
-            workflow = TicketWorkflow.create(hero=ticket)
-            w = geneva.tables.workflows
-            deadline = time.monotonic() + 15
-            while True:
-                with geneva.engine().connect() as conn:
-                    state = conn.execute(
-                        sa.select(w.c.state).where(w.c.id == workflow.id)
-                    ).scalar_one()
-                if state == "finished" or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-            assert state == "finished"
-            assert db.session.get(Ticket, ticket.id).steps == 2
-            db.session.remove()
-    finally:
-        consumer.stop(graceful=True)
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
+    with running_consumer(shared, workers=2), second.app_context():
+        ticket = Ticket(steps=0)
+        db.session.add(ticket)
+        db.session.commit()
+        workflow = TicketWorkflow.create(hero=ticket)
+        wait_until(
+            lambda: committed.state(workflow.id) == "finished",
+            timeout=15,
+            message=lambda: f"the workflow is {committed.state(workflow.id)!r}, not 'finished'",
+        )
+        assert db.session.get(Ticket, ticket.id).steps == 2
+        db.session.remove()
 
 
 def test_an_unreachable_queue_loses_no_work_already_committed(tmp_path, caplog):
@@ -257,6 +236,7 @@ def test_in_immediate_mode_a_dag_runs_to_the_end_inside_create(app):
     assert db.session.get(Ticket, ticket.id).steps == 4
 
 
+@pytest.mark.slow  # 150 steps and 120 reattempts, one after another
 def test_in_immediate_mode_long_chains_and_reattempt_loops_run_one_step_after_another(app):
     POLLS.clear()
     hero = Ticket(steps=0)

@@ -11,6 +11,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Rows
+from helpers import mark_model
 
 from flask_geneva import Geneva
 from flask_geneva import GenevaError
@@ -28,15 +30,11 @@ class Order(db.Model):  # type: ignore[name-defined,misc]
     id = sa.Column(sa.Integer, primary_key=True)
 
 
-class Mark(db.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = "rb_marks"
-    id = sa.Column(sa.Integer, primary_key=True)
-    workflow_id = sa.Column(sa.Integer, nullable=False)
-    name = sa.Column(sa.String(50), nullable=False)
-
-
-def mark(workflow: Any, name: str) -> None:
-    db.session.add(Mark(workflow_id=workflow.id, name=name))
+Mark = mark_model(db, "rb_marks")
+rows = Rows(db, geneva, Mark)
+executions = rows.executions  # by workflow id: some workflows here cannot be loaded
+marks = rows.marks
+mark = rows.mark
 
 
 class Fulfilment(geneva.Workflow):  # type: ignore[name-defined,misc]
@@ -76,18 +74,6 @@ LocalWorkflow = _factory()
 # -- helpers ---------------------------------------------------------------------------
 
 
-def executions(workflow_id: int) -> list[Any]:
-    db.session.commit()
-    return list(
-        db.session.scalars(
-            sa.select(geneva.StepExecution)
-            .where(geneva.StepExecution.workflow_id == workflow_id)
-            .order_by(geneva.StepExecution.id)
-            .execution_options(populate_existing=True)
-        )
-    )
-
-
 def workflow_row(workflow_id: int) -> Any:
     w = geneva.tables.workflows
     with geneva.engine().connect() as conn:
@@ -97,12 +83,6 @@ def workflow_row(workflow_id: int) -> Any:
 def change(table: sa.Table, row_id: int, **values: Any) -> None:
     with geneva.engine().begin() as conn:
         conn.execute(sa.update(table).where(table.c.id == row_id).values(**values))
-
-
-def marks(workflow_id: int) -> list[str]:
-    db.session.commit()
-    query = sa.select(Mark.name).where(Mark.workflow_id == workflow_id).order_by(Mark.id)
-    return list(db.session.scalars(query))
 
 
 def execute_twice(app: Flask, execution_id: int) -> StepExecutionError:

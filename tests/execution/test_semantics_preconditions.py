@@ -8,14 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from execution_rows import Rows
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Rows
+from helpers import mark_model
 
 from flask_geneva import ExceptionPolicy
 from flask_geneva import Geneva
 from flask_geneva import step
-from flask_geneva.executor import execute
 from flask_geneva.testing import speedrun
 
 db = SQLAlchemy()
@@ -29,15 +29,13 @@ class Member(db.Model):  # type: ignore[name-defined,misc]
     tag = sa.Column(sa.String(20), nullable=True)
 
 
-class Mark(db.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = "pc_marks"
-    id = sa.Column(sa.Integer, primary_key=True)
-    workflow_id = sa.Column(sa.Integer, nullable=False)
-    name = sa.Column(sa.String(50), nullable=False)
-
-
-def mark(workflow: Any, name: str) -> None:
-    db.session.add(Mark(workflow_id=workflow.id, name=name))
+Mark = mark_model(db, "pc_marks")
+rows = Rows(db, geneva, Mark, ignore_schedule=True)
+executions = rows.executions
+history = rows.history
+marks = rows.marks
+run = rows.run
+mark = rows.mark
 
 
 class Membership(geneva.Workflow):  # type: ignore[name-defined,misc]
@@ -150,26 +148,6 @@ def member(**values: Any) -> Any:
     return m
 
 
-rows = Rows(db, geneva, Mark)
-executions = rows.executions
-marks = rows.marks
-
-
-def rows(workflow: Any) -> list[tuple[str, str, str | None]]:
-    return [(e.step_name, e.state, e.outcome) for e in executions(workflow)]
-
-
-def run(app: Flask, workflow: Any, step_name: str) -> Any:
-    (execution,) = [
-        e for e in executions(workflow) if e.step_name == step_name and e.state == "scheduled"
-    ]
-    db.session.commit()
-    report = execute(geneva, app.extensions["geneva"], execution.id, ignore_schedule=True)
-    db.session.commit()
-    db.session.refresh(workflow)
-    return report
-
-
 def assert_never_started(execution: Any, state: str, outcome: str) -> None:
     assert (execution.state, execution.outcome) == (state, outcome)
     assert execution.started_at is None
@@ -198,7 +176,7 @@ def test_cancel_if_is_evaluated_before_every_step(app: Flask) -> None:
     db.session.commit()
     run(app, wf, "upsell")
     assert wf.state == "canceled"
-    assert rows(wf)[-1] == ("upsell", "canceled", "canceled")
+    assert history(wf)[-1] == ("upsell", "canceled", "canceled")
     assert marks(wf) == ["welcome"]
 
 
@@ -226,7 +204,7 @@ def test_cancel_if_wins_over_skip_if(app: Flask) -> None:
     db.session.commit()
     run(app, wf, "upsell")
     assert wf.state == "canceled"
-    assert rows(wf)[-1] == ("upsell", "canceled", "canceled")
+    assert history(wf)[-1] == ("upsell", "canceled", "canceled")
 
 
 # -- skip_if -----------------------------------------------------------------------------
@@ -236,7 +214,7 @@ def test_skip_if_accepts_a_bool_a_method_name_or_a_callable(app: Flask) -> None:
     skipping = Skips.create(hero=member(tag="skip"))
     speedrun(skipping)
     assert skipping.state == "finished"
-    assert rows(skipping) == [
+    assert history(skipping) == [
         ("always", "skipped", "skipped"),
         ("never", "completed", "success"),
         ("by_method", "skipped", "skipped"),
@@ -258,7 +236,7 @@ def test_a_skipped_step_keeps_the_workflow_ready_and_schedules_the_next(app: Fla
     report = run(app, wf, "upsell")
     assert report.status == "settled"
     assert wf.state == "ready"
-    assert ("upsell", "skipped", "skipped") in rows(wf)
+    assert ("upsell", "skipped", "skipped") in history(wf)
     run(app, wf, "reminder")
     assert wf.state == "finished"
     assert marks(wf) == ["welcome", "reminder"]
@@ -282,15 +260,15 @@ def test_an_exception_in_a_condition_goes_through_the_steps_policy(app: Flask) -
         assert marks(wf) == [], case
         if action == "reattempt":
             assert first.meta["reattempt_reason"] == "precondition"
-            assert rows(wf)[1] == ("test_step", "scheduled", None)
+            assert history(wf)[1] == ("test_step", "scheduled", None)
         if action == "skip":
-            assert rows(wf)[1] == ("next_step", "scheduled", None)
+            assert history(wf)[1] == ("next_step", "scheduled", None)
 
 
 def test_class_policies_apply_to_condition_exceptions(app: Flask) -> None:
     wf = BlanketForConditions.create(hero=member(tag="skip_if"))
     run(app, wf, "test_step")
-    assert rows(wf) == [("test_step", "skipped", "skipped"), ("next_step", "scheduled", None)]
+    assert history(wf) == [("test_step", "skipped", "skipped"), ("next_step", "scheduled", None)]
     run(app, wf, "next_step")
     assert wf.state == "finished"
     assert marks(wf) == ["next_step"]

@@ -17,13 +17,13 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import queue_url
 from huey import signals as huey_signals
 
 from flask_geneva import Geneva
 from flask_geneva import executor
 from flask_geneva import step
 from flask_geneva.testing import travel
-from tests.conftest import queue_url
 
 db = SQLAlchemy()
 geneva = Geneva(db)

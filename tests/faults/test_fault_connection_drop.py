@@ -21,6 +21,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Committed
+from helpers import mark_model
 
 from flask_geneva import Geneva
 from flask_geneva import step
@@ -35,11 +37,11 @@ terminate: list[Any] = []
 external: list[tuple[int, str]] = []
 
 
-class DropEffect(db.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = "fault_drop_effects"
-    id = sa.Column(sa.Integer, primary_key=True)
-    workflow_id = sa.Column(sa.Integer, nullable=False)
-    step_name = sa.Column(sa.String(20), nullable=False)
+DropEffect = mark_model(db, "fault_drop_effects")
+committed = Committed(geneva, DropEffect)
+history = committed.history
+workflow_state = committed.state
+effects = committed.marks
 
 
 class DropAfterBodyWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
@@ -62,7 +64,7 @@ class DropInBodyWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
     @step
     def charge(self) -> None:
         external.append((self.id, "charge"))
-        db.session.add(DropEffect(workflow_id=self.id, step_name="charge"))
+        db.session.add(DropEffect(workflow_id=self.id, name="charge"))
         db.session.flush()  # the session now holds a connection
         if len(external) == 1:
             terminate[0]()
@@ -70,7 +72,7 @@ class DropInBodyWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
     @step
     def receipt(self) -> None:
         external.append((self.id, "receipt"))
-        db.session.add(DropEffect(workflow_id=self.id, step_name="receipt"))
+        db.session.add(DropEffect(workflow_id=self.id, name="receipt"))
 
 
 @pytest.fixture
@@ -106,43 +108,10 @@ def drop(app: Flask) -> Iterator[None]:
         admin.dispose()
 
 
-def history(workflow_id: int) -> list[tuple[str, str, str | None]]:
-    e = geneva.tables.executions
-    with geneva.engine().connect() as conn:
-        return [
-            (r.step_name, r.state, r.outcome)
-            for r in conn.execute(
-                sa.select(e.c.step_name, e.c.state, e.c.outcome)
-                .where(e.c.workflow_id == workflow_id)
-                .order_by(e.c.id)
-            )
-        ]
-
-
 def due(workflow_id: int) -> int:
-    e = geneva.tables.executions
-    with geneva.engine().connect() as conn:
-        return int(
-            conn.execute(
-                sa.select(e.c.id).where(e.c.workflow_id == workflow_id, e.c.state == "scheduled")
-            ).scalar_one()
-        )
-
-
-def workflow_state(workflow_id: int) -> str:
-    w = geneva.tables.workflows
-    with geneva.engine().connect() as conn:
-        return str(conn.execute(sa.select(w.c.state).where(w.c.id == workflow_id)).scalar_one())
-
-
-def effects(workflow_id: int) -> list[str]:
-    t = DropEffect.__table__
-    with geneva.engine().connect() as conn:
-        return list(
-            conn.execute(
-                sa.select(t.c.step_name).where(t.c.workflow_id == workflow_id).order_by(t.c.id)
-            ).scalars()
-        )
+    """The id of the workflow's one scheduled execution."""
+    (execution_id,) = committed.scheduled(workflow_id).values()
+    return execution_id
 
 
 def run_trigger(app: Flask, execution_id: int) -> BaseException | None:

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Committed
 
 from flask_geneva import Geneva
 from flask_geneva import housekeeping
@@ -60,10 +61,7 @@ def _executions(workflow_id: int) -> list[Any]:
         )
 
 
-def _workflow_state(workflow_id: int) -> str:
-    w = geneva.tables.workflows
-    with geneva.engine().connect() as conn:
-        return str(conn.execute(sa.select(w.c.state).where(w.c.id == workflow_id)).scalar_one())
+_workflow_state = Committed(geneva).state
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

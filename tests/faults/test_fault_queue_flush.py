@@ -12,11 +12,7 @@ that had not started; this is the mid-run case, on both queue storages.)
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Callable
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,29 +21,28 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import Rows
+from helpers import mark_model
+from helpers import queue_url
+from helpers import running_consumer
+from helpers import wait_until
 
 from flask_geneva import Geneva
 from flask_geneva import housekeeping
 from flask_geneva import step
-from flask_geneva.tasks import make_consumer
 from flask_geneva.testing import travel
-from tests.conftest import queue_url
 
 db = SQLAlchemy()
 geneva = Geneva(db)
 
 WORKFLOWS = 4
 
-
-class FlushMark(db.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = "fault_flush_marks"
-    id = sa.Column(sa.Integer, primary_key=True)
-    workflow_id = sa.Column(sa.Integer, nullable=False)
-    step_name = sa.Column(sa.String(20), nullable=False)
+#: A real consumer, and two seconds of waits that must pass with nothing running.
+pytestmark = pytest.mark.slow
 
 
-def mark(workflow: Any, name: str) -> None:
-    db.session.add(FlushMark(workflow_id=workflow.id, step_name=name))
+FlushMark = mark_model(db, "fault_flush_marks")
+mark = Rows(db, geneva, FlushMark).mark
 
 
 class FlushedWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
@@ -73,28 +68,6 @@ def huey_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return queue_url(getattr(request, "param", "memory"), tmp_path)
 
 
-@contextmanager
-def running_consumer(huey: Any) -> Iterator[None]:
-    """A thread-worker consumer in this process, without the periodic housekeeping."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    consumer = make_consumer(huey, workers=3, periodic=False)
-    consumer.start()
-    try:
-        yield
-    finally:
-        consumer.stop(graceful=True)
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.05)
-
-
 def step_states(workflow_ids: list[int]) -> dict[str, set[str]]:
     e = geneva.tables.executions
     query = sa.select(e.c.step_name, e.c.state).where(e.c.workflow_id.in_(workflow_ids))
@@ -114,7 +87,7 @@ def workflow_states(workflow_ids: list[int]) -> set[str]:
 def marks() -> list[tuple[int, str]]:
     t = FlushMark.__table__
     with geneva.engine().connect() as conn:
-        return sorted((r.workflow_id, r.step_name) for r in conn.execute(sa.select(t)))
+        return sorted((r.workflow_id, r.name) for r in conn.execute(sa.select(t)))
 
 
 @pytest.mark.parametrize(
@@ -125,14 +98,16 @@ def marks() -> list[tuple[int, str]]:
 def test_a_queue_flushed_mid_run_loses_nothing_once_housekeeping_re_sends_the_triggers(
     app: Flask, huey: Any
 ) -> None:
-    with running_consumer(huey):
+    # Without the periodic housekeeping: the test runs it when it means to.
+    with running_consumer(huey, workers=3, periodic=False):
         ids = [FlushedWorkflow.create().id for _ in range(WORKFLOWS)]
         # Mid-run: the first steps and the parallel branch are done, the waits pending.
-        wait_for(
+        wait_until(
             lambda: (
                 step_states(ids).get("notify") == {"completed"}
                 and step_states(ids).get("follow_up") == {"scheduled"}
-            )
+            ),
+            timeout=20,
         )
         huey.flush()  # every trigger, queued or scheduled, is gone
         time.sleep(2.2)  # the waits are over: nothing runs, their triggers are lost
@@ -143,7 +118,7 @@ def test_a_queue_flushed_mid_run_loses_nothing_once_housekeeping_re_sends_the_tr
         with travel(timedelta(minutes=16)):  # past GENEVA_STUCK_SCHEDULED_AFTER
             summary = housekeeping.run(geneva)
             assert summary.retriggered == WORKFLOWS
-            wait_for(lambda: workflow_states(ids) == {"finished"})
+            wait_until(lambda: workflow_states(ids) == {"finished"}, timeout=20)
             # Run again at once: nothing is overdue any more, nothing is sent twice.
             assert housekeeping.run(geneva).retriggered == 0
 

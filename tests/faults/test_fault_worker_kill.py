@@ -18,31 +18,26 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from helpers import REDIS_URL
+from helpers import RUN_TOKEN
+from helpers import TIMEOUT
+from helpers import Committed
+from helpers import wait_until
 
 from bench import soak_app
 from flask_geneva import housekeeping
-from tests.conftest import REDIS_URL
-from tests.conftest import RUN_TOKEN
 
 REPO = Path(__file__).resolve().parents[2]
-TIMEOUT = 30
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.05)
+#: Worker processes started, killed and restarted.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -105,23 +100,9 @@ def stop(worker: subprocess.Popen[bytes], signum: int) -> None:
         worker.wait(timeout=TIMEOUT)
 
 
-def executions(workflow_id: int) -> list[tuple[str, str, str | None]]:
-    e = soak_app.geneva.tables.executions
-    with soak_app.geneva.engine().connect() as conn:
-        return [
-            (r.step_name, r.state, r.outcome)
-            for r in conn.execute(
-                sa.select(e.c.step_name, e.c.state, e.c.outcome)
-                .where(e.c.workflow_id == workflow_id)
-                .order_by(e.c.id)
-            )
-        ]
-
-
-def workflow_state(workflow_id: int) -> str:
-    w = soak_app.geneva.tables.workflows
-    with soak_app.geneva.engine().connect() as conn:
-        return str(conn.execute(sa.select(w.c.state).where(w.c.id == workflow_id)).scalar_one())
+committed = Committed(soak_app.geneva)
+executions = committed.history
+workflow_state = committed.state
 
 
 def effect_rows() -> list[tuple[str, int | None, str, str]]:
@@ -169,7 +150,7 @@ def test_a_worker_killed_mid_step_is_recovered_by_housekeeping_and_the_workflow_
 
     worker = start_worker(soak, tmp_path, worker_type)
     try:
-        wait_for(reached.exists)  # past the run line and the flushed effect row
+        wait_until(reached.exists)  # past the run line and the flushed effect row
         stop(worker, signal.SIGKILL)  # mid-body: the effect row is written, not committed
     finally:
         stop(worker, signal.SIGKILL)
@@ -184,7 +165,7 @@ def test_a_worker_killed_mid_step_is_recovered_by_housekeeping_and_the_workflow_
         recovered += housekeeping.run(soak_app.geneva).stuck_reattempted
         return recovered > 0
 
-    wait_for(housekeeping_recovers, timeout=10)  # past the lowered 1 s threshold
+    wait_until(housekeeping_recovers, timeout=10)  # past the lowered 1 s threshold
     assert recovered == 1
     assert executions(workflow_id) == [
         ("receive", "failed", "recovered"),
@@ -193,7 +174,7 @@ def test_a_worker_killed_mid_step_is_recovered_by_housekeeping_and_the_workflow_
 
     worker = start_worker(soak, tmp_path, worker_type)
     try:
-        wait_for(lambda: workflow_state(workflow_id) == "finished")
+        wait_until(lambda: workflow_state(workflow_id) == "finished")
     finally:
         stop(worker, signal.SIGINT)
     assert worker.returncode == 0

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import running_consumer
 
 from flask_geneva import Geneva
 from flask_geneva import housekeeping
 from flask_geneva import step
-from flask_geneva.tasks import make_consumer
 from flask_geneva.testing import travel
 
 db = SQLAlchemy()
@@ -42,21 +42,12 @@ def huey_url(tmp_path: Path) -> str:
 @pytest.fixture
 def start_consumer(app: Flask, huey: Any) -> Iterator[Any]:
     """Start a real Huey consumer (worker threads) for the app; stopped after the test."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    started: list[Any] = []
+    with ExitStack() as consumers:
 
-    def start() -> None:
-        consumer = make_consumer(huey, workers=2, periodic=False)
-        consumer.start()
-        started.append(consumer)
+        def start() -> None:
+            consumers.enter_context(running_consumer(huey, workers=2, periodic=False))
 
-    try:
         yield start
-    finally:
-        for consumer in started:
-            consumer.stop(graceful=True)
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
 
 
 def wait_for_state(workflow: Any, state: str, timeout: float) -> str:
