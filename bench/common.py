@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import statistics
 import tempfile
@@ -18,15 +19,29 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_geneva import Geneva
 from flask_geneva import step
 
+#: Names this process's server database and Huey queues, so that benchmark runs never
+#: share state: not with the test suite (databases ``test`` and ``geneva_<token>``, Redis
+#: databases 15 and 3), and not with another benchmark running at the same time (two
+#: runs on one Huey queue would execute each other's triggers).
+RUN_TOKEN = os.environ.get("GENEVA_BENCH_TOKEN") or str(os.getpid())
+
+#: A server database whose name starts with this is the benchmarks' own: make_app creates
+#: it afresh and drops it when the process exits. Any other name (set through the
+#: environment variables below) only has its two tables dropped and re-created.
+BENCH_DATABASE_PREFIX = "bench_"
+
 DATABASES = {
     "sqlite": lambda: f"sqlite:///{tempfile.mkdtemp(prefix='geneva-bench-')}/bench.db",
     "postgresql": lambda: os.environ.get(
-        "GENEVA_BENCH_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        "GENEVA_BENCH_POSTGRESQL_URL",
+        f"postgresql+psycopg://postgres@127.0.0.1:5432/bench_geneva_{RUN_TOKEN}",
     ),
     "mariadb": lambda: os.environ.get(
-        "GENEVA_BENCH_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
+        "GENEVA_BENCH_MARIADB_URL",
+        f"mysql+pymysql://root@127.0.0.1:3306/bench_geneva_{RUN_TOKEN}?charset=utf8mb4",
     ),
 }
+#: Redis database 14, with queue names of this run's own (see RUN_TOKEN).
 QUEUES = {
     "sqlite": lambda: f"sqlite:///{tempfile.mkdtemp(prefix='geneva-bench-q-')}/huey.db",
     "redis": lambda: os.environ.get("GENEVA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
@@ -76,9 +91,57 @@ class FanOut(geneva.Workflow):  # type: ignore[misc,name-defined]
         pass
 
 
+def _server_statements(url: str, *statements: str) -> None:
+    parsed = sa.make_url(url)
+    admin_url = parsed.set(
+        database="postgres" if parsed.get_backend_name() == "postgresql" else None
+    )
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for statement in statements:
+                conn.execute(sa.text(statement))
+    finally:
+        admin.dispose()
+
+
+def _drop_statement(url: str) -> str:
+    parsed = sa.make_url(url)
+    force = " WITH (FORCE)" if parsed.get_backend_name() == "postgresql" else ""
+    return f"DROP DATABASE IF EXISTS {parsed.database}{force}"
+
+
+def fresh_database(url: str) -> bool:
+    """Create ``url``'s database afresh if it is a bench database; say whether it was.
+
+    A whole database of its own (not just the two tables) keeps runs of different engine
+    versions, whose schemas may differ, from seeing each other's leftovers. It is dropped
+    when this process exits (forked worker processes exit without running atexit).
+    """
+    parsed = sa.make_url(url)
+    name = parsed.database or ""
+    backend = parsed.get_backend_name()
+    if backend not in ("postgresql", "mysql") or not name.startswith(BENCH_DATABASE_PREFIX):
+        return False
+    _server_statements(url, _drop_statement(url), f"CREATE DATABASE {name}")
+    creator = os.getpid()
+
+    def drop() -> None:
+        if os.getpid() == creator:
+            _server_statements(url, _drop_statement(url))
+
+    atexit.register(drop)
+    return True
+
+
 def make_app(db_url: str, huey_url: str) -> Flask:
+    fresh_database(db_url)
     app = Flask("geneva_bench", instance_path=tempfile.mkdtemp(prefix="geneva-bench-i-"))
-    app.config.update(SQLALCHEMY_DATABASE_URI=db_url, GENEVA_HUEY=huey_url)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=db_url,
+        GENEVA_HUEY=huey_url,
+        GENEVA_HUEY_NAME=f"geneva-bench-{RUN_TOKEN}",
+    )
     if db_url.startswith("postgresql"):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_size": 20}
     db.init_app(app)
@@ -107,6 +170,23 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> None:
         time.sleep(interval)
 
 
+def wait_for_count(
+    count: Any, target: int, *, stall: float = 120, timeout: float = 3600, interval: float = 0.05
+) -> None:
+    """Poll ``count()`` until it reaches ``target``; fail if it stops moving for ``stall`` s."""
+    deadline = time.monotonic() + timeout
+    last, moved = -1, time.monotonic()
+    while (current := int(count())) < target:
+        now = time.monotonic()
+        if current != last:
+            last, moved = current, now
+        elif now - moved > stall:
+            raise TimeoutError(f"stalled at {current} of {target} for {stall:.0f} s")
+        if now > deadline:
+            raise TimeoutError(f"only {current} of {target} done after {timeout:.0f} s")
+        time.sleep(interval)
+
+
 @contextmanager
 def running_consumer(huey: Any, workers: int, worker_type: str = "thread") -> Iterator[Any]:
     # The internal helper behind geneva.make_consumer(), because the raw-Huey baseline of
@@ -119,6 +199,25 @@ def running_consumer(huey: Any, workers: int, worker_type: str = "thread") -> It
         yield consumer
     finally:
         consumer.stop(graceful=True)
+
+
+def hop_latencies_ms() -> list[float]:
+    """Each ThreeSteps hop seen in :data:`marks`: a body's end to its successor's start."""
+    hops = []
+    for (wid, name), (_, end) in list(marks.items()):
+        following = {"first": "second", "second": "third"}.get(name)
+        if following and (wid, following) in marks:
+            hops.append((marks[(wid, following)][0] - end) * 1000)
+    return hops
+
+
+#: The two timing modes of the throughput benchmarks, and what each figure means.
+MODES = {
+    "outside": "created outside the window: all work is queued first, the clock starts "
+    "with the consumer",
+    "inside": "started inside the window: the consumer is idle and ready, the clock starts, "
+    "then each workflow is started one by one (its own commit / enqueue)",
+}
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -30,11 +30,7 @@ def run(db: str, queue: str, workflows: int, workers: int) -> dict[str, float]:
                 timeout=60,
                 interval=0.005,
             )
-    hops = []
-    for (wid, name), (_, end) in list(common.marks.items()):
-        following = {"first": "second", "second": "third"}.get(name)
-        if following and (wid, following) in common.marks:
-            hops.append((common.marks[(wid, following)][0] - end) * 1000)
+    hops = common.hop_latencies_ms()
     with app.app_context():
         for engine in common.db.engines.values():
             engine.dispose()
