@@ -393,11 +393,17 @@ def _perform(ext: Geneva, run: _Run) -> _Performed:
             # The body's writes are flushed here, so a constraint they break is the
             # body's exception (its policy applies), not a failed finalize.
             session.flush()
+            # A body that wrote finalizes inside its own transaction, so its writes
+            # commit with the outcome; one that only read ends its transaction here and
+            # finalizes in a short one of its own (lighter than the ORM session's).
+            keep = wrote[0]
+            if not keep:
+                session.rollback()
             if signal is None:
-                performed = _Performed(StepResult("success"), "completed", keep_writes=True)
+                performed = _Performed(StepResult("success"), "completed", keep_writes=keep)
             else:
                 result = results.from_signal(signal, None, "flow_control")
-                performed = _Performed(result, signal.action, keep_writes=True)
+                performed = _Performed(result, signal.action, keep_writes=keep)
         except Exception as exc:
             session.rollback()
             result = results.from_exception(
