@@ -109,8 +109,7 @@ def _skip_or_reattempt(transition: Transition, operation: str, step: str) -> Non
         else:
             transition.add(step, due=transition.now, state=StepState.SKIPPED)
     elif latest is not None and scheduled:
-        latest.scheduled_for = transition.now
-        latest.changes["scheduled_for"] = transition.now
+        transition.due_now(latest)
         transition.retrigger(latest)
     else:
         transition.add(step, due=transition.now)

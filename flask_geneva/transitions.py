@@ -169,6 +169,11 @@ class Transition:
     def retrigger(self, record: ExecutionRecord) -> None:
         record.trigger = True
 
+    def due_now(self, record: ExecutionRecord) -> None:
+        """Move a scheduled execution's due time to now (no trigger by itself)."""
+        record.scheduled_for = self.now
+        record.changes["scheduled_for"] = self.now
+
     def cancel_scheduled(self) -> None:
         for record in self.scheduled():
             self.end(record, StepState.CANCELED, Outcome.CANCELED)
@@ -312,8 +317,7 @@ class Transition:
         """
         latest = self.latest(step_name)
         if latest is not None and latest.state == StepState.SCHEDULED:
-            latest.scheduled_for = self.now
-            latest.changes["scheduled_for"] = self.now
+            self.due_now(latest)
             return latest
         if latest is not None and latest.state == StepState.IN_PROGRESS:
             raise InvalidStateError(f"Cannot run step {step_name!r} now: it is running")
