@@ -144,18 +144,38 @@ def execute(
     if run is None:
         return _unclaimed(ext, state, execution_id)
     report = ExecutionReport(execution_id, run.workflow_id, run.record.step_name, "settled")
-    decided = _decide(ext, run)
-    if decided is not None:
-        report.error = decided.exception
-        report.action = _finalize(
-            ext, run, decided, body_ran=False, in_session=False, exception=decided.exception
-        ).action
-    else:
-        report.status = "ran"
-        _run_body(ext, run, report)
+    try:
+        decided = _decide(ext, run)
+        if decided is not None:
+            report.error = decided.exception
+            report.action = _finalize(
+                ext, run, decided, body_ran=False, in_session=False, exception=decided.exception
+            ).action
+        else:
+            report.status = "ran"
+            _run_body(ext, run, report)
+    except KeyboardInterrupt:
+        # The worker is shutting down mid-step: give the execution back, then stop.
+        _release(ext, run)
+        raise
     if raise_errors and report.error is not None:
         raise report.error
     return report
+
+
+def _release(ext: Geneva, run: _Run) -> None:
+    """Schedule a claimed execution again, now (nothing of its body's was kept)."""
+    ext.db.session.rollback()
+
+    def release(snap: unit.Snapshot) -> bool:
+        record = snap.transition.get(run.execution_id)
+        if record is None or record.state != StepState.IN_PROGRESS:
+            return False  # its outcome was committed before the interrupt
+        snap.transition.release(record)
+        return True
+
+    if unit.change(ext, run.workflow_id, release):
+        run.log.warning("worker shutting down mid-step; the execution is scheduled again")
 
 
 # -- 1. claim -------------------------------------------------------------------------------
@@ -277,7 +297,9 @@ def _preconditions(ext: Geneva, run: _Run) -> StepResult | None:
                 outcome, result = "canceled", StepResult("cancel")
             elif run.step.should_skip(run.workflow):
                 outcome, result = "skipped", StepResult("skip")
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit, GeneratorExit...: the condition's failure
             outcome, error = "exception", exc
             result = results.from_exception(
                 run.workflow,
@@ -290,8 +312,10 @@ def _preconditions(ext: Geneva, run: _Run) -> StepResult | None:
     # Conditions only read. End their transaction so the body starts a fresh one, with
     # a snapshot taken after the claim (MariaDB's REPEATABLE READ keeps the first).
     ext.db.session.rollback()
-    signals.precondition_evaluated.send(
+    signals.send(
+        signals.precondition_evaluated,
         run.cls,
+        run.log,
         workflow_id=run.workflow_id,
         execution_id=run.execution_id,
         step_name=run.record.step_name,
@@ -314,7 +338,8 @@ def _run_body(ext: Geneva, run: _Run, report: ExecutionReport) -> None:
     the outcome. If the body wrote, it runs again (its writes are gone, so this is
     safe for the database; outside effects need ``self.idempotency_key``); if it did
     not, only the finalize is tried again. A commit that fails for another reason (a
-    constraint checked at commit) is the step's exception: its policy applies.
+    constraint checked at commit, an ``on_commit`` hook that raises) is the step's
+    exception: its policy applies, flow control or not.
     """
     session = ext.db.session
     performed = _perform(ext, run)
@@ -330,21 +355,29 @@ def _run_body(ext: Geneva, run: _Run, report: ExecutionReport) -> None:
                 exception=performed.error,
             )
             break
-        except sa.exc.DBAPIError as error:
+        except Exception as error:
             session.rollback()
             if not performed.keep_writes:
-                raise  # a short transaction of its own, already retried: an outage
-            if is_retryable(error) and attempt < BODY_ATTEMPTS:
+                if isinstance(error, sa.exc.DBAPIError):
+                    raise  # a short transaction of its own, already retried: an outage
+                performed = _unrecordable(run, performed, error)
+                break
+            if (
+                isinstance(error, sa.exc.DBAPIError)
+                and is_retryable(error)
+                and attempt < BODY_ATTEMPTS
+            ):
                 time.sleep(0.01 * attempt)
                 if performed.wrote:
                     run.log.warning(
                         "finalize failed (%s); the body's writes were rolled back with its "
                         "outcome, so the body runs again",
-                        error.orig,
+                        getattr(error, "orig", error),
                     )
                     performed = _perform(ext, run)
                 continue
             performed = _failed_commit(run, performed, error)
+            break
     if finalized is None:
         finalized = _finalize(
             ext, run, performed.result, body_ran=True, in_session=False, exception=performed.error
@@ -352,11 +385,18 @@ def _run_body(ext: Geneva, run: _Run, report: ExecutionReport) -> None:
     report.error = performed.error
     report.action = finalized.action
     if report.error is not None:
+        message = performed.result.error.message if performed.result.error else ""
         run.log.warning(
-            "step raised %s: %s; %s", type(report.error).__name__, report.error, report.action
+            "step raised %s: %s; %s", type(report.error).__name__, message, report.action
         )
     else:
         run.log.debug("step ended: %s in %.1f ms", report.action, performed.duration * 1000)
+
+
+def _unrecordable(run: _Run, performed: _Performed, error: Exception) -> _Performed:
+    """The outcome itself could not be recorded (a due time out of range): pause on it."""
+    run.log.error("could not record the step's outcome (%r); workflow paused", error)
+    return _Performed(results.failed(error), "exception", error=error, duration=performed.duration)
 
 
 def _failed_commit(run: _Run, performed: _Performed, error: Exception) -> _Performed:
@@ -374,22 +414,29 @@ def _failed_commit(run: _Run, performed: _Performed, error: Exception) -> _Perfo
 
 
 def _perform(ext: Geneva, run: _Run) -> _Performed:
-    """Run the body; flush its writes. Its exception is rolled back and resolved by policy."""
+    """Run the body; flush its writes. Its exception is rolled back and resolved by policy.
+
+    Any exception is the step's, ``BaseException`` included (``SystemExit`` from
+    ``sys.exit()``, ``GeneratorExit``): recorded, its policy applied, the worker thread
+    kept. ``KeyboardInterrupt`` alone means the worker is shutting down: it goes up
+    to :func:`execute`, which gives the execution back.
+    """
     assert run.step is not None
     session = ext.db.session
     workflow = run.workflow
     run.log.debug("step started")
     workflow._geneva_context = run.log
     workflow._geneva_step = run.record.step_name
+    workflow._geneva_flow = None
     started = time.perf_counter()
     performed: _Performed
     with watching_writes() as wrote:
         try:
             try:
                 run.step.body(workflow)()
-                signal: FlowSignal | None = None
+                signal = _swallowed(run, None)
             except FlowSignal as raised:
-                signal = raised
+                signal, workflow._geneva_flow = raised, None
             # The body's writes are flushed here, so a constraint they break is the
             # body's exception (its policy applies), not a failed finalize.
             session.flush()
@@ -404,29 +451,35 @@ def _perform(ext: Geneva, run: _Run) -> _Performed:
             else:
                 result = results.from_signal(signal, None, "flow_control")
                 performed = _Performed(result, signal.action, keep_writes=keep)
-        except Exception as exc:
-            session.rollback()
-            result = results.from_exception(
-                workflow,
-                run.step,
-                run.record.consecutive_reattempts,
-                exc,
-                "exception_policy",
-                run.log,
-            )
-            performed = _Performed(result, "exception", error=exc)
-        except BaseException:
-            # Not the step's to record (a worker shutting down, say): leave nothing of
-            # the body's behind; the execution stays in progress for recovery.
+        except KeyboardInterrupt:
             session.rollback()
             raise
+        except BaseException as exc:
+            session.rollback()
+            signal = _swallowed(run, exc)
+            if signal is not None:
+                performed = _Performed(
+                    results.from_signal(signal, None, "flow_control"), signal.action
+                )
+            else:
+                result = results.from_exception(
+                    workflow,
+                    run.step,
+                    run.record.consecutive_reattempts,
+                    exc,
+                    "exception_policy",
+                    run.log,
+                )
+                performed = _Performed(result, "exception", error=exc)
         finally:
             workflow._geneva_context = None
             workflow._geneva_step = None
     performed.wrote = wrote[0]
     performed.duration = time.perf_counter() - started
-    signals.step_performed.send(
+    signals.send(
+        signals.step_performed,
         run.cls,
+        run.log,
         workflow_id=run.workflow_id,
         execution_id=run.execution_id,
         step_name=run.record.step_name,
@@ -435,6 +488,30 @@ def _perform(ext: Geneva, run: _Run) -> _Performed:
         duration=performed.duration,
     )
     return performed
+
+
+def _swallowed(run: _Run, error: BaseException | None) -> FlowSignal | None:
+    """The flow-control call the body made and then caught itself, if it did.
+
+    ``self.cancel()`` inside a bare ``except:`` still cancels: the call is what the
+    body asked for. It also wins over an exception the body raised after it.
+    """
+    signal: FlowSignal | None = run.workflow._geneva_flow
+    run.workflow._geneva_flow = None
+    if signal is None:
+        return None
+    if error is None:
+        run.log.warning(
+            "the body caught its own %s() and returned; applying it anyway", signal.action
+        )
+    else:
+        run.log.warning(
+            "the body caught its own %s() and then raised %s; applying %s()",
+            signal.action,
+            type(error).__name__,
+            signal.action,
+        )
+    return signal
 
 
 def _finalize(
@@ -480,8 +557,10 @@ def _finalize(
             finalized.lost,
         )
         return finalized
-    signals.step_finalized.send(
+    signals.send(
+        signals.step_finalized,
         run.cls,
+        run.log,
         workflow_id=run.workflow_id,
         execution_id=execution_id,
         step_name=run.record.step_name,

@@ -15,14 +15,30 @@ from typing import Any
 from .states import Outcome
 from .states import StepState
 
+#: The most of an error's message or traceback stored, in UTF-8 bytes: under the
+#: 65,535 bytes of MariaDB's ``TEXT``, so every database stores the same text.
+MAX_ERROR_BYTES = 60_000
+#: The most of an exception's class name stored (the column's length).
+MAX_CLASS_CHARS = 255
+
 
 @dataclass
 class ErrorInfo:
-    """What is kept of an exception on the execution it failed."""
+    """What is kept of an exception on the execution it failed.
+
+    Every value is storable by construction, on every database: NUL bytes (which
+    PostgreSQL refuses) and lone surrogates (a file name that was not UTF-8) are
+    escaped, and a text too long for the column is cut, saying so.
+    """
 
     error_class: str
     message: str
     traceback: str
+
+    def __post_init__(self) -> None:
+        self.error_class = storable(self.error_class, chars=MAX_CLASS_CHARS)
+        self.message = storable(self.message)
+        self.traceback = storable(self.traceback)
 
     @classmethod
     def from_exception(cls, error: BaseException, traceback_text: str) -> ErrorInfo:
@@ -32,7 +48,46 @@ class ErrorInfo:
             if kind.__module__ == "builtins"
             else f"{kind.__module__}.{kind.__qualname__}"
         )
-        return cls(name, str(error), traceback_text)
+        return cls(name, describe(error), traceback_text)
+
+
+def describe(error: BaseException) -> str:
+    """Return ``str(error)``, or a description of it when its ``__str__`` raises."""
+    try:
+        return str(error)
+    except Exception as broken:
+        try:
+            shown = repr(error)
+        except Exception:
+            shown = f"<{type(error).__name__} object>"
+        return f"{shown} (its __str__ raised {type(broken).__name__})"
+
+
+def storable(text: str, *, chars: int | None = None, limit: int = MAX_ERROR_BYTES) -> str:
+    """Return ``text`` as every database stores it: escaped, and cut to fit if needed.
+
+    NUL becomes ``\\x00`` and a lone surrogate ``\\udcff``, so what is shown is what
+    was there. A text over ``limit`` UTF-8 bytes (or ``chars`` characters) keeps its
+    beginning and its end (a traceback's innermost frame is last) around a line that
+    says how much was cut.
+    """
+    if not isinstance(text, str):
+        text = str(text)
+    text = text.replace("\x00", "\\x00")
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if chars is not None:
+        if len(text) <= chars:
+            return text
+        return f"{text[: chars - 41]}…[cut: {len(text):,} characters]…{text[-20:]}"[:chars]
+    size = len(text.encode("utf-8"))
+    if size <= limit:
+        return text
+    note = f"\n… [trimmed: {size:,} bytes in all; the beginning and the end are kept] …\n"
+    room = limit - len(note.encode("utf-8"))
+    encoded = text.encode("utf-8")
+    head = encoded[: room * 2 // 3].decode("utf-8", "ignore")
+    tail = encoded[len(encoded) - room // 3 :].decode("utf-8", "ignore")
+    return f"{head}{note}{tail}"
 
 
 @dataclass

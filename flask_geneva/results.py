@@ -24,7 +24,7 @@ def from_exception(
     workflow: Any,
     step: StepDefinition,
     consecutive_reattempts: int,
-    error: Exception,
+    error: BaseException,
     reason: str,
     log: Any,
 ) -> StepResult:
@@ -37,7 +37,9 @@ def from_exception(
             policy.handler(workflow, error)
         except FlowSignal as signal:
             return from_signal(signal, info, "exception_policy")
-        except Exception as handler_error:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as handler_error:
             log.exception("exception handler raised %r; workflow paused", handler_error)
         finally:
             workflow._geneva_context = None

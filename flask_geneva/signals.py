@@ -7,7 +7,10 @@ the workflow class; keyword arguments: ``workflow_id``, ``execution_id``,
 
 from __future__ import annotations
 
+from typing import Any
+
 from blinker import Namespace
+from blinker import Signal
 
 _signals = Namespace()
 
@@ -20,3 +23,21 @@ step_performed = _signals.signal("step-performed")
 #: After the finalize transaction committed. ``outcome``: the execution's outcome;
 #: also ``workflow_state`` and ``step_state``.
 step_finalized = _signals.signal("step-finalized")
+
+
+def send(signal: Signal, sender: Any, log: Any, **kwargs: Any) -> None:
+    """Send ``signal``; a receiver that raises is logged, never the step's problem.
+
+    A receiver runs inside the worker between the body and its finalize: its error must
+    not leave the execution half done (``KeyboardInterrupt`` still goes up: shutdown).
+    """
+    if not signal.receivers or signal.is_muted:
+        return
+    for receiver in signal.receivers_for(sender):
+        try:
+            receiver(sender, **kwargs)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            name = getattr(signal, "name", "a")
+            log.exception("a receiver of the %s signal raised; ignored", name)

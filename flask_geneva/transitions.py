@@ -310,6 +310,20 @@ class Transition:
         self.settle_state()
         return then
 
+    def release(self, record: ExecutionRecord) -> None:
+        """Give back an execution whose worker is shutting down mid-body: due again now.
+
+        Not a failure and not an attempt: the same execution is scheduled again (its
+        body's writes were rolled back) and triggered if the workflow is runnable.
+        """
+        record.state = StepState.SCHEDULED
+        record.scheduled_for = self.now
+        record.changes.update(
+            state=StepState.SCHEDULED, started_at=None, scheduled_for=self.now, updated_at=self.now
+        )
+        self.retrigger(record)
+        self.settle_state()
+
     def run_now(self, step_name: str) -> ExecutionRecord:
         """Make ``step_name`` due now without a trigger (the testing helpers run it).
 

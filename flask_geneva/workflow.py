@@ -28,6 +28,7 @@ from .errors import InvalidStateError
 from .errors import WorkflowExistsError
 from .flow import CancelSignal
 from .flow import FinishSignal
+from .flow import FlowSignal
 from .flow import PauseSignal
 from .flow import ReattemptSignal
 from .flow import SkipSignal
@@ -80,6 +81,9 @@ class WorkflowBase:
     # Set by the executor on the instance it runs a step with; None outside a step.
     _geneva_context: Any = None
     _geneva_step: str | None = None
+    #: The flow-control signal the running body raised last: honoured at finalize even
+    #: when the body caught it (a bare ``except:``) and went on.
+    _geneva_flow: FlowSignal | None = None
 
     # Mapped columns (declared on the mapped class; listed here for type checkers).
     id: Any
@@ -251,13 +255,13 @@ class WorkflowBase:
     def cancel(self) -> None:
         """Inside a step: cancel the workflow. Outside: cancel it now."""
         if self.in_step:
-            raise CancelSignal()
+            raise self._flow(CancelSignal())
         self._operate("cancel")
 
     def pause(self) -> None:
         """Inside a step: pause; resume runs this step again. Outside: pause now."""
         if self.in_step:
-            raise PauseSignal()
+            raise self._flow(PauseSignal())
         self._operate("pause")
 
     def skip(self, step: str | None = None) -> None:
@@ -268,7 +272,7 @@ class WorkflowBase:
         if self.in_step:
             if step is not None:
                 raise TypeError("skip() inside a step skips the running step; it takes no name")
-            raise SkipSignal()
+            raise self._flow(SkipSignal())
         self._operate("skip", step=step)
 
     def reattempt(
@@ -280,7 +284,7 @@ class WorkflowBase:
         :param step: outside a step, the step to run; needed when several are due.
         """
         if self.in_step:
-            raise ReattemptSignal(clock.to_timedelta(wait))
+            raise self._flow(ReattemptSignal(clock.to_timedelta(wait)))
         if wait is not None:
             raise TypeError("reattempt(wait=) applies inside a step; outside, it runs now")
         self._operate("reattempt", step=step)
@@ -288,8 +292,13 @@ class WorkflowBase:
     def finish(self) -> None:
         """Inside a step: complete it and finish the workflow, canceling the rest."""
         if self.in_step:
-            raise FinishSignal()
+            raise self._flow(FinishSignal())
         raise InvalidStateError("finish() can only be called inside a step; use cancel() outside")
+
+    def _flow(self, signal: FlowSignal) -> FlowSignal:
+        """Remember the flow-control call made in the running body, then raise it."""
+        self._geneva_flow = signal
+        return signal
 
     def resume(self) -> None:
         """Resume a paused workflow: re-trigger its scheduled steps, retry failed ones."""

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from helpers import Committed
+from helpers import killed_mid_step
 from helpers import mark_model
 
 from flask_geneva import ExceptionPolicy
@@ -65,10 +66,6 @@ class Child(db.Model):  # type: ignore[name-defined,misc]
     parent_id = sa.Column(sa.Integer, nullable=False)
 
 
-class WorkerDied(BaseException):
-    """Stands for the worker process killed mid-step: nothing after it runs."""
-
-
 def effect(workflow: Any, name: str) -> None:
     db.session.add(Effect(workflow_id=workflow.id, name=name))
 
@@ -105,7 +102,7 @@ class Transient(Exception):
 
 
 class Flaky(geneva.Workflow):  # type: ignore[name-defined,misc]
-    """Fails once (reattempted), dies once (recovered), pauses once (resumed), then runs."""
+    """Fails once (reattempted), pauses once (resumed), then runs; a test kills it between."""
 
     @step(on_exception=ExceptionPolicy("reattempt", exceptions=(Transient,)))
     def charge(self) -> None:
@@ -115,15 +112,13 @@ class Flaky(geneva.Workflow):  # type: ignore[name-defined,misc]
         if len(runs) == 0:
             raise Transient("gateway timeout")
         if len(runs) == 1:
-            raise WorkerDied()
-        if len(runs) == 2:
             self.pause()
 
 
 class KillsItsWorker(geneva.Workflow):  # type: ignore[name-defined,misc]
     @step
     def crash(self) -> None:
-        raise WorkerDied()
+        effect(self, "crash")
 
 
 class LooksAtItself(geneva.Workflow):  # type: ignore[name-defined,misc]
@@ -144,10 +139,9 @@ def _clean() -> Any:
 
 
 def die_in(workflow: Any) -> None:
-    """Run the next step, whose body kills the worker; its execution stays in progress."""
-    with pytest.raises(WorkerDied):
-        perform_next_step(workflow)
+    """The worker running the next step is killed mid-body: its execution stays in progress."""
     db.session.rollback()
+    killed_mid_step(geneva, workflow.id)
 
 
 def test_a_bodys_writes_commit_with_its_outcome(app: Flask) -> None:
@@ -195,19 +189,19 @@ def test_a_worker_killed_mid_body_leaves_no_write_and_the_recovery_writes_once(
     wf = Flaky.create()
     with pytest.raises(Transient):
         perform_next_step(wf)  # run 1: raises, rolled back, reattempted
-    die_in(wf)  # run 2: the worker dies before its finalize
+    die_in(wf)  # the worker of the second attempt is killed before its finalize
     assert effects(wf.id) == []
     with travel(timedelta(hours=2)):
         summary = housekeeping.run(geneva)
     assert summary.stuck_reattempted == 1
-    perform_next_step(wf)  # run 3: pauses (in-step), its write goes with the outcome
+    perform_next_step(wf)  # run 2: pauses (in-step), its write goes with the outcome
     assert workflow_state(wf.id) == "paused"
     db.session.get(geneva.Workflow, wf.id).resume()
-    perform_next_step(wf)  # run 4: completes
+    perform_next_step(wf)  # run 3: completes
     assert workflow_state(wf.id) == "finished"
-    assert [s[1] for s in seen] == ["charge"] * 4
-    # Run 3 paused by flow control: its write committed with that outcome. Run 4 wrote
-    # once more. Runs 1 and 2 (raised, killed) left nothing.
+    assert [s[1] for s in seen] == ["charge"] * 3
+    # Run 2 paused by flow control: its write committed with that outcome. Run 3 wrote
+    # once more. Run 1 (raised) and the killed attempt left nothing.
     assert effects(wf.id) == ["charge", "charge"]
     assert [(x[1], x[2]) for x in history(wf.id)] == [
         ("completed", "reattempted"),
@@ -228,7 +222,7 @@ def test_the_idempotency_key_is_the_same_for_every_run_of_a_step(app: Flask) -> 
     db.session.get(geneva.Workflow, wf.id).resume()
     perform_next_step(wf)
     keys = {key for _, _, key in seen}
-    assert len(seen) == 4 and len(keys) == 1  # reattempt, recovery and resume: one key
+    assert len(seen) == 3 and len(keys) == 1  # reattempt, recovery and resume: one key
     (key,) = keys
     assert isinstance(key, str) and 0 < len(key) <= 64
 

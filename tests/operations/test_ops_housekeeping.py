@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import killed_mid_step
 
 from flask_geneva import ConfigurationError
 from flask_geneva import Geneva
@@ -26,11 +27,7 @@ db = SQLAlchemy()
 geneva = Geneva(db)
 
 
-class WorkerDied(BaseException):
-    """Stands for a worker process killed mid-step: nothing after it runs."""
-
-
-#: Set by a test to make TwoSteps.first die ("die") or block ("entered", "release").
+#: Set by a test to make TwoSteps.first block ("entered", "release").
 _hold: dict[str, Any] = {}
 
 
@@ -43,8 +40,6 @@ class OneStep(geneva.Workflow):  # type: ignore[name-defined,misc]
 class TwoSteps(geneva.Workflow):  # type: ignore[name-defined,misc]
     @step
     def first(self) -> None:
-        if _hold.get("die"):
-            raise WorkerDied()
         if "release" in _hold:
             _hold["entered"].set()
             _hold["release"].wait(10)
@@ -287,17 +282,9 @@ def test_init_app_registers_the_periodic_housekeeping_task_that_runs_it(app, hue
 
 
 def claim_without_finishing(workflow: Any) -> int:
-    """Run the next step with a body that never returns, leaving it in_progress."""
-    _hold["die"] = True
-    try:
-        perform_next_step(workflow)
-    except WorkerDied:
-        pass
-    finally:
-        _hold.clear()
+    """The worker running the next step is killed mid-body: it stays in_progress."""
     db.session.rollback()
-    (execution_id,) = [x.id for x in executions_of(workflow) if x.state == "in_progress"]
-    return execution_id
+    return killed_mid_step(geneva, workflow.id)
 
 
 def make_app(tmp_path: Any, **config: Any) -> Flask:
