@@ -272,17 +272,30 @@ def _decide(ext: Geneva, run: _Run) -> StepResult | None:
             with ext.engine().connect() as conn:
                 exists = ext.heroes.exists(conn, row["hero_type"], row["hero_id"])
         except LookupError as error:
-            return results.failed(
-                UnresolvedReferenceError(
-                    f"{error}; workflow paused",
-                    workflow_id=run.workflow_id,
-                    execution_id=run.execution_id,
-                )
+            return _unresolved(run, f"{error}; workflow paused")
+        except (sa.exc.DBAPIError, OverflowError) as error:
+            # The database refused the lookup itself (a key out of the column's range, a
+            # NUL byte, the hero's table gone): pause on it. An outage is not the row's
+            # fault: it goes up, and housekeeping recovers the execution.
+            if isinstance(error, sa.exc.DBAPIError) and is_retryable(error):
+                raise
+            return _unresolved(
+                run,
+                f"looking up hero {row['hero_type']}:{row['hero_id']!r} failed "
+                f"({getattr(error, 'orig', error)}); workflow paused",
             )
         if not exists and not definition.may_proceed_without_hero:
             run.log.info("hero %s:%s is gone; workflow canceled", row["hero_type"], row["hero_id"])
             return StepResult("cancel")
     return _preconditions(ext, run)
+
+
+def _unresolved(run: _Run, message: str) -> StepResult:
+    return results.failed(
+        UnresolvedReferenceError(
+            message, workflow_id=run.workflow_id, execution_id=run.execution_id
+        )
+    )
 
 
 def _preconditions(ext: Geneva, run: _Run) -> StepResult | None:

@@ -7,6 +7,7 @@ string and UUID keys all fit one column. Composite primary keys are not supporte
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -87,6 +88,9 @@ class HeroResolver:
         return conn.execute(query).first() is not None
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
 def coerce_key(model: type, hero_id: str) -> Any:
     """Turn a stored ``hero_id`` string back into the key's Python type.
 
@@ -101,7 +105,13 @@ def coerce_key(model: type, hero_id: str) -> Any:
         return hero_id
     try:
         if python_type is int:
-            return int(hero_id)
+            # What str(key) wrote: ASCII digits (int() also reads '١٢' and ' 12 ').
+            if not _INTEGER.fullmatch(hero_id):
+                raise ValueError(hero_id)
+            value = int(hero_id)
+            if not -(2**63) <= value < 2**63:
+                raise ValueError(hero_id)
+            return value
         if python_type is uuid.UUID:
             return uuid.UUID(hero_id)
     except (TypeError, ValueError):
