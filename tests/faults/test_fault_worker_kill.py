@@ -200,3 +200,47 @@ def test_a_worker_killed_mid_step_is_recovered_by_housekeeping_and_the_workflow_
         (name, "completed", keys[name]) for name in soak_app.STEPS
     )
     assert [x for s, x, _, _ in effects if s == "receive"] == [int(receive_runs[1][2])]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql", "mariadb"], indirect=True)
+def test_a_worker_told_to_stop_now_gives_its_running_step_back(
+    soak: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGTERM to a process-worker consumer is Huey's "stop now": it interrupts the
+    running task with KeyboardInterrupt. The execution is scheduled again at once (no
+    housekeeping needed), not failed and not lost; its body's writes are rolled back."""
+    log = Path(soak["SOAK_LOG"])
+    hold = Path(soak["SOAK_HOLD"])
+    hold.touch()
+    reached = Path(soak["SOAK_HOLD"] + ".reached")
+    workflow_id = soak_app.SoakWorkflow.create().id
+
+    worker = start_worker(soak, tmp_path, "process")
+    try:
+        wait_until(reached.exists)
+        os.kill(worker.pid, signal.SIGTERM)  # the consumer alone: it interrupts its workers
+        worker.wait(timeout=TIMEOUT)
+    finally:
+        stop(worker, signal.SIGKILL)
+    assert executions(workflow_id) == [("receive", "scheduled", None)]
+    assert effect_rows() == []
+    assert "scheduled again" in (tmp_path / "worker.log").read_text()
+    hold.unlink()
+
+    worker = start_worker(soak, tmp_path, "process")
+    try:
+        wait_until(lambda: workflow_state(workflow_id) == "finished")
+    finally:
+        stop(worker, signal.SIGINT)
+    history = executions(workflow_id)
+    assert Counter(history) == Counter(
+        {(name, "completed", "success"): 1 for name in soak_app.STEPS}
+    )
+    runs = [line.split() for line in log.read_text().splitlines()]
+    # Each interrupted run gave its execution back (the other worker may take the given
+    # back trigger while the consumer shuts down, and be interrupted in turn); then one
+    # run went through.
+    released = (tmp_path / "worker.log").read_text().count("scheduled again")
+    assert released >= 1
+    assert Counter(p[1] for p in runs)["receive"] == released + 1
+    assert sorted(s for s, _, _, _ in effect_rows()) == sorted(soak_app.STEPS)
