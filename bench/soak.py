@@ -5,6 +5,7 @@ Usage::
     python -m bench.soak                                  # PostgreSQL + Redis, 500 workflows
     python -m bench.soak --db sqlite                      # SQLite + SqliteHuey
     python -m bench.soak --worker-type process --deliver-twice --repeat 5
+    python -m bench.soak --raise-rate 0.2                 # bodies also raise at random
 
 What it does, per round:
 
@@ -18,6 +19,11 @@ What it does, per round:
 4. runs housekeeping every second with ``GENEVA_STUCK_IN_PROGRESS_AFTER=2`` s and
    ``GENEVA_STUCK_SCHEDULED_AFTER=10`` s, until every workflow is terminal;
 5. checks the invariants and prints the figures.
+
+With ``--raise-rate``, that share of body runs raise after writing their effect row:
+an ``Exception``, ``SystemExit``, ``GeneratorExit`` or a custom ``BaseException``. The
+class reattempts them all, so the same invariants hold, and the raised runs' writes
+must be gone with their failures.
 
 Each step body (``bench/soak_app.py``) appends a line to an external run log first,
 then writes one effect row through ``db.session`` without committing it: the executor
@@ -36,8 +42,10 @@ Invariants (a violation makes the exit status 1):
   written by its ``completed`` execution (the writes of a killed or recovered run were
   rolled back with it), however many times its body ran;
 * a body ran more than once only when its worker was lost (the step has a
-  ``recovered`` execution) or when its finalize was retried after a deadlock (the same
-  execution logged twice): never because a trigger was delivered twice;
+  ``recovered`` execution), when it raised (a ``reattempted`` execution) or when its
+  finalize was retried after a deadlock (the same execution logged twice): never
+  because a trigger was delivered twice;
+* no worker thread or process is lost: no worker log says a worker died;
 * ``self.idempotency_key`` is the same in every run of a step and in its effect row,
   equals ``idempotency_key_for(step)``, and no two steps (of any workflows) share one.
 """
@@ -102,6 +110,10 @@ class Figures:
     #: another key than ``idempotency_key_for(step)``; keys shared by two steps.
     key_mismatches: int = 0
     keys_shared: int = 0
+    #: Body runs that raised on purpose (``--raise-rate``), by kind.
+    raised: Counter[str] = field(default_factory=Counter)
+    #: Worker threads or processes the worker logs say died (Huey restarts them).
+    workers_lost: int = 0
     violations: list[str] = field(default_factory=list)
 
 
@@ -116,6 +128,7 @@ MUST_BE_ZERO = (
     "bodies_run_twice_unexplained",
     "key_mismatches",
     "keys_shared",
+    "workers_lost",
 )
 
 
@@ -155,6 +168,7 @@ class Round:
             SOAK_STUCK_AFTER=str(args.stuck_after),
             SOAK_OVERDUE_AFTER=str(args.overdue_after),
             SOAK_DELIVER_TWICE="1" if args.deliver_twice else "0",
+            SOAK_RAISE_RATE=str(args.raise_rate),
             SOAK_INSTANCE=str(self.dir),
         )
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -292,12 +306,12 @@ class Round:
         f.executions = len(executions)
         f.lost = self.args.workflows - f.states.get("finished", 0)
         completed: dict[tuple[int, str], list[int]] = defaultdict(list)
-        recovered_steps: set[tuple[int, str]] = set()
+        rerun_steps: set[tuple[int, str]] = set()
         for x in executions:
-            if x.state == "completed":
+            if x.state == "completed" and x.outcome == "success":
                 completed[(x.workflow_id, x.step_name)].append(x.id)
-            if x.outcome == "recovered":
-                recovered_steps.add((x.workflow_id, x.step_name))
+            if x.outcome in ("recovered", "reattempted"):
+                rerun_steps.add((x.workflow_id, x.step_name))
         for key in expected_key:
             n = len(completed.get(key, []))
             f.completed_twice += n > 1
@@ -306,6 +320,10 @@ class Round:
         # Runs: one log line each ("workflow step execution pid key").
         f.runs = len(lines)
         f.runs_without_execution = sum(1 for p in lines if p[2] == "None")
+        f.raised = Counter(p[5] for p in lines if len(p) > 5 and p[5] != "-")
+        for log in self.dir.glob("worker-*.log"):
+            text = log.read_text(errors="replace")
+            f.workers_lost += text.count(" died, restarting") + text.count(" died!")
         runs: dict[tuple[int, str], list[list[str]]] = defaultdict(list)
         for p in lines:
             runs[(int(p[0]), p[1])].append(p)
@@ -316,7 +334,7 @@ class Round:
             ids = Counter(p[2] for p in step_runs if p[2] != "None")
             rerun_in_execution = any(n > 1 for n in ids.values())
             f.bodies_rerun_in_execution += rerun_in_execution
-            explained = key in recovered_steps or rerun_in_execution
+            explained = key in rerun_steps or rerun_in_execution
             f.bodies_run_twice_unexplained += not explained
 
         # Effects: exactly one row per step, by its completed execution.
@@ -377,7 +395,9 @@ def report(number: int, f: Figures) -> None:
         f"{f.bodies_run_twice_unexplained}); effect rows {f.effects}, effects duplicated: "
         f"{f.effects_duplicated}, missing {f.effects_missing}, not by the completed "
         f"execution {f.effects_not_of_completed}; idempotency key mismatches "
-        f"{f.key_mismatches}, shared {f.keys_shared}",
+        f"{f.key_mismatches}, shared {f.keys_shared}\n"
+        f"  bodies that raised on purpose: {sum(f.raised.values())} {dict(f.raised)}; "
+        f"worker threads/processes lost: {f.workers_lost}",
         flush=True,
     )
     for violation in f.violations:
@@ -417,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stuck-after", type=float, default=2.0)
     parser.add_argument("--overdue-after", type=float, default=10.0)
     parser.add_argument("--deliver-twice", action="store_true")
+    parser.add_argument(
+        "--raise-rate",
+        type=float,
+        default=0.0,
+        help="share of body runs that raise (Exception, SystemExit, GeneratorExit, a "
+        "custom BaseException) after writing their effect row",
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=None)
@@ -428,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         f"worker process(es) x {args.workers} {args.worker_type} worker(s), a SIGKILL every "
         f"{args.kill_min}-{args.kill_max} s, effect flushed "
         f"{'early' if _flush_early(args) else 'late'}, deliver twice: {args.deliver_twice}, "
+        f"bodies raising: {args.raise_rate:.0%}, "
         f"{os.cpu_count()} CPU(s)",
         flush=True,
     )
@@ -445,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         failed += bool(figures.violations)
         for name in TOTALS:
             totals[name] += getattr(figures, name)
+        totals["raised"] += sum(figures.raised.values())
         seconds += figures.seconds
     t = totals
     print(
@@ -452,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{t['executions']} executions, {t['kills']} kills, {t['recovered']} recovered; "
         f"lost workflows: {t['lost']}, executions completed twice: {t['completed_twice']}, "
         f"bodies run twice: {t['bodies_run_twice']}, effects duplicated: "
-        f"{t['effects_duplicated']} ({t['effects']} effect rows for {t['runs']} body runs); "
+        f"{t['effects_duplicated']} ({t['effects']} effect rows for {t['runs']} body runs, "
+        f"{t['raised']} of which raised); worker threads lost: {t['workers_lost']}; "
         f"rounds failed: {failed}",
         flush=True,
     )

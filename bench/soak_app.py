@@ -17,6 +17,10 @@ starts share one database and one queue:
 ``SOAK_DELIVER_TWICE`` ``1``: every step message is put back on the queue once
 ``SOAK_STUCK_AFTER``   ``GENEVA_STUCK_IN_PROGRESS_AFTER`` in seconds (default 2)
 ``SOAK_OVERDUE_AFTER`` ``GENEVA_STUCK_SCHEDULED_AFTER`` in seconds (default 10)
+``SOAK_RAISE_RATE``    the share of body runs that raise, after writing their effect row:
+                       an ``Exception``, ``SystemExit``, ``GeneratorExit`` or a custom
+                       ``BaseException``, chosen at random (default 0). The class
+                       reattempts any of them, so every workflow still finishes.
 
 Each step body leaves two traces, so a soak can tell how often a body *ran* from how
 often its effect *happened*:
@@ -45,6 +49,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
+from flask_geneva import ExceptionPolicy
 from flask_geneva import Geneva
 from flask_geneva import step
 
@@ -54,6 +59,31 @@ geneva = Geneva(db)
 STEP_MS = float(os.environ.get("SOAK_STEP_MS", "20"))
 FLUSH_EARLY = os.environ.get("SOAK_FLUSH_EARLY") == "1"
 HOLD = os.environ.get("SOAK_HOLD")
+RAISE_RATE = float(os.environ.get("SOAK_RAISE_RATE", "0"))
+
+
+class SoakBaseError(BaseException):
+    """A BaseException of the application's own (not an Exception)."""
+
+
+def _exit() -> None:
+    raise SystemExit(3)
+
+
+def _generator_exit() -> None:
+    raise GeneratorExit("closed")
+
+
+def _base() -> None:
+    raise SoakBaseError("ours")
+
+
+def _error() -> None:
+    raise ValueError("gateway said no")
+
+
+#: What a raising body raises, by the name its run line records.
+RAISERS = {"error": _error, "exit": _exit, "generator_exit": _generator_exit, "base": _base}
 
 
 class SoakEffect(db.Model):  # type: ignore[name-defined,misc]
@@ -97,7 +127,8 @@ def side_effects(workflow: Any, step_name: str) -> None:
     """Log the run, write the effect row through ``db.session`` (no commit), take time."""
     execution_id = running_execution(workflow, step_name)
     key = workflow.idempotency_key
-    append_run(f"{workflow.id} {step_name} {execution_id} {os.getpid()} {key}\n")
+    raises = random.choice(list(RAISERS)) if random.random() < RAISE_RATE else "-"
+    append_run(f"{workflow.id} {step_name} {execution_id} {os.getpid()} {key} {raises}\n")
     effect = SoakEffect(
         workflow_id=workflow.id,
         step_name=step_name,
@@ -120,10 +151,14 @@ def side_effects(workflow: Any, step_name: str) -> None:
         # Added last and not flushed: on SQLite a flushed write would hold the
         # database's write lock for the rest of the body.
         db.session.add(effect)
+    if raises != "-":
+        RAISERS[raises]()  # after the write: it must go with the failure
 
 
 class SoakWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
     """A small DAG: ``receive`` fans out to ``check`` and ``reserve``, joined by ``ship``."""
+
+    on_exception = ExceptionPolicy("reattempt", wait=0, max_reattempts=None)
 
     @step
     def receive(self) -> None:
