@@ -23,6 +23,7 @@ path in :mod:`~flask_geneva.unit`.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from dataclasses import field
@@ -446,7 +447,9 @@ def _perform(ext: Geneva, run: _Run) -> _Performed:
     with watching_writes() as wrote:
         try:
             try:
-                run.step.body(workflow)()
+                returned = run.step.body(workflow)()
+                if returned is not None and inspect.isawaitable(returned):
+                    _refuse_awaitable(returned)
                 signal = _swallowed(run, None)
             except FlowSignal as raised:
                 signal, workflow._geneva_flow = raised, None
@@ -501,6 +504,17 @@ def _perform(ext: Geneva, run: _Run) -> _Performed:
         duration=performed.duration,
     )
     return performed
+
+
+def _refuse_awaitable(returned: Any) -> None:
+    """A body that returned a coroutine did not run it: that is the step's error."""
+    close = getattr(returned, "close", None)
+    if close is not None:
+        close()  # no "never awaited" warning on top of the error
+    raise TypeError(
+        f"the step returned {type(returned).__name__} {returned!r} instead of running it: "
+        "step bodies are plain functions; call async code with asyncio.run(...) inside"
+    )
 
 
 def _swallowed(run: _Run, error: BaseException | None) -> FlowSignal | None:

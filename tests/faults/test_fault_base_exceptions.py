@@ -382,3 +382,27 @@ def test_a_signal_receiver_that_raises_does_not_leave_the_step_half_done(
     assert committed.state(wf) == "finished"
     assert committed.marks(wf) == ["work"]
     assert "receiver of the" in caplog.text
+
+
+# -- a body that returns a coroutine instead of running it ------------------------------
+
+
+async def _send_later() -> None:
+    raise AssertionError("never awaited, never run")
+
+
+class ReturnsCoroutine(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def work(self) -> Any:
+        mark(self, "work")
+        return _send_later()
+
+
+def test_a_body_returning_a_coroutine_fails_instead_of_counting_as_done(app: Flask) -> None:
+    wf = ReturnsCoroutine.create()
+    with pytest.raises(TypeError, match="returned coroutine"):
+        perform_next_step(wf)
+    db.session.rollback()
+    assert committed.state(wf) == "paused"
+    assert latest_error(wf.id) == ("work", "failed", "failed", "TypeError")
+    assert committed.marks(wf) == []
