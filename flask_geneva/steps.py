@@ -16,12 +16,12 @@ from datetime import timedelta
 from typing import Any
 from typing import overload
 
-from .clock import to_timedelta
 from .errors import DefinitionError
 from .policy import ACTIONS
 from .policy import UNSET
 from .policy import ExceptionPolicy
 from .policy import coerce_policy
+from .policy import to_wait
 
 _counter = itertools.count()
 
@@ -239,15 +239,10 @@ def build_definition(
             f"valid options are {', '.join(sorted(_OPTION_NAMES))}"
         )
 
-    wait_value = opts.get("wait")
     try:
-        wait = to_timedelta(wait_value)
-    except TypeError as exc:
-        raise DefinitionError(f"{where}: invalid wait value {wait_value!r}: {exc}") from None
-    if wait < timedelta(0):
-        raise DefinitionError(
-            f"{where}: invalid wait value {wait_value!r}: it must be non-negative"
-        )
+        wait = to_wait(opts.get("wait"))
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(f"{where}: {exc}") from None
 
     policy = _build_policy(opts, where)
 
