@@ -20,8 +20,12 @@ from .policy import coerce_policy
 from .steps import Condition
 from .steps import StepDeclaration
 from .steps import StepDefinition
+from .steps import attribute_target
 from .steps import build_definition
 from .steps import check_condition
+from .steps import check_condition_runs
+from .steps import check_handler_runs
+from .steps import check_step_runs
 
 #: Job options a class may set in ``step_job_options``.
 JOB_OPTIONS = frozenset({"priority"})
@@ -75,6 +79,7 @@ def build(cls: type, parent: WorkflowDefinition | None) -> WorkflowDefinition:
             build_definition(declaration, class_name=name, name=step_name, attr=attr, owner=cls)
         )
     graph = StepGraph(name, definitions)
+    _check_inherited_names_run(cls, name, parent)
 
     policies = _policies(cls, name)
     declared = (parent.declared_policies if parent else ()) + ((policies,) if policies else ())
@@ -155,6 +160,8 @@ def _policies(cls: type, name: str) -> tuple[ExceptionPolicy, ...]:
             policies.append(coerce_policy(item))
         except ValueError as exc:
             raise DefinitionError(f"{name}: class-level {exc}") from None
+    for policy in policies:
+        check_handler_runs(policy, f"{name}: class-level on_exception")
     blankets = [p for p in policies if p.is_blanket]
     if len(blankets) > 1:
         raise DefinitionError(
@@ -163,6 +170,27 @@ def _policies(cls: type, name: str) -> tuple[ExceptionPolicy, ...]:
             "others exceptions=(...)"
         )
     return tuple(policies)
+
+
+def _check_inherited_names_run(cls: type, name: str, parent: WorkflowDefinition | None) -> None:
+    """Check what inherited names resolve to in ``cls``: a subclass may override them.
+
+    A step's body and a condition given as a method name are looked up on the instance
+    at run time, so an ``async def`` override in a subclass would not run either.
+    """
+    if parent is None:
+        return
+    for definition in parent.definitions:
+        where = f"{name}.{definition.name}"
+        if definition.method_name is not None:
+            check_step_runs(attribute_target(cls, definition.method_name), where)
+        if isinstance(definition.skip_if, str):
+            target = attribute_target(cls, definition.skip_if)
+            check_condition_runs(target, definition.skip_if, f"{where}: invalid skip_if")
+    for condition in parent.cancel_if:
+        if isinstance(condition, str):
+            target = attribute_target(cls, condition)
+            check_condition_runs(target, condition, f"{name}: cancel_if")
 
 
 def _as_tuple(value: Any) -> tuple[Any, ...]:

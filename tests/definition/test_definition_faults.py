@@ -13,6 +13,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import AsyncIterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -107,3 +111,229 @@ def test_the_longest_wait_is_a_hundred_years_and_is_accepted_everywhere(geneva: 
 def test_a_wait_of_the_wrong_kind_is_a_type_error_at_run_time(wait: Any) -> None:
     with pytest.raises(TypeError, match="expected a timedelta or a number of seconds"):
         ReattemptSignal(wait)
+
+
+# -- steps and conditions that calling would not run -----------------------------------
+
+
+def wraps(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A sync decorator around ``func``, as logging or retry decorators are written."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+async def async_check(workflow: Any) -> bool:
+    return False
+
+
+def generator_check(workflow: Any) -> Iterator[bool]:
+    yield False
+
+
+class AsyncCallable:
+    async def __call__(self, workflow: Any) -> bool:
+        return False
+
+
+def test_an_async_step_is_a_definition_error_naming_class_step_and_fix(geneva: Geneva) -> None:
+    with pytest.raises(DefinitionError) as info:
+
+        class Fetching(geneva.Workflow):
+            @step
+            def first(self) -> None: ...
+
+            @step
+            async def fetch(self) -> None: ...
+
+    message = str(info.value)
+    assert message.startswith("Fetching.fetch: the step is an async function (async def);")
+    assert "its body would never run" in message
+    assert "make it a plain def (run async code inside it with asyncio.run(...))" in message
+
+
+def test_generator_steps_are_definition_errors(geneva: Geneva) -> None:
+    with pytest.raises(DefinitionError, match=r"Gen\.produce: the step is a generator function"):
+
+        class Gen(geneva.Workflow):
+            @step
+            def produce(self) -> Iterator[int]:
+                yield 1
+
+    with pytest.raises(DefinitionError) as info:
+
+        class AsyncGen(geneva.Workflow):
+            @step(name="stream")
+            async def produce(self) -> AsyncIterator[int]:
+                yield 1
+
+    assert str(info.value).startswith("AsyncGen.stream: the step is an async generator function")
+    assert "make it a plain def" in str(info.value)
+
+
+def test_a_step_wrapped_around_an_async_function_is_a_definition_error(geneva: Geneva) -> None:
+    with pytest.raises(DefinitionError) as info:
+
+        class Decorated(geneva.Workflow):
+            @step
+            @wraps
+            async def fetch(self) -> None: ...
+
+    message = str(info.value)
+    assert message.startswith("Decorated.fetch: the step is an async function (async def)")
+    assert "behind a decorator (seen through __wrapped__)" in message
+
+
+def test_steps_made_from_async_functions_in_a_loop_are_definition_errors(geneva: Geneva) -> None:
+    async def poll(workflow: Any) -> None: ...
+
+    with pytest.raises(DefinitionError, match=r"Polling\.step_1: the step is an async function"):
+
+        class Polling(geneva.Workflow):
+            polls = [step(poll, wait=w) for w in (0, 30)]
+
+
+def test_a_subclass_overriding_a_step_with_an_async_method_is_a_definition_error(
+    geneva: Geneva,
+) -> None:
+    class Parent(geneva.Workflow):
+        @step
+        def charge(self) -> None: ...
+
+    with pytest.raises(DefinitionError, match=r"Child\.charge: the step is an async function"):
+
+        class Child(Parent):
+            async def charge(self) -> None:  # type: ignore[override]
+                ...
+
+
+@pytest.mark.parametrize(
+    ("condition", "kind"),
+    [
+        pytest.param(async_check, "an async function", id="async_def"),
+        pytest.param(generator_check, "a generator function", id="generator"),
+        pytest.param(wraps(async_check), "behind a decorator", id="wrapped"),
+        pytest.param(functools.partial(async_check), "an async function", id="partial"),
+        pytest.param(AsyncCallable(), "an async function", id="callable_object"),
+    ],
+)
+def test_an_async_skip_if_is_a_definition_error(geneva: Geneva, condition: Any, kind: str) -> None:
+    with pytest.raises(DefinitionError) as info:
+
+        class Skipping(geneva.Workflow):
+            @step(skip_if=condition)
+            def nag(self) -> None: ...
+
+    message = str(info.value)
+    assert message.startswith(f"Skipping.nag: invalid skip_if: {condition!r} is ")
+    assert kind in message
+    assert "is always true" in message
+    assert "make it a plain def returning a bool" in message
+
+
+@pytest.mark.parametrize("how", ["method", "staticmethod", "property", "wrapped_method"])
+def test_an_async_skip_if_given_by_name_is_a_definition_error(geneva: Geneva, how: str) -> None:
+    async def is_vip(self: Any) -> bool:
+        return True
+
+    attribute: Any = {
+        "method": is_vip,
+        "staticmethod": staticmethod(async_check),
+        "property": property(is_vip),
+        "wrapped_method": wraps(is_vip),
+    }[how]
+    with pytest.raises(DefinitionError) as info:
+        type(
+            "Nagging",
+            (geneva.Workflow,),
+            {"is_vip": attribute, "nag": step(skip_if="is_vip")(lambda self: None)},
+        )
+    assert str(info.value).startswith("Nagging.nag: invalid skip_if: 'is_vip' is an async")
+
+
+def test_an_async_cancel_if_is_a_definition_error(geneva: Geneva) -> None:
+    with pytest.raises(DefinitionError) as info:
+
+        class Canceling(geneva.Workflow):
+            cancel_if = [lambda workflow: False, async_check]
+
+    assert str(info.value).startswith(f"Canceling: cancel_if: {async_check!r} is an async")
+
+    with pytest.raises(DefinitionError, match=r"ByName: cancel_if: 'gone' is an async function"):
+
+        class ByName(geneva.Workflow):
+            cancel_if = "gone"
+
+            async def gone(self) -> bool:
+                return False
+
+
+def test_a_subclass_overriding_a_condition_with_an_async_method_is_a_definition_error(
+    geneva: Geneva,
+) -> None:
+    class Parent(geneva.Workflow):
+        cancel_if = "gone"
+
+        def gone(self) -> bool:
+            return False
+
+        def is_vip(self) -> bool:
+            return False
+
+        @step(skip_if="is_vip")
+        def nag(self) -> None: ...
+
+    with pytest.raises(DefinitionError, match=r"Child: cancel_if: 'gone' is an async function"):
+
+        class Child(Parent):
+            async def gone(self) -> bool:  # type: ignore[override]
+                return False
+
+    with pytest.raises(DefinitionError, match=r"Other\.nag: invalid skip_if: 'is_vip' is an async"):
+
+        class Other(Parent):
+            async def is_vip(self) -> bool:  # type: ignore[override]
+                return False
+
+
+def test_an_async_exception_handler_is_a_definition_error(geneva: Geneva) -> None:
+    async def handler(workflow: Any, error: BaseException) -> None: ...
+
+    with pytest.raises(DefinitionError) as info:
+
+        class StepLevel(geneva.Workflow):
+            @step(on_exception=handler)
+            def charge(self) -> None: ...
+
+    assert str(info.value).startswith(f"StepLevel.charge: the on_exception handler {handler!r}")
+    assert "every error would pause the workflow" in str(info.value)
+
+    with pytest.raises(DefinitionError, match=r"ClassLevel: class-level on_exception: the"):
+
+        class ClassLevel(geneva.Workflow):
+            on_exception = [ExceptionPolicy("skip", exceptions=KeyError), handler]
+
+
+def test_plain_steps_conditions_and_decorated_sync_functions_are_accepted(geneva: Geneva) -> None:
+    def check(workflow: Any) -> bool:
+        return False
+
+    class Fine(geneva.Workflow):
+        cancel_if = [check, "is_gone", wraps(check), functools.partial(check)]
+        on_exception = ExceptionPolicy(handler=lambda workflow, error: None)
+
+        @property
+        def is_gone(self) -> bool:
+            return False
+
+        @step(skip_if=wraps(check))
+        @wraps
+        def charge(self) -> None: ...
+
+        @step(skip_if="is_gone")
+        def notify(self) -> None: ...
+
+    assert list(Fine.step_graph().steps) == ["charge", "notify"]
