@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from collections.abc import Callable
 from collections.abc import Iterator
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from flask_geneva import ExceptionPolicy
 from flask_geneva import Geneva
 from flask_geneva import step
 from flask_geneva.flow import ReattemptSignal
+from flask_geneva.models import BASE_IDENTITY
 from flask_geneva.policy import MAX_WAIT
 from flask_geneva.policy import to_wait
 
@@ -337,3 +339,137 @@ def test_plain_steps_conditions_and_decorated_sync_functions_are_accepted(geneva
         def notify(self) -> None: ...
 
     assert list(Fine.step_graph().steps) == ["charge", "notify"]
+
+
+# -- stored identities -----------------------------------------------------------------
+
+
+class Kind(StrEnum):
+    PAYMENT = "billing.payment"
+
+
+def define(geneva: Geneva, name: str = "Payment", **body: Any) -> Any:
+    """Create a workflow class the way a class statement does."""
+    return type(name, (geneva.Workflow,), body)
+
+
+def test_the_longest_identity_is_the_type_columns_length(geneva: Geneva) -> None:
+    length = geneva.tables.workflows.c.type.type.length
+    assert length == 191
+
+    pinned = define(geneva, "Long", __geneva_type__="x" * length)
+    derived = define(geneva, "W" * length)
+    assert pinned.__geneva_identity__ == "x" * length
+    assert derived.__geneva_identity__ == "W" * length
+    assert pinned.__geneva_definition__.identity == "x" * length
+
+
+def test_a_pinned_identity_longer_than_the_type_column_is_a_definition_error(
+    geneva: Geneva,
+) -> None:
+    with pytest.raises(DefinitionError) as info:
+        define(geneva, "Long", __geneva_type__="billing." + "x" * 184)
+    message = str(info.value)
+    assert message.startswith("Long: __geneva_type__ 'billing.xxxxxxxx")
+    assert "is 192 characters long; the type column stores at most 191" in message
+    assert "give __geneva_type__ another value" in message
+    assert "billing." + "x" * 184 not in geneva.registry
+
+
+def test_a_class_name_longer_than_the_type_column_is_a_definition_error(geneva: Geneva) -> None:
+    with pytest.raises(DefinitionError) as info:
+        define(geneva, "W" * 192)
+    message = str(info.value)
+    assert "the class name (the default stored identity)" in message
+    assert "is 192 characters long" in message
+    assert "pin another identity with __geneva_type__" in message
+    # Pinning a shorter identity is the way out.
+    assert define(geneva, "W" * 192, __geneva_type__="Short").__geneva_identity__ == "Short"
+
+
+@pytest.mark.parametrize("identity", [BASE_IDENTITY, BASE_IDENTITY.upper()])
+def test_claiming_the_base_identity_is_a_definition_error(geneva: Geneva, identity: str) -> None:
+    with pytest.raises(DefinitionError) as info:
+        define(geneva, "Impostor", __geneva_type__=identity)
+    assert str(info.value).startswith(
+        f"Impostor: __geneva_type__ {identity!r} is the identity of the base class"
+    )
+    assert identity not in geneva.registry
+    # The base mapper still owns the identity: rows of missing classes load as the base.
+    mapper = geneva.Workflow.__mapper__
+    assert mapper.polymorphic_map[BASE_IDENTITY] is mapper
+
+
+def test_a_class_named_like_the_base_identity_is_a_definition_error(geneva: Geneva) -> None:
+    with pytest.raises(DefinitionError, match="the class name .* is the identity of the base"):
+        define(geneva, BASE_IDENTITY)
+
+
+@pytest.mark.parametrize(
+    ("identity", "problem"),
+    [
+        ("", "is empty"),
+        ("   ", "is empty"),
+        ("\t\n", "is empty"),
+        (" Payment", "begins or ends with whitespace"),
+        ("Payment ", "begins or ends with whitespace"),
+        ("Pay\x00ment", "contains a control character"),
+        ("Pay\nment", "contains a control character"),
+        ("Pay\udcffment", "contains a control character or a lone surrogate"),
+    ],
+)
+def test_an_empty_padded_or_unstorable_identity_is_a_definition_error(
+    geneva: Geneva, identity: str, problem: str
+) -> None:
+    with pytest.raises(DefinitionError) as info:
+        define(geneva, "Payment", __geneva_type__=identity)
+    assert str(info.value).startswith(f"Payment: __geneva_type__ {identity!r} {problem}")
+    # Not silently replaced by the class name either.
+    assert "Payment" not in geneva.registry
+
+
+@pytest.mark.parametrize("identity", [None, 0, False, b"Payment", ["Payment"], 7.5])
+def test_an_identity_that_is_not_a_string_is_a_definition_error(
+    geneva: Geneva, identity: Any
+) -> None:
+    with pytest.raises(DefinitionError) as info:
+        define(geneva, "Payment", __geneva_type__=identity)
+    assert str(info.value).startswith(
+        f"Payment: __geneva_type__ must be a string (the identity stored in the type column), "
+        f"got {identity!r}"
+    )
+    assert geneva.registry == {}
+
+
+def test_a_string_enum_member_is_a_valid_identity(geneva: Geneva) -> None:
+    cls = define(geneva, "Payment", __geneva_type__=Kind.PAYMENT)
+    assert cls.__geneva_identity__ == "billing.payment"
+    assert geneva.registry["billing.payment"] is cls
+
+
+def test_mapper_args_mapping_the_class_to_another_identity_is_a_definition_error(
+    geneva: Geneva,
+) -> None:
+    with pytest.raises(DefinitionError) as info:
+        define(geneva, "Mapped", __mapper_args__={"polymorphic_identity": "other"})
+    message = str(info.value)
+    assert message.startswith(
+        "Mapped: __mapper_args__ gives polymorphic_identity 'other', but the class is "
+        "registered as 'Mapped'"
+    )
+    assert "__geneva_type__" in message
+
+    with pytest.raises(DefinitionError, match="gives polymorphic_identity None"):
+        define(geneva, "Unmapped", __mapper_args__={})
+
+    agreed = define(
+        geneva, "Agreed", __geneva_type__="other", __mapper_args__={"polymorphic_identity": "other"}
+    )
+    assert agreed.__mapper__.polymorphic_identity == "other"
+    assert geneva.registry["other"] is agreed
+
+
+def test_an_abstract_class_stores_no_identity(geneva: Geneva) -> None:
+    base = define(geneva, "Shared", __abstract__=True)
+    assert base.__geneva_definition__.identity is None
+    assert geneva.registry == {}
