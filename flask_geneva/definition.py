@@ -25,9 +25,9 @@ from .steps import StepDefinition
 from .steps import attribute_target
 from .steps import build_definition
 from .steps import check_condition
-from .steps import check_condition_runs
-from .steps import check_handler_runs
-from .steps import check_step_runs
+from .synchronous import check_condition_runs
+from .synchronous import check_handler_runs
+from .synchronous import check_step_runs
 
 #: Job options a class may set in ``step_job_options``.
 JOB_OPTIONS = frozenset({"priority"})

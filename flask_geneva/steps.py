@@ -23,6 +23,9 @@ from .policy import UNSET
 from .policy import ExceptionPolicy
 from .policy import coerce_policy
 from .policy import to_wait
+from .synchronous import check_condition_runs
+from .synchronous import check_handler_runs
+from .synchronous import check_step_runs
 
 _counter = itertools.count()
 
@@ -282,43 +285,6 @@ def build_definition(
     )
 
 
-def why_call_does_not_run(func: Any) -> tuple[str, str] | None:
-    """Say why calling ``func`` would not run its body, or None if it would.
-
-    Calling an ``async def`` function, a generator function or an async generator
-    function runs none of its body: it only makes a coroutine or a generator, which the
-    engine (calling steps, conditions and handlers synchronously) would never drive.
-    Decorators are seen through ``__wrapped__`` (``functools.wraps``), partials through
-    their function and callable objects through ``__call__``.
-
-    :return: ``(what it is, what calling it makes)``, e.g.
-        ``("an async function (async def)", "a coroutine")``.
-    """
-    if func is None or isinstance(func, bool | str) or not callable(func):
-        return None
-    targets = [func]
-    try:
-        unwrapped = inspect.unwrap(func)
-    except ValueError:  # a __wrapped__ cycle: look at func alone
-        unwrapped = func
-    if unwrapped is not func:
-        targets.append(unwrapped)
-    for target in list(targets):
-        if isinstance(target, staticmethod | classmethod):
-            targets.append(target.__func__)
-        elif not (inspect.isroutine(target) or isinstance(target, functools.partial | type)):
-            targets.append(type(target).__call__)  # a callable object
-    for target in targets:
-        wrapped = " behind a decorator (seen through __wrapped__)" if target is not func else ""
-        if inspect.isasyncgenfunction(target):
-            return f"an async generator function{wrapped}", "an async generator"
-        if inspect.iscoroutinefunction(target):
-            return f"an async function (async def){wrapped}", "a coroutine"
-        if inspect.isgeneratorfunction(target):
-            return f"a generator function (it contains yield){wrapped}", "a generator"
-    return None
-
-
 def attribute_target(owner: type, name: str) -> Any:
     """Return what calling or reading attribute ``name`` of an instance of ``owner`` runs.
 
@@ -335,59 +301,6 @@ def attribute_target(owner: type, name: str) -> Any:
     if isinstance(value, functools.cached_property):
         return value.func
     return value
-
-
-def check_step_runs(func: Any, where: str) -> None:
-    """Refuse a step body that calling would not run (``async def``, a generator).
-
-    :param where: ``Class.step``, the start of the message.
-    """
-    problem = why_call_does_not_run(func)
-    if problem is None:
-        return
-    kind, makes = problem
-    fix = (
-        "make it a plain def that returns instead of yielding"
-        if makes == "a generator"
-        else "make it a plain def (run async code inside it with asyncio.run(...))"
-    )
-    raise DefinitionError(
-        f"{where}: the step is {kind}; steps are called synchronously, so calling it "
-        f"would only make {makes} and its body would never run; {fix}"
-    )
-
-
-def check_condition_runs(target: Any, condition: Any, where: str) -> None:
-    """Refuse a condition that calling would not evaluate (``async def``, a generator).
-
-    :param target: what the condition calls (for a name, :func:`attribute_target`).
-    :param condition: the condition as written, named in the message.
-    """
-    problem = why_call_does_not_run(target)
-    if problem is None:
-        return
-    kind, makes = problem
-    raise DefinitionError(
-        f"{where}: {condition!r} is {kind}; conditions are called synchronously and "
-        f"{makes} is always true, so the condition would hold on every run whatever it "
-        "checks; make it a plain def returning a bool"
-    )
-
-
-def check_handler_runs(policy: ExceptionPolicy | None, where: str) -> None:
-    """Refuse an exception handler that calling would not run (``async def``, a generator)."""
-    if policy is None or policy.handler is None:
-        return
-    problem = why_call_does_not_run(policy.handler)
-    if problem is None:
-        return
-    kind, makes = problem
-    raise DefinitionError(
-        f"{where}: the on_exception handler {policy.handler!r} is {kind}; handlers are "
-        f"called synchronously, so calling it would only make {makes}, none of its "
-        "flow-control calls would happen and every error would pause the workflow; "
-        "make it a plain def"
-    )
 
 
 def _as_list(value: Any, where: str) -> list[Any]:
