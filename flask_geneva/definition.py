@@ -7,6 +7,7 @@ gets a :class:`WorkflowDefinition` holding its step graph, class-level policies,
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,18 +15,24 @@ from typing import Any
 
 from .errors import DefinitionError
 from .graph import StepGraph
+from .models import BASE_IDENTITY
 from .policy import ExceptionPolicy
 from .policy import class_policy_order
 from .policy import coerce_policy
 from .steps import Condition
 from .steps import StepDeclaration
 from .steps import StepDefinition
+from .steps import attribute_target
 from .steps import build_definition
 from .steps import check_condition
+from .synchronous import check_condition_runs
+from .synchronous import check_handler_runs
+from .synchronous import check_step_runs
 
 #: Job options a class may set in ``step_job_options``.
 JOB_OPTIONS = frozenset({"priority"})
-#: The longest step name the ``step_name`` column stores.
+#: The longest step name the ``step_name`` column stores, and the longest identity the
+#: ``type`` column stores (both are 191 characters: see ``models``).
 MAX_NAME_LENGTH = 191
 
 
@@ -44,11 +51,15 @@ class WorkflowDefinition:
     cancel_if: tuple[Condition, ...]
     may_proceed_without_hero: bool
     job_options: dict[str, Any]
+    #: The identity the class's rows store in the ``type`` column (checked), or None
+    #: for an ``__abstract__`` class, which stores no rows.
+    identity: str | None = None
 
 
 def build(cls: type, parent: WorkflowDefinition | None) -> WorkflowDefinition:
     """Build ``cls``'s definition from its own class body and its parent's definition."""
     name = cls.__name__
+    identity = stored_identity(cls)
     inherited = parent.definitions if parent else ()
     definitions = list(inherited)
     inherited_names = {d.name for d in inherited}
@@ -75,6 +86,7 @@ def build(cls: type, parent: WorkflowDefinition | None) -> WorkflowDefinition:
             build_definition(declaration, class_name=name, name=step_name, attr=attr, owner=cls)
         )
     graph = StepGraph(name, definitions)
+    _check_inherited_names_run(cls, name, parent)
 
     policies = _policies(cls, name)
     declared = (parent.declared_policies if parent else ()) + ((policies,) if policies else ())
@@ -91,7 +103,93 @@ def build(cls: type, parent: WorkflowDefinition | None) -> WorkflowDefinition:
         cancel_if=(parent.cancel_if if parent else ()) + conditions,
         may_proceed_without_hero=bool(getattr(cls, "may_proceed_without_hero", False)),
         job_options=_job_options(cls, name, parent),
+        identity=identity,
     )
+
+
+def stored_identity(cls: type) -> str | None:
+    """Return the identity ``cls`` stores in the ``type`` column, after checking it.
+
+    It is ``__geneva_type__`` from the class's own body, else the class name; None for
+    an ``__abstract__`` class. Every row of the class carries it, and it maps rows back
+    to the class, so it must be a name the column holds on every database and that no
+    other identity can be mistaken for.
+
+    :raises DefinitionError: it is not a string, is empty or padded with whitespace,
+        holds control characters, is longer than the column (191 characters), or is the
+        base class's identity; or ``__mapper_args__`` maps the class to another one.
+    """
+    name = cls.__name__
+    if cls.__dict__.get("_geneva_base"):
+        return BASE_IDENTITY
+    if cls.__dict__.get("__abstract__"):
+        return None
+    pinned = "__geneva_type__" in cls.__dict__
+    identity = cls.__dict__["__geneva_type__"] if pinned else name
+    what = "__geneva_type__" if pinned else "the class name (the default stored identity)"
+    fix = (
+        "give __geneva_type__ another value, or remove it to store the class name"
+        if pinned
+        else "pin another identity with __geneva_type__ = '...'"
+    )
+    if not isinstance(identity, str):
+        raise DefinitionError(
+            f"{name}: __geneva_type__ must be a string (the identity stored in the type "
+            f"column), got {identity!r}; {fix}"
+        )
+    problem = _identity_problem(identity)
+    if problem is not None:
+        shown = f"{identity[:40]!r}..." if len(identity) > 40 else repr(identity)
+        raise DefinitionError(f"{name[:80]}: {what} {shown} {problem}; {fix}")
+    _check_mapper_identity(cls, identity)
+    return identity
+
+
+def _identity_problem(identity: str) -> str | None:
+    if not identity.strip():
+        return "is empty; an identity must name the class"
+    if identity != identity.strip():
+        return (
+            "begins or ends with whitespace, which MariaDB ignores when comparing, so it "
+            "would match another identity"
+        )
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in identity):
+        return (
+            "contains a control character or a lone surrogate, which the databases refuse "
+            "to store (PostgreSQL rejects NUL, none encode a lone surrogate)"
+        )
+    if len(identity) > MAX_NAME_LENGTH:
+        return (
+            f"is {len(identity)} characters long; the type column stores at most {MAX_NAME_LENGTH}"
+        )
+    if identity.casefold() == BASE_IDENTITY.casefold():
+        return (
+            "is the identity of the base class (rows whose class is missing load as "
+            "it), and MariaDB compares identities without regard to case"
+            if identity != BASE_IDENTITY
+            else "is the identity of the base class (rows whose class is missing load as it)"
+        )
+    return None
+
+
+def _check_mapper_identity(cls: type, identity: str) -> None:
+    """A class's own ``__mapper_args__`` must map it to the identity it registers under.
+
+    The identity is set as the ``polymorphic_identity`` only when the class has no
+    ``__mapper_args__`` of its own; given one, rows would be stored under whatever it
+    says (or none), and no class would be found for them.
+    """
+    args = cls.__dict__.get("__mapper_args__")
+    if not isinstance(args, Mapping) or args.get("polymorphic_abstract"):
+        return
+    mapped = args.get("polymorphic_identity")
+    if mapped != identity:
+        raise DefinitionError(
+            f"{cls.__name__}: __mapper_args__ gives polymorphic_identity {mapped!r}, but the "
+            f'class is registered as {identity!r}; put "polymorphic_identity": '
+            f"{identity!r} in __mapper_args__, or set __geneva_type__ to store another "
+            "identity (and use the same value in both)"
+        )
 
 
 def _own_declarations(cls: type) -> list[tuple[str | None, StepDeclaration]]:
@@ -155,6 +253,8 @@ def _policies(cls: type, name: str) -> tuple[ExceptionPolicy, ...]:
             policies.append(coerce_policy(item))
         except ValueError as exc:
             raise DefinitionError(f"{name}: class-level {exc}") from None
+    for policy in policies:
+        check_handler_runs(policy, f"{name}: class-level on_exception")
     blankets = [p for p in policies if p.is_blanket]
     if len(blankets) > 1:
         raise DefinitionError(
@@ -163,6 +263,27 @@ def _policies(cls: type, name: str) -> tuple[ExceptionPolicy, ...]:
             "others exceptions=(...)"
         )
     return tuple(policies)
+
+
+def _check_inherited_names_run(cls: type, name: str, parent: WorkflowDefinition | None) -> None:
+    """Check what inherited names resolve to in ``cls``: a subclass may override them.
+
+    A step's body and a condition given as a method name are looked up on the instance
+    at run time, so an ``async def`` override in a subclass would not run either.
+    """
+    if parent is None:
+        return
+    for definition in parent.definitions:
+        where = f"{name}.{definition.name}"
+        if definition.method_name is not None:
+            check_step_runs(attribute_target(cls, definition.method_name), where)
+        if isinstance(definition.skip_if, str):
+            target = attribute_target(cls, definition.skip_if)
+            check_condition_runs(target, definition.skip_if, f"{where}: invalid skip_if")
+    for condition in parent.cancel_if:
+        if isinstance(condition, str):
+            target = attribute_target(cls, condition)
+            check_condition_runs(target, condition, f"{name}: cancel_if")
 
 
 def _as_tuple(value: Any) -> tuple[Any, ...]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from .policy import to_wait
+
 
 class FlowSignal(BaseException):  # noqa: N818 - a signal, not an error
     """Base of the flow-control signals; caught only by the executor."""
@@ -42,10 +44,23 @@ class FinishSignal(FlowSignal):
 
 
 class ReattemptSignal(FlowSignal):
-    """``self.reattempt(wait=...)`` inside a step: run this step again after ``wait``."""
+    """``self.reattempt(wait=...)`` inside a step: run this step again after ``wait``.
+
+    The wait is checked here, while the body is still running: a wait no due time can
+    hold (negative, NaN, infinite, over 100 years) raises :class:`ValueError` or
+    :class:`TypeError` from the ``self.reattempt()`` call, an ordinary exception of the
+    body that the step's exception policy handles (by default: pause), rather than a
+    crash of the transaction that would schedule the next attempt.
+
+    :param wait: a timedelta, a number of seconds, or None (run again now).
+    """
 
     action = "reattempt"
 
-    def __init__(self, wait: timedelta) -> None:
-        super().__init__(wait)
-        self.wait = wait
+    def __init__(self, wait: timedelta | int | float | None = None) -> None:
+        try:
+            delay = to_wait(wait)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"reattempt(wait=...) was given an {exc}") from None
+        super().__init__(delay)
+        self.wait = delay

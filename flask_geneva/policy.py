@@ -7,13 +7,12 @@ listed), then the class-level blanket policy, then the default: **pause**.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
-
-from .clock import to_timedelta
 
 #: The actions a policy may name.
 ACTIONS = ("pause", "cancel", "reattempt", "skip")
@@ -21,6 +20,12 @@ ACTIONS = ("pause", "cancel", "reattempt", "skip")
 TERMINAL_ACTIONS = ("pause", "cancel")
 #: The reattempt limit when none is given.
 DEFAULT_MAX_REATTEMPTS = 100
+#: The longest wait a step, a policy or ``self.reattempt(wait=)`` may ask for. A due
+#: time is ``now + wait``, and dates end at the year 9999 (Python's and MariaDB's); a
+#: wait past that would crash the transaction that schedules it. A century is longer
+#: than any workflow waits and keeps every due time far from the edge.
+MAX_WAIT = timedelta(days=36525)
+_MAX_WAIT_TEXT = "100 years"
 
 ExceptionSpec = type[BaseException] | str
 Handler = Callable[[Any, BaseException], Any]
@@ -127,11 +132,9 @@ class ExceptionPolicy:
             )
         terminal_action = str(terminal_action)
         try:
-            delay = to_timedelta(wait)
+            delay = to_wait(wait)
         except TypeError as exc:
-            raise ValueError(f"invalid wait value {wait!r}: {exc}") from None
-        if delay < timedelta(0):
-            raise ValueError(f"invalid wait value {wait!r}: it must be non-negative")
+            raise ValueError(str(exc)) from None
         if isinstance(exceptions, type | str):
             exceptions = (exceptions,)
         try:
@@ -187,6 +190,37 @@ class ExceptionPolicy:
                 f"terminal_action={self.terminal_action!r}",
             ]
         return f"ExceptionPolicy({', '.join(parts)})"
+
+
+def to_wait(value: timedelta | int | float | None) -> timedelta:
+    """Check a wait and return it as a timedelta: the one check every wait goes through.
+
+    ``@step(wait=)``, ``ExceptionPolicy(wait=)`` and ``self.reattempt(wait=)`` all call
+    it, so a wait that no due time could hold fails where it is written (at import, or
+    inside the step body) and never in the transaction that schedules the next run.
+
+    :param value: a :class:`~datetime.timedelta`, a number of seconds, or None (no wait).
+    :raises TypeError: the value is not a timedelta, a number or None.
+    :raises ValueError: the wait is negative, infinite or NaN, or longer than
+        :data:`MAX_WAIT` (100 years).
+    """
+    if value is None:
+        return timedelta(0)
+    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
+        raise TypeError(
+            f"invalid wait value {value!r}: expected a timedelta or a number of seconds"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"invalid wait value {value!r}: it must be a finite number of seconds")
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if seconds < 0:
+        raise ValueError(f"invalid wait value {value!r}: it must be non-negative")
+    if seconds > MAX_WAIT.total_seconds():
+        raise ValueError(
+            f"invalid wait value {value!r}: a wait is at most {_MAX_WAIT_TEXT} "
+            f"({MAX_WAIT.days} days), so that its due time is a date the database can store"
+        )
+    return value if isinstance(value, timedelta) else timedelta(seconds=value)
 
 
 #: The policy used when nothing else matches.

@@ -7,6 +7,7 @@ so every error can name both the class and the step.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 from collections.abc import Callable
@@ -16,12 +17,15 @@ from datetime import timedelta
 from typing import Any
 from typing import overload
 
-from .clock import to_timedelta
 from .errors import DefinitionError
 from .policy import ACTIONS
 from .policy import UNSET
 from .policy import ExceptionPolicy
 from .policy import coerce_policy
+from .policy import to_wait
+from .synchronous import check_condition_runs
+from .synchronous import check_handler_runs
+from .synchronous import check_step_runs
 
 _counter = itertools.count()
 
@@ -205,8 +209,11 @@ def check_condition(condition: Any, where: str, owner: type | None = None) -> Co
                 f"{where}: {condition!r} is not a method or attribute of "
                 f"{owner.__name__}; define it on the class or pass a callable"
             )
+        if owner is not None:
+            check_condition_runs(attribute_target(owner, condition), condition, where)
         return condition
     if condition is None or isinstance(condition, bool) or callable(condition):
+        check_condition_runs(condition, condition, where)
         return condition  # type: ignore[no-any-return]
     raise DefinitionError(
         f"{where}: invalid condition {condition!r}; expected a callable taking the "
@@ -239,16 +246,12 @@ def build_definition(
             f"valid options are {', '.join(sorted(_OPTION_NAMES))}"
         )
 
-    wait_value = opts.get("wait")
     try:
-        wait = to_timedelta(wait_value)
-    except TypeError as exc:
-        raise DefinitionError(f"{where}: invalid wait value {wait_value!r}: {exc}") from None
-    if wait < timedelta(0):
-        raise DefinitionError(
-            f"{where}: invalid wait value {wait_value!r}: it must be non-negative"
-        )
+        wait = to_wait(opts.get("wait"))
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(f"{where}: {exc}") from None
 
+    check_step_runs(declaration.func, where)
     policy = _build_policy(opts, where)
 
     if opts.get("before_step") is not None and opts.get("after_step") is not None:
@@ -280,6 +283,24 @@ def build_definition(
         order=declaration.order,
         source=_source_of(declaration.func),
     )
+
+
+def attribute_target(owner: type, name: str) -> Any:
+    """Return what calling or reading attribute ``name`` of an instance of ``owner`` runs.
+
+    Read without running descriptors: a step's function, a static or class method's
+    function, a property's getter; any other attribute as it is.
+    """
+    value = inspect.getattr_static(owner, name, None)
+    if isinstance(value, StepDeclaration):
+        return value.func
+    if isinstance(value, staticmethod | classmethod):
+        return value.__func__
+    if isinstance(value, property):
+        return value.fget
+    if isinstance(value, functools.cached_property):
+        return value.func
+    return value
 
 
 def _as_list(value: Any, where: str) -> list[Any]:
@@ -327,9 +348,11 @@ def _build_policy(opts: dict[str, Any], where: str) -> ExceptionPolicy | None:
             "ExceptionPolicy or a handler callable; put them in the ExceptionPolicy"
         )
     try:
-        return coerce_policy(on_exception)
+        policy = coerce_policy(on_exception)
     except ValueError as exc:
         raise DefinitionError(f"{where}: {exc}") from None
+    check_handler_runs(policy, where)
+    return policy
 
 
 def _step_ref(item: Any, where: str, option: str) -> str:
