@@ -284,7 +284,7 @@ class WorkflowBase:
         :param step: outside a step, the step to run; needed when several are due.
         """
         if self.in_step:
-            raise self._flow(ReattemptSignal(clock.to_timedelta(wait)))
+            raise self._flow(ReattemptSignal(wait))
         if wait is not None:
             raise TypeError("reattempt(wait=) applies inside a step; outside, it runs now")
         self._operate("reattempt", step=step)
