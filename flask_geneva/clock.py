@@ -20,8 +20,10 @@ of that, so a test can travel on a machine whose own clock is wrong.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
@@ -30,6 +32,8 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
+from flask import current_app
+from flask import has_app_context
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine
 
@@ -134,7 +138,7 @@ def sync(bind: Engine | Connection) -> None:
         _measuring.add(key)
     try:
         if isinstance(bind, Connection):
-            _store(engine, _measure(bind))
+            _store(engine, _measure(bind, bind.dialect.name))
         else:
             _measure_on_engine(engine)
     finally:
@@ -188,9 +192,6 @@ def _stale(found: _Offset) -> bool:
 
 
 def _current_engine() -> Engine | None:
-    from flask import current_app
-    from flask import has_app_context
-
     if not has_app_context():
         return None
     state = current_app.extensions.get("geneva")
@@ -201,15 +202,21 @@ def _current_engine() -> Engine | None:
 
 
 def _measure_on_engine(engine: Engine) -> _Offset:
+    if engine.dialect.name == "sqlite":
+        # SQLite reads this machine's clock whatever the file: a throwaway in-memory
+        # database reads the same one, and a StaticPool's single connection (an
+        # in-memory app database) is not touched while its transaction may be open.
+        with closing(sqlite3.connect(":memory:")) as private:
+            return _store(engine, _measure(private, "sqlite"))
     try:
         with engine.connect() as conn:
-            value = _measure(conn)
+            value = _measure(conn, conn.dialect.name)
             conn.rollback()
-    except sa.exc.DBAPIError as error:
+    except sa.exc.SQLAlchemyError as error:
         logger.warning(
             "could not read the database's clock (%s); using this machine's clock "
             "corrected by the last offset measured, if any",
-            error.orig,
+            error,
         )
         previous = _offsets.get(engine)
         failed = _Offset(
@@ -230,7 +237,7 @@ def _store(engine: Engine, value: timedelta) -> _Offset:
     return found
 
 
-def _measure(conn: Connection) -> timedelta:
+def _measure(conn: Connection | sqlite3.Connection, dialect: str) -> timedelta:
     """Return the database's clock minus this machine's, from one statement on ``conn``.
 
     The database read its clock somewhere within the round trip; the midpoint is the
@@ -238,12 +245,14 @@ def _measure(conn: Connection) -> timedelta:
     the database clock's resolution) cannot be told from zero, so it counts as zero:
     a database on this machine, or on one whose clock agrees, changes nothing.
     """
-    dialect = conn.dialect.name
     query = _QUERIES.get(dialect)
     if query is None:
         return timedelta(0)  # an unknown database: this machine's clock, uncorrected
     before = machine_now()
-    value: Any = conn.exec_driver_sql(query).scalar_one()
+    if isinstance(conn, sqlite3.Connection):
+        value: Any = conn.execute(query).fetchone()[0]
+    else:
+        value = conn.exec_driver_sql(query).scalar_one()
     after = machine_now()
     database = datetime.fromisoformat(value) if isinstance(value, str) else value
     if database.tzinfo is not None:

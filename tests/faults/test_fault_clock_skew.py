@@ -280,3 +280,30 @@ def test_the_offset_is_measured_again_when_stale_and_not_on_every_step(
     assert steps == 24
     assert committed.state(workflow) == "finished"
     assert 1 <= len(measurements) <= 1 + int(elapsed / 2.0)
+
+
+# -- a database that cannot be read -----------------------------------------------------------
+
+
+def test_an_unreachable_database_leaves_the_machine_clock_and_is_not_asked_on_every_call(
+    tmp_path: Path, machine: Callable[[timedelta], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    machine(timedelta(seconds=-5))
+    down = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    down.config.update(
+        SQLALCHEMY_DATABASE_URI="postgresql+psycopg://postgres@127.0.0.1:1/nothing",
+        SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"connect_timeout": 2}},
+        GENEVA_HUEY="memory://",
+    )
+    db.init_app(down)
+    geneva.init_app(down)
+    attempts: list[object] = []
+    with down.app_context():
+        sa.event.listen(geneva.engine(), "do_connect", lambda *args: attempts.append(args))
+        try:
+            for _ in range(5):
+                assert abs(clock.now() - clock.machine_now()) < timedelta(seconds=1)
+        finally:
+            geneva.engine().dispose()
+    assert len(attempts) == 1  # tried once, then not again for a few seconds
+    assert "could not read the database's clock" in caplog.text
