@@ -12,6 +12,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Iterable
+from datetime import UTC
 from datetime import datetime
 from typing import TYPE_CHECKING
 from typing import Any
@@ -76,6 +77,9 @@ def register_step_task(state: GenevaState) -> Any:
     @state.huey.task(name=PERFORM_STEP, retries=0)  # type: ignore[untyped-decorator]
     def perform_step(execution_id: int) -> None:
         with app.app_context():
+            # Due times are the database's: keep this machine's offset to its clock fresh
+            # (a statement once a minute, none in between).
+            clock.sync(state.ext.engine())
             executor.execute(state.ext, state, execution_id)
 
     _claim_name(state.huey, PERFORM_STEP, perform_step)
@@ -99,8 +103,10 @@ def register_housekeeping_task(state: GenevaState) -> Any:
 
     It runs every ``GENEVA_HOUSEKEEPING_INTERVAL`` (whole minutes counted from the Unix
     epoch, so 5 minutes means :00, :05, :10 ...) in every consumer with periodic tasks
-    enabled; with several worker machines it runs on each, which is safe (see
-    :mod:`~flask_geneva.housekeeping`). The summary is logged, not stored as a result.
+    enabled, by that consumer's own clock (Huey's scheduler ticks on it; the thresholds
+    housekeeping applies are the database's); with several worker machines it runs on
+    each, which is safe (see :mod:`~flask_geneva.housekeeping`). The summary is logged,
+    not stored as a result.
     """
     interval = state.config.housekeeping_interval
     if interval is None:
@@ -117,6 +123,7 @@ def register_housekeeping_task(state: GenevaState) -> Any:
     @state.huey.periodic_task(due, name=HOUSEKEEPING, retries=0)  # type: ignore[untyped-decorator]
     def run_housekeeping() -> None:
         with app.app_context():
+            clock.sync(state.ext.engine())
             housekeeping.run(state.ext)
 
     _claim_name(state.huey, HOUSEKEEPING, run_housekeeping)
@@ -124,7 +131,7 @@ def register_housekeeping_task(state: GenevaState) -> Any:
 
 
 def send(state: GenevaState, triggers: Iterable[Trigger]) -> None:
-    """Enqueue one Huey message per trigger; a future ``eta`` becomes Huey's delay.
+    """Enqueue one Huey message per trigger; a future ``eta`` goes to Huey on this machine's clock.
 
     Called only after the rows the triggers point at are committed. A queue that cannot
     be reached does not undo that work, so the error is logged rather than raised:
@@ -159,17 +166,18 @@ _immediate = threading.local()
 
 
 def _enqueue(state: GenevaState, trigger: Trigger) -> None:
-    delay = None
-    if trigger.eta is not None:
-        seconds = (trigger.eta - clock.now()).total_seconds()
-        if seconds > 0:
-            delay = seconds
+    # The due time is the database's clock; the consumer compares Huey's eta with its own
+    # machine's clock, so the eta is the due time on this machine's clock. It is
+    # time-zone aware, because Huey reads a naive eta as local time.
+    eta = None
+    if trigger.eta is not None and trigger.eta > clock.now():
+        eta = clock.to_machine(trigger.eta).replace(tzinfo=UTC)
     priority = trigger.priority
     if priority is not None and not state.huey.storage.priority:
         _warn_no_priority(state.huey)
         priority = None
     task = state.perform_step.s(
-        trigger.execution_id, id=trigger.task_id, priority=priority, delay=delay
+        trigger.execution_id, id=trigger.task_id, priority=priority, eta=eta
     )
     try:
         state.huey.enqueue(task)

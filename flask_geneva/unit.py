@@ -195,6 +195,9 @@ def connection(ext: Geneva, session: Session) -> Connection:
 
 
 def _snapshot(ext: Geneva, conn: Connection, workflow_id: int) -> Snapshot:
+    # The rules compare against the database's clock: re-measure this machine's offset
+    # to it if stale (a statement once a minute, on this transaction's connection).
+    clock.sync(conn)
     found = store.snapshot(conn, ext.tables, workflow_id)
     if found is None:
         raise WorkflowNotFoundError(f"workflow {workflow_id} does not exist")
