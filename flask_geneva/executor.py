@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import make_transient_to_detached
 
 from . import clock
+from . import lease
 from . import results
 from . import signals
 from . import store
@@ -152,7 +153,8 @@ def execute(
         ).action
     else:
         report.status = "ran"
-        _run_body(ext, run, report)
+        with lease.beating(ext, run.workflow_id, run.execution_id, run.step):
+            _run_body(ext, run, report)
     if raise_errors and report.error is not None:
         raise report.error
     return report
