@@ -202,7 +202,12 @@ def recover_in_progress(ext: Geneva, config: GenevaConfig, summary: Housekeeping
     shortest = shortest_lease(ext, config)
     if shortest is None:
         return
-    e = ext.tables.executions
+    w, e = ext.tables.workflows, ext.tables.executions
+
+    def lease_of(workflow_type: str, step_name: str) -> timedelta | None:
+        cls = ext.registry.get(workflow_type)
+        steps = cls.__geneva_definition__.graph.steps if cls is not None else {}
+        return lease.stuck_after(steps.get(step_name), config)
 
     def decide(transition: Transition, execution_id: int, streak: int) -> tuple[str, Any] | None:
         record = transition.get(execution_id)
@@ -228,12 +233,26 @@ def recover_in_progress(ext: Geneva, config: GenevaConfig, summary: Housekeeping
         )
         return action, threshold
 
-    def streak(conn: Connection, workflow_id: int, execution_id: int) -> int:
-        step_name = conn.execute(sa.select(e.c.step_name).where(e.c.id == execution_id)).scalar()
-        if step_name is None or config.max_recoveries is None:
+    looked = (
+        sa.select(w.c.type, e.c.step_name, e.c.started_at, e.c.heartbeat_at)
+        .join(w, w.c.id == e.c.workflow_id)
+        .where(e.c.id == sa.bindparam("p_eid"))
+    )
+
+    def streak(conn: Connection, workflow_id: int, execution_id: int) -> Any:
+        # A candidate past the shortest lease whose own lease still holds (a long step
+        # of the default lease, beside a step with a short one) is not worth a lock.
+        row = conn.execute(looked, {"p_eid": execution_id}).first()
+        if row is None:
+            return SKIP
+        threshold = lease_of(row.type, row.step_name)
+        last_sign = row.heartbeat_at or row.started_at
+        if threshold is None or last_sign is None or last_sign >= clock.now() - threshold:
+            return SKIP
+        if config.max_recoveries is None:
             return 0
         return store.recovery_streak(
-            conn, ext.tables, workflow_id, step_name, config.max_recoveries
+            conn, ext.tables, workflow_id, row.step_name, config.max_recoveries
         )
 
     for execution_id, workflow_id, (action, threshold) in _each_candidate(
@@ -358,8 +377,11 @@ def retrigger_scheduled(
 #: (after recording it on the transition), or None to leave it alone. Receives the
 #: transition, the execution id, and what ``Look`` read about it beforehand.
 Decide = Callable[[Transition, int, Any], Any]
-#: Reads what ``Decide`` needs beyond the snapshot (workflow id, execution id).
+#: Reads what ``Decide`` needs beyond the snapshot (workflow id, execution id), or
+#: returns :data:`SKIP` to leave the candidate alone without locking it.
 Look = Callable[[Connection, int, int], Any]
+#: What a ``Look`` returns for a candidate not worth acting on.
+SKIP: Any = object()
 
 
 def _each_candidate(
@@ -380,6 +402,8 @@ def _each_candidate(
             rows = [(int(r[0]), int(r[1])) for r in conn.execute(page)]
             looks = [look(conn, wid, eid) for eid, wid in rows]
         for (execution_id, workflow_id), seen in zip(rows, looks, strict=True):
+            if seen is SKIP:
+                continue
             action = _act(ext, workflow_id, execution_id, decide, seen)
             if action is not None:
                 yield execution_id, workflow_id, action
