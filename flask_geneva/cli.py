@@ -23,7 +23,7 @@ from . import display
 from . import housekeeping
 from . import queries
 from .errors import GenevaError
-from .migration import write_revision
+from .migration import write_revisions
 from .operations import perform
 from .tasks import make_consumer
 
@@ -92,15 +92,17 @@ def housekeeping_command() -> None:
 )
 @click.option("-m", "--message", default="Add flask-geneva tables", show_default=True)
 def migration_command(directory: str | None, message: str) -> None:
-    """Write the Alembic revision that creates the flask-geneva tables.
+    """Write the flask-geneva Alembic revisions the migrations do not hold yet.
 
-    Then run 'flask db upgrade' to create them ('flask db downgrade' removes them).
+    The first creates the tables; each later one upgrades them to a newer release.
+    Then run 'flask db upgrade' ('flask db downgrade' takes them back).
     """
     if directory is None:
         migrate = current_app.extensions.get("migrate")
         directory = getattr(migrate, "directory", None) or "migrations"
-    path = write_revision(_ext(), directory, message=message)
-    click.echo(f"wrote {path}; run 'flask db upgrade' to create the tables")
+    for path in write_revisions(_ext(), directory, message=message):
+        click.echo(f"wrote {path}")
+    click.echo("run 'flask db upgrade' to apply them")
 
 
 # -- finding workflows -------------------------------------------------------------------------

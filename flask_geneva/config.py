@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "GENEVA_HUEY_NAME": "geneva",
     "GENEVA_DELETE_FINISHED_AFTER": timedelta(days=30),
     "GENEVA_STUCK_IN_PROGRESS_AFTER": timedelta(hours=1),
+    "GENEVA_HEARTBEAT_INTERVAL": timedelta(seconds=30),
     "GENEVA_STUCK_SCHEDULED_AFTER": timedelta(minutes=15),
     "GENEVA_STUCK_RECOVERY": "reattempt",
     "GENEVA_MAX_RECOVERIES": 5,
@@ -43,6 +44,9 @@ class GenevaConfig:
     huey_name: str
     delete_finished_after: timedelta | None
     stuck_in_progress_after: timedelta | None
+    #: How often a worker renews the lease of a running body (at most a third of the
+    #: step's ``stuck_after``).
+    heartbeat_interval: timedelta
     stuck_scheduled_after: timedelta | None
     stuck_recovery: str
     max_recoveries: int | None
@@ -79,6 +83,7 @@ class GenevaConfig:
             stuck_in_progress_after=_duration(
                 config, "GENEVA_STUCK_IN_PROGRESS_AFTER", optional=True
             ),
+            heartbeat_interval=_heartbeat_interval(config),
             stuck_scheduled_after=_duration(config, "GENEVA_STUCK_SCHEDULED_AFTER", optional=True),
             stuck_recovery=recovery,
             max_recoveries=max_recoveries,
@@ -86,6 +91,21 @@ class GenevaConfig:
             housekeeping_interval=_interval(config),
             admin_logs_url=config["GENEVA_ADMIN_LOGS_URL"],
         )
+
+
+#: The shortest ``GENEVA_HEARTBEAT_INTERVAL``: beats are database writes.
+MIN_HEARTBEAT_INTERVAL = timedelta(seconds=0.1)
+
+
+def _heartbeat_interval(config: Any) -> timedelta:
+    interval = _duration(config, "GENEVA_HEARTBEAT_INTERVAL")
+    assert interval is not None
+    if interval < MIN_HEARTBEAT_INTERVAL:
+        raise ConfigurationError(
+            f"GENEVA_HEARTBEAT_INTERVAL must be at least {MIN_HEARTBEAT_INTERVAL.total_seconds()} "
+            f"seconds (each beat is a database write), got {config['GENEVA_HEARTBEAT_INTERVAL']!r}"
+        )
+    return interval
 
 
 def _interval(config: Any) -> timedelta | None:

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import make_transient_to_detached
 
 from . import clock
+from . import lease
 from . import results
 from . import signals
 from . import store
@@ -154,7 +155,8 @@ def execute(
             ).action
         else:
             report.status = "ran"
-            _run_body(ext, run, report)
+            with lease.beating(ext, run.workflow_id, run.execution_id, run.step):
+                _run_body(ext, run, report)
     except KeyboardInterrupt:
         # The worker is shutting down mid-step: give the execution back, then stop.
         _release(ext, run)

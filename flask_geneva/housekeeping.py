@@ -8,11 +8,12 @@ the periodic task):
 
 1. **Delete** finished and canceled workflows (with their executions) whose last
    transition is older than ``GENEVA_DELETE_FINISHED_AFTER``.
-2. **Recover** executions ``in_progress`` for longer than
-   ``GENEVA_STUCK_IN_PROGRESS_AFTER``: their worker died (kill -9, OOM, a lost
-   machine). The execution ends ``failed`` with outcome ``recovered`` and an error
-   saying so; then, per ``GENEVA_STUCK_RECOVERY``, the step is reattempted or the
-   workflow canceled.
+2. **Recover** executions ``in_progress`` whose lease expired: no heartbeat for
+   longer than the step's ``stuck_after`` (default ``GENEVA_STUCK_IN_PROGRESS_AFTER``),
+   so their worker died (kill -9, OOM, a lost machine) or froze; a healthy long
+   step renews its lease while it runs (see :mod:`~flask_geneva.lease`). The
+   execution ends ``failed`` with outcome ``recovered`` and an error saying so; then,
+   per ``GENEVA_STUCK_RECOVERY``, the step is reattempted or the workflow canceled.
 3. **Re-trigger** executions still ``scheduled`` more than
    ``GENEVA_STUCK_SCHEDULED_AFTER`` past their due time: their Huey message was lost
    (a flushed queue, a Redis restart without persistence). Executions of paused
@@ -40,6 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import clock
+from . import lease
 from . import store
 from . import unit
 from .records import ErrorInfo
@@ -95,7 +97,8 @@ def run(ext: Geneva) -> HousekeepingSummary:
     """Run every housekeeping action once for the current app and return the summary.
 
     Call it inside an app context. Safe to run concurrently with workers and with
-    another run. A setting of ``None`` disables its action.
+    another run. A setting of ``None`` disables its action (for the recovery: of the
+    steps without a ``stuck_after`` of their own).
 
     ::
 
@@ -108,8 +111,7 @@ def run(ext: Geneva) -> HousekeepingSummary:
     summary = HousekeepingSummary()
     if config.delete_finished_after is not None:
         delete_finished(ext, config.delete_finished_after, config.housekeeping_batch_size, summary)
-    if config.stuck_in_progress_after is not None:
-        recover_in_progress(ext, config, summary)
+    recover_in_progress(ext, config, summary)
     if config.stuck_scheduled_after is not None:
         retrigger_scheduled(ext, config.stuck_scheduled_after, config, summary)
     summary.seconds = time.perf_counter() - started
@@ -185,49 +187,80 @@ def delete_finished(
 
 
 def recover_in_progress(ext: Geneva, config: GenevaConfig, summary: HousekeepingSummary) -> None:
-    """End executions ``in_progress`` past the threshold, then reattempt or cancel.
+    """End executions whose lease expired, then reattempt or cancel.
+
+    A lease expires ``stuck_after`` (the step's own, else
+    ``GENEVA_STUCK_IN_PROGRESS_AFTER``) past the execution's last heartbeat, or past
+    its start when no beat came (a body shorter than one beat interval, or a row
+    claimed by 0.1). The candidates are the executions past the shortest lease in use;
+    each is then judged, under its workflow's lock, by its own step's lease, so a beat
+    that landed after the candidate query wins.
 
     A step whose worker was lost more than ``GENEVA_MAX_RECOVERIES`` times in a row
     (it kills its worker: memory, a segfault) pauses its workflow instead.
     """
-    threshold = config.stuck_in_progress_after
-    assert threshold is not None
-    cutoff = clock.now() - threshold
-    e = ext.tables.executions
-    error = ErrorInfo(
-        LOST_WORKER_ERROR,
-        f"worker lost: execution in progress for more than {threshold}; "
-        f"housekeeping recovered it ({config.stuck_recovery})",
-        "",
-    )
+    shortest = shortest_lease(ext, config)
+    if shortest is None:
+        return
+    w, e = ext.tables.workflows, ext.tables.executions
 
-    def decide(transition: Transition, execution_id: int, streak: int) -> str | None:
+    def lease_of(workflow_type: str, step_name: str) -> timedelta | None:
+        cls = ext.registry.get(workflow_type)
+        steps = cls.__geneva_definition__.graph.steps if cls is not None else {}
+        return lease.stuck_after(steps.get(step_name), config)
+
+    def decide(transition: Transition, execution_id: int, streak: int) -> tuple[str, Any] | None:
         record = transition.get(execution_id)
         if record is None or record.state != StepState.IN_PROGRESS:
             return None  # it finished, or another run recovered it
-        if record.started_at is None or record.started_at >= cutoff:
-            return None
-        return transition.recover(
+        step = transition.graph.steps.get(record.step_name) if transition.graph else None
+        threshold = lease.stuck_after(step, config)
+        last_sign = record.heartbeat_at or record.started_at
+        if threshold is None or last_sign is None or last_sign >= transition.now - threshold:
+            return None  # its lease holds (a beat landed after the query, say)
+        error = ErrorInfo(
+            LOST_WORKER_ERROR,
+            f"worker lost: execution in progress for more than {threshold} without a "
+            f"heartbeat; housekeeping recovered it ({config.stuck_recovery})",
+            "",
+        )
+        action = transition.recover(
             record,
             error,
             then=config.stuck_recovery,
             recoveries=streak + 1,
             max_recoveries=config.max_recoveries,
         )
+        return action, threshold
 
-    def streak(conn: Connection, workflow_id: int, execution_id: int) -> int:
-        step_name = conn.execute(sa.select(e.c.step_name).where(e.c.id == execution_id)).scalar()
-        if step_name is None or config.max_recoveries is None:
+    looked = (
+        sa.select(w.c.type, e.c.step_name, e.c.started_at, e.c.heartbeat_at)
+        .join(w, w.c.id == e.c.workflow_id)
+        .where(e.c.id == sa.bindparam("p_eid"))
+    )
+
+    def streak(conn: Connection, workflow_id: int, execution_id: int) -> Any:
+        # A candidate past the shortest lease whose own lease still holds (a long step
+        # of the default lease, beside a step with a short one) is not worth a lock.
+        row = conn.execute(looked, {"p_eid": execution_id}).first()
+        if row is None:
+            return SKIP
+        threshold = lease_of(row.type, row.step_name)
+        last_sign = row.heartbeat_at or row.started_at
+        if threshold is None or last_sign is None or last_sign >= clock.now() - threshold:
+            return SKIP
+        if config.max_recoveries is None:
             return 0
         return store.recovery_streak(
-            conn, ext.tables, workflow_id, step_name, config.max_recoveries
+            conn, ext.tables, workflow_id, row.step_name, config.max_recoveries
         )
 
-    query = sa.select(e.c.id, e.c.workflow_id).where(
-        e.c.state == StepState.IN_PROGRESS, e.c.started_at < cutoff
-    )
-    for execution_id, workflow_id, action in _each_candidate(
-        ext, query, config.housekeeping_batch_size, decide, streak
+    for execution_id, workflow_id, (action, threshold) in _each_candidate(
+        ext,
+        expired_leases(ext, clock.now() - shortest),
+        config.housekeeping_batch_size,
+        decide,
+        streak,
     ):
         if action == "cancel":
             summary.stuck_canceled += 1
@@ -236,7 +269,7 @@ def recover_in_progress(ext: Geneva, config: GenevaConfig, summary: Housekeeping
         else:
             summary.stuck_reattempted += 1
         ext.log.warning(
-            "[workflow id=%s] [execution=%s] worker lost (in progress for more than %s); %s",
+            "[workflow id=%s] [execution=%s] worker lost (no heartbeat for more than %s); %s",
             workflow_id,
             execution_id,
             threshold,
@@ -245,6 +278,36 @@ def recover_in_progress(ext: Geneva, config: GenevaConfig, summary: Housekeeping
                 "pause": "workflow paused: the step kept killing its worker",
             }.get(action, "step reattempted"),
         )
+
+
+def shortest_lease(ext: Geneva, config: GenevaConfig) -> timedelta | None:
+    """The shortest lease in use: ``GENEVA_STUCK_IN_PROGRESS_AFTER`` or a step's ``stuck_after``.
+
+    None when there is none (the setting is None and no step sets its own): nothing is
+    recovered then.
+    """
+    leases = [config.stuck_in_progress_after] if config.stuck_in_progress_after else []
+    for cls in ext.registry.values():
+        for step in cls.__geneva_definition__.graph.steps.values():
+            if step.stuck_after is not None:
+                leases.append(step.stuck_after)
+    return min(leases, default=None)
+
+
+def expired_leases(ext: Geneva, cutoff: datetime) -> sa.Select[Any]:
+    """Executions in progress with no sign of life since ``cutoff``.
+
+    A beat is never older than the start it follows, so "last sign of life before the
+    cutoff" implies "started before it": the condition on ``started_at`` lets the index
+    on (state, started_at) bound the rows read to the executions that started before
+    the cutoff and still run, and only those are checked for a recent beat.
+    """
+    e = ext.tables.executions
+    return sa.select(e.c.id, e.c.workflow_id).where(
+        e.c.state == StepState.IN_PROGRESS,
+        e.c.started_at < cutoff,
+        sa.func.coalesce(e.c.heartbeat_at, e.c.started_at) < cutoff,
+    )
 
 
 # -- 3. executions whose trigger was lost -----------------------------------------------------
@@ -310,17 +373,20 @@ def retrigger_scheduled(
 # -- shared loop ------------------------------------------------------------------------------
 
 
-#: Decides, under the lock, what to do with one candidate execution: the action taken
+#: Decides, under the lock, what to do with one candidate execution: what was done
 #: (after recording it on the transition), or None to leave it alone. Receives the
 #: transition, the execution id, and what ``Look`` read about it beforehand.
-Decide = Callable[[Transition, int, Any], "str | None"]
-#: Reads what ``Decide`` needs beyond the snapshot (workflow id, execution id).
+Decide = Callable[[Transition, int, Any], Any]
+#: Reads what ``Decide`` needs beyond the snapshot (workflow id, execution id), or
+#: returns :data:`SKIP` to leave the candidate alone without locking it.
 Look = Callable[[Connection, int, int], Any]
+#: What a ``Look`` returns for a candidate not worth acting on.
+SKIP: Any = object()
 
 
 def _each_candidate(
     ext: Geneva, query: sa.Select[Any], batch_size: int, decide: Decide, look: Look
-) -> Iterator[tuple[int, int, str]]:
+) -> Iterator[tuple[int, int, Any]]:
     """Yield ``(execution_id, workflow_id, action)`` for each candidate acted on.
 
     Candidates are read in id order, a batch at a time (keyset on the execution id, so
@@ -336,6 +402,8 @@ def _each_candidate(
             rows = [(int(r[0]), int(r[1])) for r in conn.execute(page)]
             looks = [look(conn, wid, eid) for eid, wid in rows]
         for (execution_id, workflow_id), seen in zip(rows, looks, strict=True):
+            if seen is SKIP:
+                continue
             action = _act(ext, workflow_id, execution_id, decide, seen)
             if action is not None:
                 yield execution_id, workflow_id, action
@@ -344,7 +412,7 @@ def _each_candidate(
         after = rows[-1][0]
 
 
-def _act(ext: Geneva, workflow_id: int, execution_id: int, decide: Decide, seen: Any) -> str | None:
+def _act(ext: Geneva, workflow_id: int, execution_id: int, decide: Decide, seen: Any) -> Any:
     try:
         return unit.change(
             ext, workflow_id, lambda snap: decide(snap.transition, execution_id, seen)

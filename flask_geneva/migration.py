@@ -1,19 +1,33 @@
-"""Write the Alembic revision that creates flask-geneva's tables into an app's migrations.
+"""Write flask-geneva's Alembic revisions into an app's migrations: the tables, then each change.
 
-``flask geneva migration`` calls :func:`write_revision`; then ``flask db upgrade``
-installs flask-geneva like any other schema change, and ``flask db downgrade`` removes
-it. The revision is rendered from the table definitions in :mod:`~flask_geneva.models`
-(the one source of truth) and frozen into the file, as migrations must be: a later
-flask-geneva release ships its changes as further revisions, never by editing this one.
+``flask geneva migration`` calls :func:`write_revisions`; then ``flask db upgrade``
+installs (or upgrades) flask-geneva like any other schema change, and ``flask db
+downgrade`` takes it back. The schema is a chain of revisions, :data:`REVISIONS`, each
+rendered from the table definitions in :mod:`~flask_geneva.models` (the one source of
+truth) and frozen into its file, as migrations must be:
 
-The uniqueness rules differ per dialect, so the revision decides at upgrade time from
-``op.get_bind().dialect.name``: partial unique indexes on PostgreSQL and SQLite, a
-stored generated column plus a unique index on MySQL/MariaDB.
+* the first creates the tables as 0.1 had them: the columns and indexes a later
+  revision adds (named in their ``info``, see :func:`~flask_geneva.models.added_in`)
+  are left out of it, so it renders the same in every release;
+* each later one adds what its release added (``0.2 step leases``: the
+  ``heartbeat_at`` column), and its downgrade removes it.
+
+An app's ``migrations/versions`` holds those it has: each file carries its
+revision's marker line. The command writes the ones missing, in order, each revising
+the app's head at the time, and refuses when none is missing. A change in a later
+release is one more entry in :data:`REVISIONS` plus its columns and indexes in
+:mod:`~flask_geneva.models`, marked with the entry's key.
+
+The uniqueness rules differ per dialect, so the revision that creates the tables
+decides at upgrade time from ``op.get_bind().dialect.name``: partial unique indexes
+on PostgreSQL and SQLite, a stored generated column plus a unique index on
+MySQL/MariaDB.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,15 +42,46 @@ from alembic.script import ScriptDirectory
 from alembic.util import rev_id
 
 from .errors import GenevaError
+from .models import EXECUTIONS_TABLE
+from .models import LEASES
+from .models import WORKFLOWS_TABLE
+from .models import added_in
+from .models import execution_columns
+from .models import execution_indexes
 from .models import mysql_unique_ddl
+from .models import workflow_columns
+from .models import workflow_indexes
 
 if TYPE_CHECKING:
     from .extension import Geneva
 
-#: A line every generated revision carries, so a second one is refused.
+#: The key of the revision that creates the tables (the 0.1 schema).
+TABLES = "0.1 tables"
+#: The line the revision that creates the tables carries (0.1 wrote it too: unchanged).
 MARKER = "# flask-geneva revision: creates the geneva_* tables"
+#: The default message of the revision that creates the tables.
+TABLES_MESSAGE = "Add flask-geneva tables"
 
-_TEMPLATE = '''"""{message}
+
+@dataclass(frozen=True)
+class Revision:
+    """One link of flask-geneva's chain of schema revisions."""
+
+    #: What the models mark their columns and indexes with (``info``).
+    key: str
+    #: The line its file carries, to find it in an app's migrations.
+    marker: str
+    #: The file's docstring and name.
+    message: str
+
+
+#: flask-geneva's schema revisions, oldest first. Append; never edit or reorder.
+REVISIONS: tuple[Revision, ...] = (
+    Revision(TABLES, MARKER, TABLES_MESSAGE),
+    Revision(LEASES, "# flask-geneva revision: 0.2 step leases", "flask-geneva 0.2: step leases"),
+)
+
+_HEADER = '''"""{message}
 
 Revision ID: {revision}
 Revises: {down_revision_text}
@@ -54,7 +99,11 @@ revision = {revision!r}
 down_revision = {down_revision!r}
 branch_labels = None
 depends_on = None
+'''
 
+_TEMPLATE = (
+    _HEADER
+    + """
 PARTIAL_INDEX_DIALECTS = ("postgresql", "sqlite")
 MYSQL_DIALECTS = ("mysql", "mariadb")
 
@@ -73,24 +122,39 @@ def upgrade():
 
 def downgrade():
 {drops}
-'''
+"""
+)
+
+_LATER_TEMPLATE = (
+    _HEADER
+    + """
+
+def upgrade():
+{upgrade}
+
+
+def downgrade():
+{downgrade}
+"""
+)
 
 
 class MigrationError(GenevaError):
-    """The revision cannot be written (no migrations folder, several heads, already there)."""
+    """No revision can be written (no migrations folder, several heads, all there)."""
 
 
-def write_revision(
-    ext: Geneva, directory: str | Path, *, message: str = "Add flask-geneva tables"
-) -> Path:
-    """Write the revision into ``<directory>/versions`` and return its path.
+def write_revisions(
+    ext: Geneva, directory: str | Path, *, message: str = TABLES_MESSAGE
+) -> list[Path]:
+    """Write the revisions ``<directory>/versions`` does not hold yet; return their paths.
 
-    Its ``down_revision`` is the current head, so it applies after the app's existing
-    migrations.
+    The first one written revises the current head, each next one the one before, so
+    they apply after the app's existing migrations.
 
     :param directory: the Flask-Migrate folder (``migrations`` by default).
+    :param message: the message of the revision that creates the tables.
     :raises MigrationError: the folder is missing (run ``flask db init``), it has several
-        heads (run ``flask db merge``), or it already holds a flask-geneva revision.
+        heads (run ``flask db merge``), or it already holds every revision.
     """
     folder = Path(directory)
     versions = folder / "versions"
@@ -99,40 +163,112 @@ def write_revision(
             f"no Alembic migrations folder at {str(folder)!r}; run 'flask db init' first "
             "(or pass --directory)"
         )
-    for existing in sorted(versions.glob("*.py")):
-        if MARKER in existing.read_text(encoding="utf-8"):
-            raise MigrationError(
-                f"{existing} already creates the flask-geneva tables; delete it first "
-                "to generate it again"
-            )
+    held = _held(versions)
+    missing = [r for r in REVISIONS if r.key not in held]
+    if not missing:
+        last = held[REVISIONS[-1].key]
+        raise MigrationError(
+            f"{versions} already holds every flask-geneva revision (the latest is {last}); "
+            "nothing to write. Run 'flask db upgrade' to apply them"
+        )
+    later = [r for r in REVISIONS[REVISIONS.index(missing[0]) :] if r.key in held]
+    if later:
+        raise MigrationError(
+            f"{held[later[0].key]} ({later[0].key!r}) is there but not the revision before "
+            f"it ({missing[0].key!r}); restore the missing revision file"
+        )
     heads = ScriptDirectory(str(folder)).get_heads()
     if len(heads) > 1:
         raise MigrationError(
             f"the migrations have several heads ({', '.join(sorted(heads))}); "
             "run 'flask db merge heads' first"
         )
-    revision = rev_id()
-    source = render_revision(
-        ext, revision=revision, down_revision=heads[0] if heads else None, message=message
+    down_revision = heads[0] if heads else None
+    written: list[Path] = []
+    for revision in missing:
+        ident = rev_id()
+        text = message if revision.key == TABLES else revision.message
+        source = render_revision(
+            ext, revision.key, revision=ident, down_revision=down_revision, message=text
+        )
+        slug = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40]
+        path = versions / f"{ident}_{slug}.py"
+        path.write_text(source, encoding="utf-8")
+        written.append(path)
+        down_revision = ident
+    return written
+
+
+def write_revision(ext: Geneva, directory: str | Path, *, message: str = TABLES_MESSAGE) -> Path:
+    """Write the missing revisions (see :func:`write_revisions`); return the last one's path."""
+    return write_revisions(ext, directory, message=message)[-1]
+
+
+def _held(versions: Path) -> dict[str, Path]:
+    """Revision key → the file in ``versions`` that carries its marker."""
+    markers = {r.marker: r.key for r in REVISIONS}
+    held: dict[str, Path] = {}
+    for path in sorted(versions.glob("*.py")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            key = markers.get(line.strip())
+            if key is not None:
+                held.setdefault(key, path)
+    return held
+
+
+def tables_at(key: str) -> tuple[sa.Table, sa.Table]:
+    """The two tables as revision ``key`` leaves them (in a metadata of their own)."""
+    known = [r.key for r in REVISIONS]
+    keep = set(known[: known.index(key) + 1])
+
+    def present(item: sa.Column[Any] | sa.Index) -> bool:
+        return (added_in(item) or TABLES) in keep
+
+    metadata = sa.MetaData()
+    workflows = sa.Table(
+        WORKFLOWS_TABLE,
+        metadata,
+        *filter(present, workflow_columns()),
+        *filter(present, workflow_indexes()),
     )
-    slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")[:40]
-    path = versions / f"{revision}_{slug}.py"
-    path.write_text(source, encoding="utf-8")
-    return path
+    executions = sa.Table(
+        EXECUTIONS_TABLE,
+        metadata,
+        *filter(present, execution_columns()),
+        *filter(present, execution_indexes()),
+    )
+    return workflows, executions
 
 
 def render_revision(
     ext: Geneva,
+    key: str = TABLES,
     *,
     revision: str,
     down_revision: str | None,
-    message: str = "Add flask-geneva tables",
+    message: str | None = None,
     create_date: datetime | None = None,
 ) -> str:
-    """Return the source of the revision (see :func:`write_revision`)."""
+    """Return the source of revision ``key`` (see :func:`write_revisions`)."""
     from . import __version__
 
-    workflows, executions = ext.tables.workflows, ext.tables.executions
+    found = {r.key: r for r in REVISIONS}[key]
+    header = dict(
+        message=message or found.message,
+        revision=revision,
+        down_revision=down_revision,
+        down_revision_text=down_revision or "",
+        create_date=(create_date or datetime.now()).isoformat(sep=" ", timespec="seconds"),
+        version=__version__,
+        marker=found.marker,
+    )
+    if key == TABLES:
+        return _render_tables(header)
+    return _render_later(key, header)
+
+
+def _render_tables(header: dict[str, Any]) -> str:
+    workflows, executions = tables_at(TABLES)
     upgrade_ops: list[ops.MigrateOperation] = []
     partial: list[ops.MigrateOperation] = []
     for table in (workflows, executions):
@@ -142,13 +278,7 @@ def render_revision(
             target.append(ops.CreateIndexOp.from_index(index))
     drops = [f"    op.drop_table({t.name!r})" for t in (executions, workflows)]
     return _TEMPLATE.format(
-        message=message,
-        revision=revision,
-        down_revision=down_revision,
-        down_revision_text=down_revision or "",
-        create_date=(create_date or datetime.now()).isoformat(sep=" ", timespec="seconds"),
-        version=__version__,
-        marker=MARKER,
+        **header,
         tables=_render(upgrade_ops, indent=4),
         partial_indexes=_render(partial, indent=8),
         mysql_ddl="\n".join(
@@ -156,6 +286,36 @@ def render_revision(
             for sql in mysql_unique_ddl(workflows.name, executions.name)
         ),
         drops="\n".join(drops),
+    )
+
+
+def _render_later(key: str, header: dict[str, Any]) -> str:
+    """A revision that adds columns and (non-partial) indexes to the existing tables."""
+    upgrade_ops: list[ops.MigrateOperation] = []
+    downgrade_ops: list[ops.MigrateOperation] = []
+    for table in tables_at(key):
+        for column in table.columns:
+            if added_in(column) == key:
+                upgrade_ops.append(
+                    ops.AddColumnOp.from_column_and_tablename(None, table.name, column)
+                )
+                downgrade_ops.append(
+                    ops.DropColumnOp.from_column_and_tablename(None, table.name, column)
+                )
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            if added_in(index) == key:
+                if _is_partial(index):
+                    raise NotImplementedError(
+                        f"{index.name}: a partial index needs its own rendering"
+                    )
+                upgrade_ops.append(ops.CreateIndexOp.from_index(index))
+                downgrade_ops.append(ops.DropIndexOp.from_index(index))
+    # Indexes go before the columns they cover.
+    downgrade_ops.reverse()
+    return _LATER_TEMPLATE.format(
+        **header,
+        upgrade=_render(upgrade_ops, indent=4),
+        downgrade=_render(downgrade_ops, indent=4),
     )
 
 

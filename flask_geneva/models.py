@@ -10,6 +10,11 @@ indexes, so each rule becomes a stored generated column that is 1 while the rule
 applies and NULL otherwise, plus a unique index over it (NULLs never collide). The
 generated columns are added by DDL only on those dialects and are not mapped, so the
 ORM never reads or writes them.
+
+The functions below describe the current schema (``create_all`` builds it). A column or
+index added after 0.1 names, in its ``info``, the migration revision that adds it
+(:data:`REVISION_KEY`): the revision that creates the tables leaves it out, so it stays
+the 0.1 schema, and the later revision adds it (see :mod:`~flask_geneva.migration`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ _PARTIAL = ("postgresql", "sqlite")
 
 ONGOING_WHERE = "state NOT IN ('finished', 'canceled') AND NOT allow_multiple"
 ACTIVE_WHERE = "state IN ('scheduled', 'in_progress')"
+
+#: The ``info`` key naming the migration revision that adds a column or index.
+REVISION_KEY = "geneva_revision"
+#: The 0.2 revision that adds step leases (``heartbeat_at``).
+LEASES = "0.2 step leases"
 
 
 def _id_type() -> sa.types.TypeEngine[int]:
@@ -112,6 +122,12 @@ def execution_columns(workflows_table: str = WORKFLOWS_TABLE) -> list[sa.Column[
         sa.Column("metadata", sa.JSON(), nullable=True),
         sa.Column("created_at", _timestamp(), nullable=False),
         sa.Column("updated_at", _timestamp(), nullable=False),
+        # Columns added after 0.1 come last, where their revision adds them.
+        # 0.2, the lease: refreshed while the body runs; it expires stuck_after past
+        # coalesce(heartbeat_at, started_at). Not indexed: a lease cannot expire before
+        # started_at + stuck_after, so the (state, started_at) index bounds the search,
+        # and an index on it would turn every beat into an index write.
+        sa.Column("heartbeat_at", _timestamp(), nullable=True, info={REVISION_KEY: LEASES}),
     ]
 
 
@@ -153,6 +169,11 @@ def attach_mysql_ddl(workflows: sa.Table, executions: sa.Table) -> None:
     for table, sql in ((workflows, wf_sql), (executions, ex_sql)):
         ddl = sa.DDL(sql).execute_if(dialect=_MYSQL)  # type: ignore[no-untyped-call,arg-type]
         sa.event.listen(table, "after_create", ddl)
+
+
+def added_in(item: sa.Column[Any] | sa.Index) -> str | None:
+    """The migration revision that adds a column or index, or None for the 0.1 schema."""
+    return item.info.get(REVISION_KEY)
 
 
 def is_mysql(dialect_name: str) -> bool:

@@ -104,6 +104,8 @@ class ExecutionRecord:
     huey_task_id: str | None = None
     started_at: datetime | None = None
     updated_at: datetime | None = None
+    #: The lease's last refresh while the body ran (None: not yet, or a 0.1 row).
+    heartbeat_at: datetime | None = None
     changes: dict[str, Any] = field(default_factory=dict)
     trigger: bool = False
 

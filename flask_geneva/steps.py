@@ -78,6 +78,7 @@ def step(
     before_step: str | None = None,
     after_step: str | None = None,
     after: str | Sequence[str] | None = None,
+    stuck_after: timedelta | int | float | None = None,
 ) -> Callable[[StepBody], StepDeclaration] | StepDeclaration: ...
 
 
@@ -121,6 +122,10 @@ def step(
     :param after_step: insert this step in the sequence after an earlier step.
     :param after: explicit predecessors (a name or a list of names); ``after=[]``
         makes a root step. Without it a step follows the step before it.
+    :param stuck_after: how long the step's lease lasts without a heartbeat before
+        housekeeping takes its worker for lost (timedelta or seconds, from 1 second to
+        365 days; default ``GENEVA_STUCK_IN_PROGRESS_AFTER``). While the body runs, its
+        worker renews the lease at least three times per period.
     """
     # Options are validated when the class is built, so errors name the class and step.
     if func is not None:
@@ -143,6 +148,7 @@ _OPTION_NAMES = frozenset(
         "before_step",
         "after_step",
         "after",
+        "stuck_after",
     }
 )
 
@@ -168,6 +174,8 @@ class StepDefinition:
     order: int
     #: Where the body is defined, for the admin's source excerpt: (file, first line).
     source: tuple[str, int] | None
+    #: The lease without a heartbeat (None: ``GENEVA_STUCK_IN_PROGRESS_AFTER``).
+    stuck_after: timedelta | None = None
 
     def body(self, workflow: Any) -> Callable[[], Any]:
         """Return the callable that runs this step on ``workflow``."""
@@ -282,6 +290,7 @@ def build_definition(
         after_step=_optional_ref(opts.get("after_step"), where, "after_step"),
         order=declaration.order,
         source=_source_of(declaration.func),
+        stuck_after=_stuck_after(opts.get("stuck_after"), where),
     )
 
 
@@ -301,6 +310,26 @@ def attribute_target(owner: type, name: str) -> Any:
     if isinstance(value, functools.cached_property):
         return value.func
     return value
+
+
+#: The range of ``stuck_after=``: a lease renewed every third of it, and a date range
+#: the database can subtract it from.
+STUCK_AFTER_RANGE = (timedelta(seconds=1), timedelta(days=365))
+
+
+def _stuck_after(value: Any, where: str) -> timedelta | None:
+    if value is None:
+        return None
+    low, high = STUCK_AFTER_RANGE
+    try:
+        delta = to_wait(value)
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(f"{where}: invalid stuck_after: {exc}") from None
+    if not low <= delta <= high:
+        raise DefinitionError(
+            f"{where}: invalid stuck_after {value!r}: it must be between {low} and {high}"
+        )
+    return delta
 
 
 def _as_list(value: Any, where: str) -> list[Any]:

@@ -48,6 +48,7 @@ class Tables:
             e.c.huey_task_id,
             e.c.started_at,
             e.c.updated_at,
+            e.c.heartbeat_at,
         )
         now: sa.BindParameter[Any] = sa.bindparam("p_now")
         wid: sa.BindParameter[Any] = sa.bindparam("p_wid")
@@ -82,11 +83,22 @@ class Tables:
         self.claim_workflow_by_id = (
             sa.update(w).where(w.c.id == wid, runnable).values(claimed_values)
         )
-        #: Claim, part 2: the conditional flip that only one worker can win.
+        #: Claim, part 2: the conditional flip that only one worker can win. started_at
+        #: is the lease's first beat; an older beat (an execution released to be run
+        #: again) is cleared, or it would make the new lease look expired.
         self.claim_execution = (
             sa.update(e)
             .where(e.c.id == eid, e.c.state == StepState.SCHEDULED)
-            .values(state=StepState.IN_PROGRESS, started_at=now, updated_at=now)
+            .values(state=StepState.IN_PROGRESS, started_at=now, updated_at=now, heartbeat_at=None)
+        )
+        #: The lease's beat: one statement for every running execution given.
+        self.beat = (
+            sa.update(e)
+            .where(
+                e.c.id.in_(sa.bindparam("p_ids", expanding=True)),
+                e.c.state == StepState.IN_PROGRESS,
+            )
+            .values(heartbeat_at=now)
         )
         self.claim_workflow_returning = self.claim_workflow.returning(*w.c)
         self.claim_execution_returning = self.claim_execution.returning(
@@ -164,6 +176,7 @@ def _record(m: Mapping[str, Any] | sa.RowMapping) -> ExecutionRecord:
         huey_task_id=m["e_huey_task_id"],
         started_at=m["e_started_at"],
         updated_at=m["e_updated_at"],
+        heartbeat_at=m["e_heartbeat_at"],
     )
 
 
@@ -233,6 +246,7 @@ def claim(
         workflow.update(state=WorkflowState.PERFORMING, started_at=workflow["started_at"] or now)
         record = _record(m)
         record.state, record.started_at = StepState.IN_PROGRESS, now
+        record.heartbeat_at = None
         return workflow, record
     if conn.dialect.name == "postgresql":
         row = conn.execute(tables.claim_postgresql, params).first()
@@ -256,6 +270,18 @@ def read_execution(
     """Read an execution and its workflow row without a lock."""
     row = conn.execute(tables.read_execution, {"p_eid": execution_id}).first()
     return None if row is None else (_workflow(row._mapping), _record(row._mapping))
+
+
+def beat(conn: Connection, tables: Tables, execution_ids: list[int], now: Any) -> int:
+    """Refresh the lease of the executions still in progress among ``execution_ids``.
+
+    Not a state change, so not the write path's: it locks execution rows only, never a
+    workflow row. The caller passes at most one execution per workflow per statement,
+    so a beat never waits on one row of a workflow while holding another (the lock
+    cycle a finalize or an operator locking all of that workflow's executions would
+    close). Returns how many rows were refreshed.
+    """
+    return conn.execute(tables.beat, {"p_ids": execution_ids, "p_now": now}).rowcount
 
 
 def recovery_streak(

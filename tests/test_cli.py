@@ -282,8 +282,14 @@ def test_migration_writes_a_revision_into_the_apps_migrations_folder(app, tmp_pa
     migrate_init(directory)
     result = invoke(app, "migration")
     assert result.exit_code == 0, result.output
-    (written,) = (tmp_path / "migrations" / "versions").glob("*.py")
-    assert result.output == f"wrote {written}; run 'flask db upgrade' to create the tables\n"
-    assert "op.create_table('geneva_workflows'" in written.read_text()
+    versions = tmp_path / "migrations" / "versions"
+    tables, leases = sorted(
+        versions.glob("*.py"), key=lambda p: "create_table" not in p.read_text()
+    )
+    assert result.output == (
+        f"wrote {tables}\nwrote {leases}\nrun 'flask db upgrade' to apply them\n"
+    )
+    assert "op.create_table('geneva_workflows'" in tables.read_text()
+    assert "op.add_column('geneva_step_executions'" in leases.read_text()
     line = error_line(invoke(app, "migration"))
-    assert line.startswith(f"Error: {written} already creates the flask-geneva tables")
+    assert line.startswith(f"Error: {versions} already holds every flask-geneva revision")

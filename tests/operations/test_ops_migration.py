@@ -1,24 +1,43 @@
-"""The generated Alembic revision installs and removes the tables on every database."""
+"""The generated Alembic revisions install, upgrade and remove the tables on every database.
+
+``geneva_0_1_revision.py.txt`` is the revision file 0.1's ``flask geneva migration``
+wrote, kept byte for byte (stored as text so linters leave it alone): databases
+created by it are what 0.2's chain of revisions upgrades.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import shutil
 from collections.abc import Iterator
 from datetime import datetime
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from alembic.script import ScriptDirectory
 from flask import Flask
 from flask_migrate import Migrate
 from flask_migrate import downgrade
 from flask_migrate import init
+from flask_migrate import revision as app_revision
 from flask_migrate import upgrade
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_geneva import Geneva
+from flask_geneva import clock
+from flask_geneva import housekeeping
 from flask_geneva import step
+from flask_geneva.migration import REVISIONS
+from flask_geneva.migration import MigrationError
+from flask_geneva.migration import render_revision
+from flask_geneva.migration import write_revisions
+from flask_geneva.testing import speedrun
 
 db = SQLAlchemy()
 geneva = Geneva(db)
@@ -28,6 +47,21 @@ class MigratedWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
     @step
     def only(self) -> None:
         pass
+
+
+class UpgradedWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def first(self) -> None:
+        pass
+
+    @step
+    def second(self) -> None:
+        pass
+
+
+#: What 0.1's ``flask geneva migration`` wrote (revision fb359109cc33).
+REVISION_0_1 = Path(__file__).with_name("geneva_0_1_revision.py.txt")
+REVISION_0_1_ID = "fb359109cc33"
 
 
 @pytest.fixture
@@ -135,9 +169,212 @@ def test_the_revision_upgrades_downgrades_and_upgrades_again(app, migrations):
     assert rejected(lambda conn: insert_execution(conn, first, "in_progress"))
 
     # The tables behave like create_all's: a workflow runs to the end on them.
-    from flask_geneva.testing import speedrun
-
     db.session.rollback()
     workflow = MigratedWorkflow.create()
     speedrun(workflow)
     assert workflow.state == "finished"
+
+
+# -- the chain of revisions, and upgrading a 0.1 database ----------------------------------
+
+
+def apply_revision(source: str, tmp_path: Path, direction: str = "upgrade") -> None:
+    """Run one revision file's upgrade() or downgrade() on the app's database."""
+    path = tmp_path / f"revision_{abs(hash(source))}.py"
+    path.write_text(source, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with db.engine.begin() as conn:
+        with Operations.context(MigrationContext.configure(conn)):
+            getattr(module, direction)()
+
+
+def schema() -> dict[str, Any]:
+    """The geneva tables as the database reports them: columns, indexes, foreign keys."""
+    inspector = sa.inspect(db.engine)
+    found: dict[str, Any] = {}
+    for table in ("geneva_workflows", "geneva_step_executions"):
+        columns = {
+            c["name"]: (repr(c["type"]), c["nullable"], str(c.get("default")))
+            for c in inspector.get_columns(table)
+        }
+        indexes = {
+            i["name"]: (tuple(i["column_names"]), bool(i["unique"]))
+            for i in inspector.get_indexes(table)
+        }
+        keys = sorted(
+            (tuple(k["constrained_columns"]), k["referred_table"])
+            for k in inspector.get_foreign_keys(table)
+        )
+        found[table] = {"columns": columns, "indexes": indexes, "foreign_keys": keys}
+    return found
+
+
+def test_the_revision_that_creates_the_tables_is_still_the_0_1_schema(app, tmp_path):
+    db.drop_all()
+    apply_revision(REVISION_0_1.read_text(encoding="utf-8"), tmp_path)
+    created_by_0_1 = schema()
+    apply_revision(REVISION_0_1.read_text(encoding="utf-8"), tmp_path, "downgrade")
+    rendered = render_revision(geneva, REVISIONS[0].key, revision="a1", down_revision=None)
+    apply_revision(rendered, tmp_path)
+    try:
+        assert schema() == created_by_0_1
+        assert "heartbeat_at" not in created_by_0_1["geneva_step_executions"]["columns"]
+    finally:
+        apply_revision(rendered, tmp_path, "downgrade")
+        db.create_all()
+
+
+def test_the_0_1_revision_plus_the_later_ones_give_create_alls_schema(app, tmp_path):
+    fresh = schema()  # the app fixture made the tables with create_all
+    db.drop_all()
+    apply_revision(REVISION_0_1.read_text(encoding="utf-8"), tmp_path)
+    for later in REVISIONS[1:]:
+        apply_revision(
+            render_revision(geneva, later.key, revision="b1", down_revision="a1"), tmp_path
+        )
+    try:
+        assert schema() == fresh
+        assert "heartbeat_at" in fresh["geneva_step_executions"]["columns"]
+    finally:
+        db.drop_all()
+        db.create_all()
+
+
+def test_the_revisions_follow_the_apps_head_and_are_written_only_once(app, migrations):
+    app_revision(migrations, message="the app's own table")
+    script = ScriptDirectory(migrations)
+    (app_head,) = script.get_heads()
+    tables, leases = write_revisions(geneva, migrations)
+    script = ScriptDirectory(migrations)
+    assert script.get_heads() == [leases.name.split("_")[0]]
+    assert script.get_revision(leases.name.split("_")[0]).down_revision == tables.name.split("_")[0]
+    assert script.get_revision(tables.name.split("_")[0]).down_revision == app_head
+    with pytest.raises(MigrationError, match="already holds every flask-geneva revision"):
+        write_revisions(geneva, migrations)
+    tables.unlink()
+    with pytest.raises(MigrationError, match="is there but not the revision before it"):
+        write_revisions(geneva, migrations)
+
+
+def insert_0_1_rows(now: datetime) -> dict[str, int]:
+    """Workflows in each state as 0.1 left them, written to the tables 0.1 created."""
+    metadata = sa.MetaData()
+    w = sa.Table("geneva_workflows", metadata, autoload_with=db.engine)
+    e = sa.Table("geneva_step_executions", metadata, autoload_with=db.engine)
+    assert "heartbeat_at" not in e.c
+    ids: dict[str, int] = {}
+    hour_ago = now - timedelta(hours=2)
+    with db.engine.begin() as conn:
+
+        def workflow(name: str, state: str, started: datetime | None) -> int:
+            ids[name] = int(
+                conn.execute(
+                    sa.insert(w).values(
+                        type="UpgradedWorkflow",
+                        hero_type=None,
+                        hero_id=None,
+                        state=state,
+                        allow_multiple=True,
+                        created_at=hour_ago,
+                        updated_at=hour_ago,
+                        started_at=started,
+                        transitioned_at=hour_ago,
+                    )
+                ).inserted_primary_key[0]
+            )
+            return ids[name]
+
+        def execution(workflow_id: int, step_name: str, state: str, **values: Any) -> None:
+            conn.execute(
+                sa.insert(e).values(
+                    workflow_id=workflow_id,
+                    step_name=step_name,
+                    state=state,
+                    scheduled_for=values.pop("scheduled_for", now),
+                    created_at=hour_ago,
+                    updated_at=values.pop("updated_at", now),
+                    **values,
+                )
+            )
+
+        execution(workflow("ready", "ready", None), "first", "scheduled")
+        # Its worker died two hours ago, under 0.1: no heartbeat column then.
+        execution(
+            workflow("performing", "performing", hour_ago),
+            "first",
+            "in_progress",
+            scheduled_for=hour_ago,
+            started_at=hour_ago,
+            updated_at=hour_ago,
+        )
+        execution(workflow("paused", "paused", None), "first", "scheduled")
+        finished = workflow("finished", "finished", hour_ago)
+        for name in ("first", "second"):
+            execution(
+                finished,
+                name,
+                "completed",
+                outcome="success",
+                started_at=hour_ago,
+                finished_at=hour_ago,
+                completed_at=hour_ago,
+            )
+    return ids
+
+
+def count_rows() -> tuple[int, int]:
+    with db.engine.connect() as conn:
+        return tuple(  # type: ignore[return-value]
+            int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {t}")).scalar_one())
+            for t in ("geneva_workflows", "geneva_step_executions")
+        )
+
+
+@pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")
+def test_a_0_1_database_with_live_workflows_upgrades_runs_them_and_downgrades(app, migrations):
+    versions = Path(migrations) / "versions"
+    shutil.copy(REVISION_0_1, versions / f"{REVISION_0_1_ID}_add_flask_geneva_tables.py")
+    upgrade(migrations)
+    ids = insert_0_1_rows(clock.now())
+
+    result = app.test_cli_runner().invoke(args=["geneva", "migration"])
+    assert result.exit_code == 0, result.output
+    (written,) = [p for p in versions.glob("*.py") if not p.name.startswith(REVISION_0_1_ID)]
+    assert result.output.splitlines()[0] == f"wrote {written}"
+    assert f"down_revision = {REVISION_0_1_ID!r}" in written.read_text()
+    upgrade(migrations)
+    assert "heartbeat_at" in schema()["geneva_step_executions"]["columns"]
+
+    # The execution a 0.1 worker left in progress two hours ago has no heartbeat: its
+    # start is its last sign of life, past the one-hour lease.
+    summary = housekeeping.run(geneva)
+    assert (summary.stuck_reattempted, summary.retriggered) == (1, 0)
+    workflows = {name: db.session.get(UpgradedWorkflow, ident) for name, ident in ids.items()}
+    workflows["paused"].resume()
+    for name in ("ready", "performing", "paused"):
+        speedrun(workflows[name])
+    db.session.commit()
+    states = {name: db.session.get(UpgradedWorkflow, i).state for name, i in ids.items()}
+    assert states == dict.fromkeys(ids, "finished")
+    e = geneva.tables.executions
+    with db.engine.connect() as conn:
+        history = conn.execute(
+            sa.select(e.c.step_name, e.c.state, e.c.outcome)
+            .where(e.c.workflow_id == ids["performing"])
+            .order_by(e.c.id)
+        ).all()
+    assert [tuple(r) for r in history] == [
+        ("first", "failed", "recovered"),
+        ("first", "completed", "success"),
+        ("second", "completed", "success"),
+    ]
+    before = count_rows()
+    db.session.remove()
+
+    downgrade(migrations, REVISION_0_1_ID)
+    assert "heartbeat_at" not in schema()["geneva_step_executions"]["columns"]
+    assert count_rows() == before == (4, 9)
+    downgrade(migrations, "base")
