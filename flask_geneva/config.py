@@ -17,8 +17,8 @@ from huey import MemoryHuey
 from huey import PriorityRedisHuey
 from huey import SqliteHuey
 
-from .clock import to_timedelta
 from .errors import ConfigurationError
+from .policy import to_wait
 
 #: Every setting with its default.
 DEFAULTS: dict[str, Any] = {
@@ -127,9 +127,11 @@ def _duration(config: Any, key: str, *, optional: bool = False) -> timedelta | N
             return None
         raise ConfigurationError(f"{key} cannot be None")
     try:
-        delta = to_timedelta(value)
+        delta = to_wait(value)  # a finite duration, at most 100 years
     except TypeError:
         raise ConfigurationError(f"{key} must be a timedelta or seconds, got {value!r}") from None
+    except ValueError as error:
+        raise ConfigurationError(f"{key}: {error}") from None
     if delta <= timedelta(0):
         raise ConfigurationError(f"{key} must be positive, got {value!r}")
     return delta

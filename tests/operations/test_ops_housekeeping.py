@@ -308,3 +308,22 @@ def test_an_interval_of_none_registers_no_periodic_task(tmp_path):
 def test_an_interval_that_is_not_whole_minutes_is_refused_at_init_app(tmp_path):
     with pytest.raises(ConfigurationError, match="must be a whole number of minutes"):
         make_app(tmp_path, GENEVA_HOUSEKEEPING_INTERVAL=90)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (float("nan"), "finite"),
+        (float("inf"), "finite"),
+        (timedelta(days=10**6), "at most 100 years"),
+        (1e12, "at most 100 years"),
+        (-5, "must be positive|non-negative"),
+        ("1h", "timedelta or seconds"),
+    ],
+)
+def test_a_threshold_no_date_can_hold_is_refused_at_init_app(
+    tmp_path: Any, value: Any, message: str
+) -> None:
+    # now - threshold must be a date: a huge one would crash every housekeeping run.
+    with pytest.raises(ConfigurationError, match=f"GENEVA_STUCK_IN_PROGRESS_AFTER.*({message})"):
+        make_app(tmp_path, GENEVA_STUCK_IN_PROGRESS_AFTER=value)
