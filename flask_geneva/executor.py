@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 #: A trigger that arrives this early still runs (clock skew between machines).
 EARLY_TOLERANCE = timedelta(seconds=0.5)
 #: ``ignore_schedule``: claim whatever the due time.
-_ANY_TIME = datetime(9999, 1, 1)
+ANY_TIME = datetime(9999, 1, 1)
 
 
 @dataclass
@@ -136,7 +136,7 @@ def _release(ext: Geneva, run: Run) -> None:
 
 def _claim(ext: Geneva, execution_id: int, ignore_schedule: bool) -> Run | None:
     now = clock.now()
-    due_by = _ANY_TIME if ignore_schedule else now + EARLY_TOLERANCE
+    due_by = ANY_TIME if ignore_schedule else now + EARLY_TOLERANCE
     claimed = unit.claim(ext, execution_id, now=now, due_by=due_by)
     if claimed is None or claimed == unit.TAKEN:
         return None

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 W = TypeVar("W", bound=WorkflowBase)
 
 __all__ = [
+    "abandon_next_step",
     "assert_step_executed",
     "assert_workflow_state",
     "perform_next_step",
@@ -104,6 +105,39 @@ def perform_next_step(workflow: WorkflowBase) -> StepExecutionBase | None:
     finally:
         _sync(workflow)
     found: StepExecutionBase | None = ext.db.session.get(
+        ext.StepExecution, execution_id, populate_existing=True
+    )
+    return found
+
+
+def abandon_next_step(workflow: WorkflowBase) -> StepExecutionBase:
+    """Leave the workflow's next step as a worker killed in its body leaves it.
+
+    A worker claims an execution in a short transaction of its own, then runs the body;
+    killed there (kill -9, out of memory), it leaves the claim and nothing else: the
+    execution stays ``in_progress``, and the body's uncommitted writes are gone with its
+    connection. This does exactly the claim, for testing what a lost worker costs:
+    travel past the step's ``stuck_after`` and run housekeeping to recover it.
+    (Anything a body raises is recorded as its outcome, so raising cannot stand in for
+    a kill.)
+
+    :raises InvalidStateError: the workflow is paused, finished or canceled, or has no
+        scheduled step.
+    :return: the execution left in progress.
+    """
+    ext = _ext(workflow)
+    _sync(workflow)
+    execution_id = _next_scheduled(workflow) if workflow.state in RUNNABLE_WORKFLOW_STATES else None
+    if execution_id is None:
+        raise InvalidStateError(
+            f"{type(workflow).__name__} id={workflow.id} ({workflow.state}) has no scheduled "
+            "step to abandon"
+        )
+    claimed = unit.claim(ext, execution_id, now=clock.now(), due_by=executor.ANY_TIME)
+    if not isinstance(claimed, tuple):
+        raise InvalidStateError(f"execution {execution_id} could not be claimed ({claimed})")
+    _sync(workflow)
+    found: StepExecutionBase = ext.db.session.get(
         ext.StepExecution, execution_id, populate_existing=True
     )
     return found

@@ -10,8 +10,6 @@ it a second ``RUN_TOKEN`` and a second cache of which servers answer.)
   to prove it ran); ``Rows`` reads workflows, executions and marks back through the
   test's session and runs a scheduled step; ``Committed`` reads what is committed, on a
   connection of its own, as another process would see it.
-* Killed workers: ``killed_mid_step`` leaves what a worker killed inside a body leaves
-  (its claim, committed; nothing of the body's).
 * Waiting: ``wait_until`` polls a condition, ``running_consumer`` runs a Huey consumer
   in this process; ``close`` compares two timestamps.
 """
@@ -32,35 +30,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from flask_geneva import clock
-from flask_geneva import unit
 from flask_geneva.executor import execute
 from flask_geneva.tasks import make_consumer
-
-# -- killed workers ----------------------------------------------------------------------
-
-
-def killed_mid_step(geneva: Any, workflow_id: int) -> int:
-    """Leave the state a worker killed inside a step body leaves, and return the id.
-
-    A worker claims (a committed transaction of its own), then runs the body with its
-    writes uncommitted; a kill -9 then drops the connection, and with it those writes.
-    So what is left is exactly the claim: the real one runs here and nothing after it.
-    (Any exception raised in a body, even a ``BaseException``, is recorded as the
-    step's failure; only a dead process leaves an execution in progress.)
-    """
-    e = geneva.tables.executions
-    with geneva.engine().connect() as conn:
-        execution_id = conn.execute(
-            sa.select(e.c.id)
-            .where(e.c.workflow_id == workflow_id, e.c.state == "scheduled")
-            .order_by(e.c.id)
-            .limit(1)
-        ).scalar_one()
-    claimed = unit.claim(geneva, execution_id, now=clock.now(), due_by=datetime(9999, 1, 1))
-    assert isinstance(claimed, tuple), claimed
-    return int(execution_id)
-
 
 # -- servers ---------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from flask_geneva import Geneva
 from flask_geneva import InvalidStateError
 from flask_geneva import clock
 from flask_geneva import step
+from flask_geneva.testing import abandon_next_step
 from flask_geneva.testing import assert_step_executed
 from flask_geneva.testing import assert_workflow_state
 from flask_geneva.testing import perform_next_step
@@ -292,3 +293,27 @@ def test_travel_makes_a_waiting_step_due_for_a_real_trigger(app: Flask) -> None:
     with travel(timedelta(hours=2, seconds=1)):
         assert execute(geneva, state, waiting).status == "ran"
     assert runs(wf) == ["step_one", "step_two"]
+
+
+def test_abandon_next_step_leaves_what_a_killed_worker_leaves(app: Flask) -> None:
+    wf = Three.create()
+    lost = abandon_next_step(wf)
+    assert (lost.step_name, lost.state, lost.started_at is not None) == (
+        "step_one",
+        "in_progress",
+        True,
+    )
+    assert_workflow_state(wf, "performing")
+    assert run_count(wf) == 0  # the claim only: no body ran, nothing of it was written
+    with travel(timedelta(hours=2)):
+        assert geneva.housekeeping().stuck_reattempted == 1
+    speedrun(wf)
+    assert_workflow_state(wf, "finished")
+    assert run_count(wf) == 3
+
+
+def test_abandon_next_step_refuses_a_workflow_with_nothing_scheduled(app: Flask) -> None:
+    wf = PausesFirst.create()
+    perform_next_step(wf)
+    with pytest.raises(InvalidStateError, match="no scheduled step to abandon"):
+        abandon_next_step(wf)

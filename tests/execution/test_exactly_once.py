@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from helpers import Committed
-from helpers import killed_mid_step
 from helpers import mark_model
 
 from flask_geneva import ExceptionPolicy
@@ -30,6 +29,7 @@ from flask_geneva import WorkflowNotFoundError
 from flask_geneva import housekeeping
 from flask_geneva import operations
 from flask_geneva import step
+from flask_geneva.testing import abandon_next_step
 from flask_geneva.testing import perform_next_step
 from flask_geneva.testing import speedrun
 from flask_geneva.testing import travel
@@ -141,7 +141,7 @@ def _clean() -> Any:
 def die_in(workflow: Any) -> None:
     """The worker running the next step is killed mid-body: its execution stays in progress."""
     db.session.rollback()
-    killed_mid_step(geneva, workflow.id)
+    abandon_next_step(workflow)
 
 
 def test_a_bodys_writes_commit_with_its_outcome(app: Flask) -> None:

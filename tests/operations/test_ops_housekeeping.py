@@ -12,12 +12,12 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from helpers import killed_mid_step
 
 from flask_geneva import ConfigurationError
 from flask_geneva import Geneva
 from flask_geneva import housekeeping
 from flask_geneva import step
+from flask_geneva.testing import abandon_next_step
 from flask_geneva.testing import assert_workflow_state
 from flask_geneva.testing import perform_next_step
 from flask_geneva.testing import speedrun
@@ -284,7 +284,7 @@ def test_init_app_registers_the_periodic_housekeeping_task_that_runs_it(app, hue
 def claim_without_finishing(workflow: Any) -> int:
     """The worker running the next step is killed mid-body: it stays in_progress."""
     db.session.rollback()
-    return killed_mid_step(geneva, workflow.id)
+    return int(abandon_next_step(workflow).id)
 
 
 def make_app(tmp_path: Any, **config: Any) -> Flask:
