@@ -82,6 +82,8 @@ class Number(click.ParamType):  # type: ignore[type-arg,unused-ignore]
 
 #: A workflow id: 1 to 2**63 - 1.
 WORKFLOW_ID = Number("id", 1, MAX_ID)
+WORKERS = Number("count", 1, MAX_WORKERS)
+LIST_LIMIT = Number("count", 1, MAX_LIST_LIMIT)
 
 
 def _no_nul(name: str, value: str | None) -> None:
@@ -94,14 +96,7 @@ def _no_nul(name: str, value: str | None) -> None:
 
 
 @geneva_cli.command("worker")
-@click.option(
-    "-w",
-    "--workers",
-    default=4,
-    show_default=True,
-    type=Number("count", 1, MAX_WORKERS),
-    help="Number of workers.",
-)
+@click.option("-w", "--workers", default=4, show_default=True, type=WORKERS, help="Workers to run.")
 @click.option(
     "-k",
     "--worker-type",
@@ -222,14 +217,7 @@ def workflow_class(name: str) -> tuple[str, Any]:
 
 @geneva_cli.command("list")
 @filter_options
-@click.option(
-    "-n",
-    "--limit",
-    default=50,
-    show_default=True,
-    type=Number("count", 1, MAX_LIST_LIMIT),
-    help="How many workflows to show.",
-)
+@click.option("-n", "--limit", default=50, show_default=True, type=LIST_LIMIT, help="Rows to show.")
 def list_command(
     class_name: str | None, states: tuple[str, ...], hero: str | None, step: str | None, limit: int
 ) -> None:

@@ -12,6 +12,7 @@ name, hero id or exception message with a newline cannot forge a log line.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -274,7 +275,15 @@ def test_the_cli_refuses_an_out_of_range_list_limit_with_one_error_line(app, wor
 
 @pytest.mark.parametrize("value", ["0", "-2", BEYOND_BIGINT])
 def test_the_cli_refuses_a_worker_without_workers(app, value):
-    _one_error_line(_cli(app, "worker", "-w", value))
+    # In a thread of its own, so a consumer that does start cannot hang the test run.
+    results: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: results.append(_cli(app, "worker", "-w", value)), daemon=True
+    )
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "the worker started instead of refusing"
+    _one_error_line(results[0])
 
 
 @pytest.mark.parametrize("option", [["--hero", "Ticket:\x00"], ["--step", "first\x00"]])
