@@ -49,11 +49,54 @@ def _ext() -> Any:
     return current_app.extensions["geneva"].ext
 
 
+#: The largest id the tables' BIGINT key holds (SQLite's INTEGER holds the same).
+MAX_ID = 2**63 - 1
+#: ``list --limit`` at most: one statement selects the rows by their ids.
+MAX_LIST_LIMIT = 10_000
+#: ``worker -w`` at most (each is a thread, a process or a greenlet).
+MAX_WORKERS = 1_000
+
+
+class Number(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    """A whole number in ``low..high``, written in ASCII digits.
+
+    Stricter than ``int``, which also takes ``'٣'``, ``' 7'`` and ``'1_000'``; and the
+    range keeps every id and limit within what the database holds, so an out-of-range
+    value ends as one usage error, not as a query that fails with a traceback.
+    """
+
+    def __init__(self, name: str, low: int, high: int) -> None:
+        self.name = name
+        self.low = low
+        self.high = high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        text = str(value)
+        if not (text.isascii() and text.isdigit()):
+            self.fail(f"{text[:64]!r} is not a whole number", param, ctx)
+        # The length test first: int() of thousands of digits is slow, then refused.
+        if len(text) > len(str(self.high)) or not self.low <= int(text) <= self.high:
+            self.fail(f"{text[:64]} is not in the range {self.low} to {self.high}", param, ctx)
+        return int(text)
+
+
+#: A workflow id: 1 to 2**63 - 1.
+WORKFLOW_ID = Number("id", 1, MAX_ID)
+WORKERS = Number("count", 1, MAX_WORKERS)
+LIST_LIMIT = Number("count", 1, MAX_LIST_LIMIT)
+
+
+def _no_nul(name: str, value: str | None) -> None:
+    # PostgreSQL refuses NUL in text: say so before the query does.
+    if value is not None and "\x00" in value:
+        raise click.BadParameter("the value contains a NUL character", param_hint=name)
+
+
 # -- worker, housekeeping, migration -----------------------------------------------------------
 
 
 @geneva_cli.command("worker")
-@click.option("-w", "--workers", default=4, show_default=True, help="Number of workers.")
+@click.option("-w", "--workers", default=4, show_default=True, type=WORKERS, help="Workers to run.")
 @click.option(
     "-k",
     "--worker-type",
@@ -127,6 +170,8 @@ def build_filter(
     class_name: str | None, states: tuple[str, ...], hero: str | None, step: str | None
 ) -> queries.WorkflowFilter:
     """Turn the filter options into a :class:`~flask_geneva.queries.WorkflowFilter`."""
+    for name, value in (("--class", class_name), ("--hero", hero), ("--step", step)):
+        _no_nul(name, value)
     hero_type, hero_id = None, None
     if hero is not None:
         hero_type, _, hero_id_text = hero.partition(":")
@@ -174,7 +219,7 @@ def workflow_class(name: str) -> tuple[str, Any]:
 
 @geneva_cli.command("list")
 @filter_options
-@click.option("-n", "--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("-n", "--limit", default=50, show_default=True, type=LIST_LIMIT, help="Rows to show.")
 def list_command(
     class_name: str | None, states: tuple[str, ...], hero: str | None, step: str | None, limit: int
 ) -> None:
@@ -203,7 +248,7 @@ def list_command(
 
 
 @geneva_cli.command("show")
-@click.argument("workflow_id", type=int)
+@click.argument("workflow_id", type=WORKFLOW_ID)
 def show_command(workflow_id: int) -> None:
     """Show a workflow: its state, its position in the DAG, its executions, its last error."""
     ext = _ext()
@@ -279,7 +324,7 @@ _PAST = {
 
 def _operation_command(operation: str, help_text: str) -> None:
     @geneva_cli.command(operation, help=help_text)
-    @click.argument("workflow_ids", nargs=-1, type=int)
+    @click.argument("workflow_ids", nargs=-1, type=WORKFLOW_ID)
     @filter_options
     @click.option("-y", "--yes", is_flag=True, help="Act on a filter without asking.")
     def command(

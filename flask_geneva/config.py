@@ -6,7 +6,9 @@ defaults are visible in ``app.config``) into a frozen :class:`GenevaConfig`.
 
 from __future__ import annotations
 
+import math
 import os
+import string
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -56,6 +58,7 @@ class GenevaConfig:
 
     @classmethod
     def from_mapping(cls, config: Any) -> GenevaConfig:
+        check_admin_settings(config)
         recovery = config["GENEVA_STUCK_RECOVERY"]
         if recovery not in ("reattempt", "cancel"):
             raise ConfigurationError(
@@ -135,6 +138,78 @@ def _duration(config: Any, key: str, *, optional: bool = False) -> timedelta | N
     if delta <= timedelta(0):
         raise ConfigurationError(f"{key} must be positive, got {value!r}")
     return delta
+
+
+# -- admin settings ---------------------------------------------------------------------------
+
+#: The placeholders ``GENEVA_ADMIN_LOGS_URL`` may use.
+ADMIN_LOGS_URL_FIELDS = (
+    "workflow_id",
+    "execution_id",
+    "step",
+    "type",
+    "hero_type",
+    "hero_id",
+    "started_at",
+    "finished_at",
+)
+
+
+def check_admin_settings(config: Any) -> None:
+    """Raise :class:`ConfigurationError` for a wrong ``GENEVA_ADMIN_*`` setting.
+
+    ``init_app`` calls it, and registering the admin blueprint calls it again (the
+    admin reads these settings per request, so a value set in between is checked too).
+    """
+    authorize = config.get("GENEVA_ADMIN_AUTHORIZE")
+    if authorize is not None and not callable(authorize):
+        raise ConfigurationError(
+            "GENEVA_ADMIN_AUTHORIZE must be a function (action) -> bool, or None, "
+            f"got {authorize!r}"
+        )
+    _check_logs_url(config.get("GENEVA_ADMIN_LOGS_URL"))
+    interval = config.get("GENEVA_ADMIN_POLL_INTERVAL", 3)
+    seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not math.isfinite(seconds)
+        or seconds <= 0
+    ):
+        raise ConfigurationError(
+            "GENEVA_ADMIN_POLL_INTERVAL must be a positive number of seconds or a "
+            f"timedelta, got {interval!r}"
+        )
+
+
+def _check_logs_url(template: Any) -> None:
+    key = "GENEVA_ADMIN_LOGS_URL"
+    if template is None:
+        return
+    if not isinstance(template, str):
+        raise ConfigurationError(f"{key} must be a URL template (str) or None, got {template!r}")
+    known = ", ".join("{" + name + "}" for name in ADMIN_LOGS_URL_FIELDS)
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template)]
+        unknown = [
+            name for name in fields if name is not None and name not in ADMIN_LOGS_URL_FIELDS
+        ]
+        # A format spec such as {workflow_id:d} fails only when filled (values are text).
+        sample = "" if unknown else template.format_map(dict.fromkeys(ADMIN_LOGS_URL_FIELDS, "1"))
+    except (ValueError, IndexError, KeyError, AttributeError) as error:
+        raise ConfigurationError(
+            f"{key} {template!r} is not a valid template ({error}); placeholders are {known}, "
+            "and a literal brace is written twice"
+        ) from None
+    if unknown:
+        raise ConfigurationError(
+            f"{key} {template!r}: unknown placeholder {{{unknown[0]}}}; use {known}"
+        )
+    if not sample.startswith(("http://", "https://", "/")):
+        raise ConfigurationError(
+            f"{key} {template!r} must start with http://, https:// or / (the admin shows "
+            "web links only)"
+        )
 
 
 def make_huey(value: Any, *, name: str, instance_path: str) -> Huey:

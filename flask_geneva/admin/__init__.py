@@ -18,6 +18,7 @@ from flask import Blueprint
 from flask import Response
 from flask import url_for
 
+from ..config import check_admin_settings
 from . import actions
 from . import present
 from . import security
@@ -49,7 +50,9 @@ def make_blueprint(ext: Geneva) -> Blueprint:
         static_url_path="/static",
         url_prefix="/geneva",
     )
+    bp.record(lambda state: check_admin_settings(state.app.config))
     bp.before_request(security.guard)
+    bp.after_request(security.add_security_headers)
 
     @bp.context_processor
     def helpers() -> dict[str, Any]:

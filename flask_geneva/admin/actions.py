@@ -45,35 +45,10 @@ PREVIEW_CAP = 100_000
 def register(bp: Blueprint, ext: Geneva) -> None:
     """Add the action routes to the blueprint."""
 
-    @bp.post("/workflows/<int:workflow_id>/<operation>")
-    def workflow_action(workflow_id: int, operation: str) -> Any:
-        if operation not in SINGLE_OPERATIONS:
-            abort(404, description=f"No operation {operation!r}.")
-        if load_workflow(ext, workflow_id) is None:
-            abort(404, description=f"No workflow with id {workflow_id}.")
-        step = request.form.get("step") or None
-        result = perform(ext, operation, [workflow_id], step=step, raise_errors=False)
-        message = (
-            result.errors[workflow_id]
-            if workflow_id in result.errors
-            else f"{_past(operation)} workflow {workflow_id}."
-        )
-        category = "error" if result.errors else "success"
-        if not is_htmx():
-            flash(message, category)
-            return redirect(url_for(".workflow_detail", workflow_id=workflow_id))
-        workflow = load_workflow(ext, workflow_id)
-        assert workflow is not None  # operations never delete
-        detail = load_detail(ext, workflow, current_app.config.get("GENEVA_ADMIN_LOGS_URL"))
-        return render_template(
-            "geneva/_partials/action_result.html",
-            d=detail,
-            oob=True,
-            digests={},
-            poll_interval=poll_interval(),
-            message=message,
-            category=category,
-        )
+    # The id is parsed by forms.workflow_id (see views.workflow_detail for why).
+    @bp.post("/workflows/<workflow_id>/<operation>")
+    def workflow_action(workflow_id: str, operation: str) -> Any:
+        return _act(ext, forms.workflow_id(workflow_id), operation)
 
     @bp.post("/workflows/bulk")
     def bulk_action() -> Any:
@@ -102,6 +77,36 @@ def register(bp: Blueprint, ext: Geneva) -> None:
             context.update(_run(ext, target, ids, scope, operation))
         template = "geneva/_partials/bulk.html" if is_htmx() else "geneva/bulk_page.html"
         return render_template(template, **context)
+
+
+def _act(ext: Geneva, workflow_id: int, operation: str) -> Any:
+    if operation not in SINGLE_OPERATIONS:
+        abort(404, description=f"No operation {operation!r}.")
+    if load_workflow(ext, workflow_id) is None:
+        abort(404, description=f"No workflow with id {workflow_id}.")
+    step = forms.text("step", request.form.get("step", "")) or None
+    result = perform(ext, operation, [workflow_id], step=step, raise_errors=False)
+    message = (
+        result.errors[workflow_id]
+        if workflow_id in result.errors
+        else f"{_past(operation)} workflow {workflow_id}."
+    )
+    category = "error" if result.errors else "success"
+    if not is_htmx():
+        flash(message, category)
+        return redirect(url_for(".workflow_detail", workflow_id=workflow_id))
+    workflow = load_workflow(ext, workflow_id)
+    assert workflow is not None  # operations never delete
+    detail = load_detail(ext, workflow, current_app.config.get("GENEVA_ADMIN_LOGS_URL"))
+    return render_template(
+        "geneva/_partials/action_result.html",
+        d=detail,
+        oob=True,
+        digests={},
+        poll_interval=poll_interval(),
+        message=message,
+        category=category,
+    )
 
 
 def _past(operation: str) -> str:
@@ -164,10 +169,9 @@ def _run(
     operation: str,
 ) -> dict[str, Any]:
     """Apply the operation batch by batch until done or out of time for this request."""
-    done = _int_field("done")
-    failed = _int_field("failed")
-    before_text = request.form.get("before", "")
-    before = int(before_text) if before_text.isdigit() else None
+    done = forms.optional_number("done", request.form.get("done")) or 0
+    failed = forms.optional_number("failed", request.form.get("failed")) or 0
+    before = forms.optional_number("before", request.form.get("before"), low=1)
     errors: dict[int, str] = {}
     deadline = time.monotonic() + BULK_SECONDS
     finished = target is None
@@ -198,8 +202,3 @@ def _run(
         "before": before,
         "now": clock.now(),
     }
-
-
-def _int_field(name: str) -> int:
-    value = request.form.get(name, "0")
-    return int(value) if value.isdigit() else 0

@@ -1,5 +1,11 @@
-"""Turn the list page's query string into a :class:`~flask_geneva.queries.WorkflowFilter`
-and back (for links, "load more" and the bulk form's hidden fields).
+"""Parse what the admin's clients send: the filter (query string or form) and back, ids,
+cursors and counts; anything malformed or out of range aborts 400 (or 404 for an id in
+the path) before it reaches the database.
+
+The parsers are strict on purpose: a number is ASCII digits only (``int()`` would accept
+``'\u0663'`` and ``' 7'``, ``str.isdigit()`` accepts ``'\u00b2'``), an id fits the
+tables' BIGINT key, a text filter holds no NUL (PostgreSQL refuses NUL in text), and a
+time-zoned date must still be a date once converted to UTC.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ from werkzeug.datastructures import MultiDict
 
 from ..queries import ALL_STATES
 from ..queries import WorkflowFilter
+
+#: The largest id the tables' BIGINT key holds (SQLite's INTEGER holds the same).
+MAX_ID = 2**63 - 1
 
 #: Query-string names of the time filters (HTML ``datetime-local`` values, in UTC).
 TIME_FIELDS = ("created_after", "created_before", "updated_after", "updated_before")
@@ -33,12 +42,24 @@ def parse_filter(args: MultiDict[str, str], workflow_type: str | None = None) ->
         abort(400, description=f"Unknown state {unknown[0]!r}; use one of {', '.join(ALL_STATES)}.")
     values: dict[str, Any] = {}
     for name in TEXT_FIELDS:
-        value = args.get(name, "").strip()
+        value = text(name, args.get(name, "").strip())
         values[name] = value or None
     for name in TIME_FIELDS:
         values[name] = _parse_time(name, args.get(name, "").strip())
-    chosen = workflow_type or args.get("type", "").strip() or None
+    given_type = text("type", args.get("type", "").strip())
+    chosen = workflow_type or given_type or None
     return WorkflowFilter(workflow_type=chosen, states=states, **values)
+
+
+def text(name: str, value: str) -> str:
+    """Return ``value``; abort 400 if no database could compare it (a NUL, a lone surrogate)."""
+    if "\x00" in value:
+        abort(400, description=f"{name}: the value contains a NUL character.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        abort(400, description=f"{name}: the value is not valid text.")
+    return value
 
 
 def _parse_time(name: str, value: str) -> datetime | None:
@@ -46,10 +67,17 @@ def _parse_time(name: str, value: str) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
-        abort(400, description=f"{name}: {value!r} is not a date and time (YYYY-MM-DDTHH:MM).")
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        if parsed.tzinfo is not None:
+            # Year 1 east of UTC, or 9999 west of it, is no date in UTC: OverflowError.
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
+        abort(
+            400,
+            description=(
+                f"{name}: {value[:64]!r} is not a date and time between year 1 and 9999 "
+                "in UTC (YYYY-MM-DDTHH:MM)."
+            ),
+        )
     return parsed
 
 
@@ -80,12 +108,36 @@ def form_values(f: WorkflowFilter) -> Mapping[str, str]:
 
 
 def parse_ids(values: list[str], *, limit: int = 1000) -> list[int]:
-    """Return the selected workflow ids, newest first; abort 400 on a non-number."""
+    """Return the selected workflow ids, newest first; abort 400 on anything but an id."""
     ids: set[int] = set()
     for value in values:
-        if not value.strip().isdigit():
-            abort(400, description=f"{value!r} is not a workflow id.")
-        ids.add(int(value))
+        ids.add(number("ids", value, low=1, high=MAX_ID))
     if len(ids) > limit:
         abort(400, description=f"Select at most {limit} workflows, or act on the whole filter.")
     return sorted(ids, reverse=True)
+
+
+def number(name: str, value: str, *, low: int = 0, high: int = MAX_ID, status: int = 400) -> int:
+    """Return ``value`` as an int in ``low..high``; abort (400 by default) otherwise.
+
+    Only ASCII digits count: the admin's own pages never send anything else, and a
+    number the database cannot hold must not get as far as a query.
+    """
+    if not (value.isascii() and value.isdigit()):
+        abort(status, description=f"{name}: {value[:64]!r} is not a whole number.")
+    # The length test first: int() of thousands of digits is slow, then refused.
+    if len(value) > len(str(high)) or not low <= int(value) <= high:
+        abort(status, description=f"{name}: {value[:64]} is not between {low} and {high}.")
+    return int(value)
+
+
+def optional_number(
+    name: str, value: str | None, *, low: int = 0, high: int = MAX_ID
+) -> int | None:
+    """Like :func:`number`, but an absent or empty value is None."""
+    return None if not value else number(name, value, low=low, high=high)
+
+
+def workflow_id(value: str) -> int:
+    """Return a workflow id from the URL path; abort 404 when no workflow can have it."""
+    return number("workflow id", value, low=1, high=MAX_ID, status=404)

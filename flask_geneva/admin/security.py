@@ -10,6 +10,11 @@ Every request to the blueprint passes :func:`guard` first:
    origin when the browser says where it comes from (``Sec-Fetch-Site``) and must carry
    the session's CSRF token in the ``X-CSRFToken`` header (htmx) or the ``csrf_token``
    form field (plain forms).
+
+Every response of the blueprint then gets :func:`add_security_headers`: it may not be
+framed (clickjacking), the browser runs only scripts and styles served by this app
+(``Content-Security-Policy``), never guesses a content type, and never stores a page
+(they show heroes and error messages).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from flask import Response
 from flask import abort
 from flask import current_app
 from flask import request
@@ -32,6 +38,33 @@ CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Sec-Fetch-Site values a state-changing request may have (``none``: typed/bookmarked).
 ALLOWED_FETCH_SITES = frozenset({"same-origin", "none"})
+#: The admin's Content-Security-Policy. Scripts and styles come from the app only: no
+#: inline ``<script>``, ``on...=`` handler, ``<style>`` or ``style=`` anywhere in the
+#: templates, and htmx is configured (``htmx-config`` in ``base.html``) not to inject
+#: its indicator styles nor to evaluate code. No framing, no plugins, no ``<base>``;
+#: forms post to the app only.
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+#: Endpoints whose answers hold no data (files shipped with the package): they keep
+#: their own caching, everything else is ``no-store``.
+CACHEABLE_ENDPOINTS = frozenset({"geneva.static", "geneva.source_css"})
 
 
 def requested_action() -> str:
@@ -97,3 +130,16 @@ def guard() -> None:
     authorize(requested_action())
     if request.method not in SAFE_METHODS:
         check_origin_and_token()
+
+
+def add_security_headers(response: Response) -> Response:
+    """The blueprint's ``after_request``: the headers every admin answer carries.
+
+    Error answers (400, 403, 404, 500) pass here too. A header a view already set is
+    kept; the app's own ``after_request`` functions run after this one.
+    """
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.endpoint not in CACHEABLE_ENDPOINTS:
+        response.headers["Cache-Control"] = "no-store"
+    return response

@@ -64,6 +64,7 @@ def register(bp: Blueprint, ext: Geneva) -> None:
 
     @bp.get("/classes/<path:workflow_type>")
     def class_list(workflow_type: str) -> str:
+        forms.text("class", workflow_type)
         if workflow_type not in ext.registry and not queries.count_matching(
             ext, queries.WorkflowFilter(workflow_type=workflow_type), cap=1
         ):
@@ -73,9 +74,9 @@ def register(bp: Blueprint, ext: Geneva) -> None:
     @bp.get("/workflows/poll")
     def rows_poll() -> Response:
         digests = {
-            int(key[4:]): value
+            forms.number("row id", key[4:], low=1): value
             for key, value in client_digests().items()
-            if key.startswith("row_") and key[4:].isdigit()
+            if key.startswith("row_")
         }
         ids = sorted(digests, reverse=True)[:MAX_POLLED_ROWS]
         rows = _rows_by_id(ext, ids)
@@ -90,19 +91,25 @@ def register(bp: Blueprint, ext: Geneva) -> None:
         )
         return poll_response(html, ongoing=any(is_ongoing(r["state"]) for r in rows))
 
-    @bp.get("/workflows/<int:workflow_id>")
-    def workflow_detail(workflow_id: int) -> Any:
-        workflow = load_workflow(ext, workflow_id)
-        if workflow is None:
-            abort(404, description=f"No workflow with id {workflow_id}.")
-        detail = load_detail(ext, workflow, current_app.config.get("GENEVA_ADMIN_LOGS_URL"))
-        context = dict(d=detail, poll_interval=poll_interval())
-        if is_htmx():
-            html = render_template(
-                "geneva/_partials/workflow_live.html", oob=True, digests=client_digests(), **context
-            )
-            return poll_response(html, ongoing=detail.ongoing)
-        return render_template("geneva/workflow_detail.html", oob=False, digests={}, **context)
+    # Ids in the path are parsed by forms.workflow_id, not the int converter: it would
+    # accept any length (and non-ASCII digits), and the database refuses beyond BIGINT.
+    @bp.get("/workflows/<workflow_id>")
+    def workflow_detail(workflow_id: str) -> Any:
+        return _detail(ext, forms.workflow_id(workflow_id))
+
+
+def _detail(ext: Geneva, workflow_id: int) -> Any:
+    workflow = load_workflow(ext, workflow_id)
+    if workflow is None:
+        abort(404, description=f"No workflow with id {workflow_id}.")
+    detail = load_detail(ext, workflow, current_app.config.get("GENEVA_ADMIN_LOGS_URL"))
+    context = dict(d=detail, poll_interval=poll_interval())
+    if is_htmx():
+        html = render_template(
+            "geneva/_partials/workflow_live.html", oob=True, digests=client_digests(), **context
+        )
+        return poll_response(html, ongoing=detail.ongoing)
+    return render_template("geneva/workflow_detail.html", oob=False, digests={}, **context)
 
 
 def poll_interval() -> float:
@@ -122,12 +129,10 @@ def _rows_by_id(ext: Geneva, ids: list[int]) -> list[Any]:
 
 def _list(ext: Geneva, workflow_type: str | None) -> str:
     f = forms.parse_filter(request.args, workflow_type)
-    try:
-        limit = min(max(int(request.args.get("limit", PAGE_SIZE)), 1), MAX_PAGE_SIZE)
-        before = request.args.get("before")
-        before_id = int(before) if before else None
-    except ValueError:
-        abort(400, description="limit and before must be numbers.")
+    # A larger limit than a page is cut to a page; a cursor is a row's id.
+    limit = forms.optional_number("limit", request.args.get("limit"), low=1)
+    limit = PAGE_SIZE if limit is None else min(limit, MAX_PAGE_SIZE)
+    before_id = forms.optional_number("before", request.args.get("before"), low=1)
     rows = queries.list_workflows(ext, f, limit=limit + 1, before_id=before_id)
     more = rows[limit - 1]["id"] if len(rows) > limit else None
     rows = rows[:limit]

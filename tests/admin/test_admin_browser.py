@@ -118,6 +118,42 @@ def browser() -> Iterator[Any]:
             instance.close()
 
 
+#: Collects every Content-Security-Policy violation the page reports, from the first script.
+CSP_LISTENER = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || "inline"}`);
+});
+"""
+
+
+class Watched:
+    """A page that records CSP violations: from the DOM event and from the console."""
+
+    def __init__(self, browser: Any) -> None:
+        self.page = browser.new_page()
+        self.console: list[str] = []
+        self.page.add_init_script(CSP_LISTENER)
+        self.page.on("console", self._console)
+        self.page.on("dialog", lambda dialog: dialog.accept())
+
+    def _console(self, message: Any) -> None:
+        if message.type in ("error", "warning"):
+            self.console.append(message.text)
+
+    def violations(self) -> list[str]:
+        reported = list(self.page.evaluate("window.__cspViolations || []"))
+        return reported + [m for m in self.console if "Content Security Policy" in m]
+
+
+@pytest.fixture
+def watched(browser: Any) -> Iterator[Watched]:
+    """A new page; the test fails if the admin's policy refused anything on it."""
+    page = Watched(browser)
+    yield page
+    assert page.violations() == []
+
+
 @pytest.fixture
 def live(app: Flask, huey: Any) -> Iterator[str]:
     """Serve the app on 127.0.0.1 with a real Huey consumer running steps."""
@@ -157,10 +193,11 @@ def _refund() -> Refund:
     return refund
 
 
-def test_the_detail_page_follows_a_running_workflow_and_its_pause_and_resume(browser, live):
+def test_the_detail_page_follows_a_running_workflow_and_its_pause_and_resume(watched, live):
     workflow = RefundWorkflow.create(hero=_refund())
-    page = browser.new_page()
-    page.goto(f"{live}/workflows/{workflow.id}")
+    page = watched.page
+    answer = page.goto(f"{live}/workflows/{workflow.id}")
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
     page.evaluate("window.__notReloaded = true")
     badge = page.locator("#geneva-status .badge")
 
@@ -183,12 +220,13 @@ def test_the_detail_page_follows_a_running_workflow_and_its_pause_and_resume(bro
     assert page.locator('g.node[data-step="close"][data-state="completed"]').count() == 1
     assert page.evaluate("window.__notReloaded") is True  # all of it without a reload
     assert page.locator("button[data-op]").count() == 0  # nothing applies any more
+    assert watched.violations() == []  # polling and the buttons ran under the policy
 
 
-def test_a_failed_step_shows_its_failing_line_highlighted(browser, live):
+def test_a_failed_step_shows_its_failing_line_highlighted(watched, live):
     workflow = PayoutWorkflow.create(hero=_refund())
     _wait_for_state(workflow.id, "paused")
-    page = browser.new_page()
+    page = watched.page
     page.goto(f"{live}/workflows/{workflow.id}")
     highlighted = page.locator(".failure .geneva-source .hll")
     assert highlighted.count() == 1
@@ -226,9 +264,9 @@ class ReminderWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
         pass
 
 
-def test_the_list_runs_a_bulk_pause_with_preview_and_swaps_the_changed_rows(browser, live):
+def test_the_list_runs_a_bulk_pause_with_preview_and_swaps_the_changed_rows(watched, live):
     reminders = [ReminderWorkflow.create(hero=_refund()) for _ in range(3)]
-    page = browser.new_page()
+    page = watched.page
     page.goto(f"{live}/classes/ReminderWorkflow")
     page.evaluate("window.__notReloaded = true")
     for workflow in reminders[:2]:
@@ -246,6 +284,31 @@ def test_the_list_runs_a_bulk_pause_with_preview_and_swaps_the_changed_rows(brow
         "ready"
     )
     assert page.evaluate("window.__notReloaded") is True
+    assert watched.violations() == []
+
+
+def test_select_all_dismiss_and_a_confirmed_cancel_work_under_the_policy(watched, live):
+    reminders = [ReminderWorkflow.create(hero=_refund()) for _ in range(2)]
+    page = watched.page
+    page.goto(f"{live}/classes/ReminderWorkflow")
+    page.check('input[data-geneva-select-all="ids"]')
+    assert page.locator('input[name="ids"]:checked').count() == 2
+    page.click('button[name="op"][value="cancel"]')
+    assert page.locator(".bulk-preview .bulk-count").inner_text() == "2"
+    page.click("button[data-geneva-dismiss]")  # the preview's Cancel: nothing happens
+    page.locator(".bulk-preview").wait_for(state="detached")
+    page.uncheck('input[data-geneva-select-all="ids"]')
+    assert page.locator('input[name="ids"]:checked').count() == 0
+    # The detail page's cancel button asks first (hx-confirm; the dialog is accepted).
+    page.goto(f"{live}/workflows/{reminders[0].id}")
+    page.click('button[data-op="cancel"]')
+    page.locator('#geneva-status .badge[data-state="canceled"]').wait_for()
+    _wait_for_state(reminders[0].id, "canceled")
+    _wait_for_state(reminders[1].id, "ready")
+    # htmx injected no <style> of its own, and the timeline draws without inline styles.
+    assert page.evaluate("document.querySelectorAll('style').length") == 0
+    assert page.locator(".tl-track rect.tl-seg").count() >= 3
+    assert watched.violations() == []
 
 
 def _screenshots(page: Any, live: str) -> None:

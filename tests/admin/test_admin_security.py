@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import sqlalchemy as sa
 from admin_helpers import PREFIX
@@ -153,3 +155,75 @@ def test_unknown_ids_and_operations_are_404_for_actions_too(admin):
     assert hx_post(admin, f"/workflows/{workflow.id}/explode", headers=OP).status_code == 404
     bad_bulk = hx_post(admin, "/workflows/bulk", headers=OP, data={"op": "drop"})
     assert bad_bulk.status_code == 400
+
+
+def _assert_security_headers(response, *, cached: bool = False) -> None:
+    headers = response.headers
+    assert headers["X-Frame-Options"] == "DENY", response.request.path
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    policy = {
+        part.split()[0]: part.split()[1:] for part in headers["Content-Security-Policy"].split(";")
+    }
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert policy["script-src"] == ["'self'"]  # no 'unsafe-inline', no 'unsafe-eval'
+    assert policy["style-src"] == ["'self'"]
+    assert policy["default-src"] == ["'self'"]
+    if not cached:
+        assert headers["Cache-Control"] == "no-store", response.request.path
+    else:
+        assert "no-store" not in headers.get("Cache-Control", "")
+
+
+def test_every_admin_answer_forbids_framing_sniffing_caching_and_foreign_scripts(admin):
+    workflow = _workflow()
+    with pytest.raises(Hostile):
+        perform_next_step(workflow)
+    htmx = {"HX-Request": "true", **OP}
+    answers = [
+        admin.get(f"{PREFIX}/", headers=OP),
+        admin.get(f"{PREFIX}/", headers=htmx),
+        admin.get(f"{PREFIX}/workflows", headers=OP),
+        admin.get(f"{PREFIX}/workflows?state=paused", headers=htmx),
+        admin.get(f"{PREFIX}/classes/SignupWorkflow", headers=OP),
+        admin.get(f"{PREFIX}/workflows/poll?h_row_{workflow.id}=x", headers=htmx),
+        admin.get(f"{PREFIX}/workflows/{workflow.id}", headers=OP),
+        admin.get(f"{PREFIX}/workflows/{workflow.id}", headers=htmx),
+        hx_post(admin, f"/workflows/{workflow.id}/cancel", headers=OP),
+        hx_post(admin, "/workflows/bulk", headers=OP, data={"op": "pause", "scope": "filter"}),
+        # and the refusals: 400, 403, 404, 405
+        admin.get(f"{PREFIX}/workflows?before=x", headers=OP),
+        admin.get(f"{PREFIX}/workflows/{10**30}", headers=OP),
+        admin.get(f"{PREFIX}/"),
+        admin.post(f"{PREFIX}/workflows/{workflow.id}/pause", headers=OP),
+        admin.get(f"{PREFIX}/workflows/bulk", headers=OP),
+    ]
+    assert [a.status_code for a in answers] == [200] * 10 + [400, 404, 403, 403, 404]
+    for answer in answers:
+        _assert_security_headers(answer)
+    # Files shipped with the package hold no data: they keep their caching.
+    for path in ("/static/geneva/geneva.css", "/static/geneva/geneva.js", "/source.css"):
+        with admin.get(f"{PREFIX}{path}", headers=OP) as asset:
+            assert asset.status_code == 200
+            _assert_security_headers(asset, cached=True)
+
+
+def test_the_templates_hold_no_inline_script_style_or_handler(admin):
+    workflow = _workflow()
+    with pytest.raises(Hostile):
+        perform_next_step(workflow)
+    pages = [
+        admin.get(f"{PREFIX}/", headers=OP).text,
+        admin.get(f"{PREFIX}/workflows", headers=OP).text,
+        admin.get(f"{PREFIX}/workflows/{workflow.id}", headers=OP).text,
+        hx_post(
+            admin,
+            "/workflows/bulk",
+            headers=OP,
+            data={"op": "cancel", "scope": "selected", "ids": [str(workflow.id)]},
+        ).text,
+    ]
+    inline = re.compile(
+        r"<script(?![^>]*\bsrc=)|<style|<[^>]*\sstyle=|<[^>]*\son[a-z]+=|hx-on|javascript:", re.I
+    )
+    for page in pages:
+        assert not inline.findall(page), inline.findall(page)
