@@ -199,7 +199,7 @@ def recover_in_progress(ext: Geneva, config: GenevaConfig, summary: Housekeeping
     A step whose worker was lost more than ``GENEVA_MAX_RECOVERIES`` times in a row
     (it kills its worker: memory, a segfault) pauses its workflow instead.
     """
-    shortest = shortest_lease(ext, config)
+    shortest = lease.shortest(ext, config)
     if shortest is None:
         return
     w, e = ext.tables.workflows, ext.tables.executions
@@ -257,7 +257,7 @@ def recover_in_progress(ext: Geneva, config: GenevaConfig, summary: Housekeeping
 
     for execution_id, workflow_id, (action, threshold) in _each_candidate(
         ext,
-        expired_leases(ext, clock.now() - shortest),
+        lease.expired(ext, clock.now() - shortest),
         config.housekeeping_batch_size,
         decide,
         streak,
@@ -278,36 +278,6 @@ def recover_in_progress(ext: Geneva, config: GenevaConfig, summary: Housekeeping
                 "pause": "workflow paused: the step kept killing its worker",
             }.get(action, "step reattempted"),
         )
-
-
-def shortest_lease(ext: Geneva, config: GenevaConfig) -> timedelta | None:
-    """The shortest lease in use: ``GENEVA_STUCK_IN_PROGRESS_AFTER`` or a step's ``stuck_after``.
-
-    None when there is none (the setting is None and no step sets its own): nothing is
-    recovered then.
-    """
-    leases = [config.stuck_in_progress_after] if config.stuck_in_progress_after else []
-    for cls in ext.registry.values():
-        for step in cls.__geneva_definition__.graph.steps.values():
-            if step.stuck_after is not None:
-                leases.append(step.stuck_after)
-    return min(leases, default=None)
-
-
-def expired_leases(ext: Geneva, cutoff: datetime) -> sa.Select[Any]:
-    """Executions in progress with no sign of life since ``cutoff``.
-
-    A beat is never older than the start it follows, so "last sign of life before the
-    cutoff" implies "started before it": the condition on ``started_at`` lets the index
-    on (state, started_at) bound the rows read to the executions that started before
-    the cutoff and still run, and only those are checked for a recent beat.
-    """
-    e = ext.tables.executions
-    return sa.select(e.c.id, e.c.workflow_id).where(
-        e.c.state == StepState.IN_PROGRESS,
-        e.c.started_at < cutoff,
-        sa.func.coalesce(e.c.heartbeat_at, e.c.started_at) < cutoff,
-    )
 
 
 # -- 3. executions whose trigger was lost -----------------------------------------------------

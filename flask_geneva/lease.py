@@ -33,9 +33,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from datetime import timedelta
 from typing import TYPE_CHECKING
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import SingletonThreadPool
 from sqlalchemy.pool import StaticPool
@@ -43,6 +46,7 @@ from sqlalchemy.pool import StaticPool
 from . import clock
 from . import store
 from .logging import logger
+from .states import StepState
 from .transaction import run_locked
 
 if TYPE_CHECKING:
@@ -70,6 +74,36 @@ def interval(step: StepDefinition | None, config: GenevaConfig) -> timedelta:
     lease = stuck_after(step, config)
     every = config.heartbeat_interval
     return every if lease is None else min(every, lease / BEATS_PER_LEASE)
+
+
+def shortest(ext: Geneva, config: GenevaConfig) -> timedelta | None:
+    """The shortest lease in use: ``GENEVA_STUCK_IN_PROGRESS_AFTER`` or a step's ``stuck_after``.
+
+    None when there is none (the setting is None and no step sets its own): nothing is
+    recovered then.
+    """
+    leases = [config.stuck_in_progress_after] if config.stuck_in_progress_after else []
+    for cls in ext.registry.values():
+        for step in cls.__geneva_definition__.graph.steps.values():
+            if step.stuck_after is not None:
+                leases.append(step.stuck_after)
+    return min(leases, default=None)
+
+
+def expired(ext: Geneva, cutoff: datetime) -> sa.Select[Any]:
+    """Executions in progress with no sign of life since ``cutoff``.
+
+    A beat is never older than the start it follows, so "last sign of life before the
+    cutoff" implies "started before it": the condition on ``started_at`` lets the index
+    on (state, started_at) bound the rows read to the executions that started before
+    the cutoff and still run, and only those are checked for a recent beat.
+    """
+    e = ext.tables.executions
+    return sa.select(e.c.id, e.c.workflow_id).where(
+        e.c.state == StepState.IN_PROGRESS,
+        e.c.started_at < cutoff,
+        sa.func.coalesce(e.c.heartbeat_at, e.c.started_at) < cutoff,
+    )
 
 
 @contextmanager
