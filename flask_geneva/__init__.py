@@ -19,7 +19,7 @@ from .policy import ExceptionPolicy
 from .queries import WorkflowFilter
 from .steps import step
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 # The public API (docs/api.md): these names, the documented attributes of Geneva and of
 # its Workflow class, flask_geneva.testing and flask_geneva.signals. Every other module is

@@ -376,14 +376,16 @@ class Geneva:
     def write_migration(
         self, directory: str | Path = "migrations", *, message: str = "Add flask-geneva tables"
     ) -> Path:
-        """Write the Alembic revision that creates the two tables; return its path.
+        """Write the flask-geneva revisions the app does not hold yet; return the last path.
 
-        What ``flask geneva migration`` does: the revision goes into
-        ``<directory>/versions`` after the current head; ``flask db upgrade`` applies it.
+        What ``flask geneva migration`` does: on a new app, the revision that creates the
+        tables and each later one; on an app upgraded from an earlier release, only the
+        revisions it lacks. Each goes into ``<directory>/versions`` after the current
+        head; ``flask db upgrade`` applies them. ``message`` names the first one.
 
         :param directory: the Flask-Migrate folder.
         :raises GenevaError: the folder is missing (run ``flask db init``), it has several
-            heads (run ``flask db merge heads``), or it already holds the revision.
+            heads (run ``flask db merge heads``), or it already holds every revision.
         """
         from .migration import write_revision
 
