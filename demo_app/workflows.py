@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+from datetime import timedelta
 
 from flask_geneva import ExceptionPolicy
 from flask_geneva import step
@@ -132,7 +133,10 @@ class DocumentPipeline(geneva.Workflow):  # type: ignore[name-defined,misc]
         self.hero.pages = rng.randint(1, 40)
         self.hero.words = self.hero.pages * rng.randint(200, 500)
 
-    @step(after="extract")
+    # Thumbnails of a big file can take long; the worker renews its lease while the body
+    # runs, so this is how long a *silent* worker is trusted, not how long the step may
+    # take: five minutes after its last heartbeat, housekeeping runs it again.
+    @step(after="extract", stuck_after=timedelta(minutes=5))
     def make_thumbnails(self) -> None:
         work(2, 4)
         self.hero.thumbnails = self.hero.pages
