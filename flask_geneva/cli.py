@@ -19,9 +19,11 @@ import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup
 
+from . import clock
 from . import display
 from . import housekeeping
 from . import queries
+from . import schedules
 from .errors import GenevaError
 from .migration import write_revisions
 from .operations import perform
@@ -146,6 +148,14 @@ def migration_command(directory: str | None, message: str) -> None:
     for path in write_revisions(_ext(), directory, message=message):
         click.echo(f"wrote {path}")
     click.echo("run 'flask db upgrade' to apply them")
+
+
+@geneva_cli.command("schedules")
+def schedules_command() -> None:
+    """List the scheduled workflow classes, their crontab and their next tick."""
+    lines = schedules.overview(_ext(), clock.now())
+    for line in lines or ["no workflow class has a schedule (set schedule = huey.crontab(...))"]:
+        click.echo(line)
 
 
 # -- finding workflows -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ gets a :class:`WorkflowDefinition` holding its step graph, class-level policies,
 
 from __future__ import annotations
 
+import inspect
 import unicodedata
 from collections.abc import Iterable
 from collections.abc import Mapping
@@ -19,6 +20,9 @@ from .models import BASE_IDENTITY
 from .policy import ExceptionPolicy
 from .policy import class_policy_order
 from .policy import coerce_policy
+from .schedules import Schedule
+from .schedules import coerce as coerce_schedule
+from .schedules import coerce_catch_up
 from .steps import Condition
 from .steps import StepDeclaration
 from .steps import StepDefinition
@@ -54,6 +58,12 @@ class WorkflowDefinition:
     #: The identity the class's rows store in the ``type`` column (checked), or None
     #: for an ``__abstract__`` class, which stores no rows.
     identity: str | None = None
+    #: ``schedule`` (inherited like any attribute), or None; see :mod:`~flask_geneva.schedules`.
+    schedule: Schedule | None = None
+    #: How many missed ticks a run starts (0: only the latest).
+    schedule_catch_up: int = 0
+    #: Whether ``scheduled_heroes()`` names the heroes to start it for at each tick.
+    scheduled_heroes: bool = False
 
 
 def build(cls: type, parent: WorkflowDefinition | None) -> WorkflowDefinition:
@@ -104,6 +114,7 @@ def build(cls: type, parent: WorkflowDefinition | None) -> WorkflowDefinition:
         may_proceed_without_hero=bool(getattr(cls, "may_proceed_without_hero", False)),
         job_options=_job_options(cls, name, parent),
         identity=identity,
+        **_schedule(cls, name, identity),
     )
 
 
@@ -213,6 +224,33 @@ def _own_declarations(cls: type) -> list[tuple[str | None, StepDeclaration]]:
             for v in value:
                 found.setdefault(id(v), (None, v))
     return sorted(found.values(), key=lambda pair: pair[1].order)
+
+
+def _schedule(cls: type, name: str, identity: str | None) -> dict[str, Any]:
+    """Check ``schedule``, ``schedule_catch_up`` and ``scheduled_heroes`` (inherited too)."""
+    raw = getattr(cls, "schedule", None)
+    heroes = inspect.getattr_static(cls, "scheduled_heroes", None)
+    catch_up = getattr(cls, "schedule_catch_up", None)
+    if raw is None:
+        if heroes is not None or catch_up not in (None, False, 0):
+            what = "scheduled_heroes" if heroes is not None else "schedule_catch_up"
+            raise DefinitionError(
+                f"{name}: {what} is set but the class has no schedule; add "
+                "schedule = huey.crontab(...)"
+            )
+        return {}
+    if heroes is not None and not isinstance(heroes, classmethod):
+        raise DefinitionError(
+            f"{name}: scheduled_heroes must be a classmethod returning the heroes to start "
+            f"the workflow for at each tick (decorate it with @classmethod), got {heroes!r}"
+        )
+    schedule = coerce_schedule(raw, name)
+    return {
+        # An __abstract__ class stores no rows: its subclasses inherit the schedule.
+        "schedule": schedule if identity is not None else None,
+        "schedule_catch_up": coerce_catch_up(catch_up, name),
+        "scheduled_heroes": heroes is not None,
+    }
 
 
 def _job_options(cls: type, name: str, parent: WorkflowDefinition | None) -> dict[str, Any]:

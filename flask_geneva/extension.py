@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from .config import make_huey
 from .errors import DefinitionError
 from .hero import HeroResolver
 from .logging import logger
+from .models import schedule_ticks_table
 from .scheduling import Trigger
 from .scheduling import install_session_hooks
 from .store import Tables
@@ -49,6 +51,8 @@ class GenevaState:
         self.perform_step = tasks.register_step_task(self)
         #: The ``geneva.housekeeping`` periodic task (None when the interval is None).
         self.housekeeping_task = tasks.register_housekeeping_task(self)
+        #: The ``geneva.schedules`` periodic task (None while no class has a schedule).
+        self.schedules_task = tasks.register_schedules_task(self)
 
     def send(self, triggers: Iterable[Trigger]) -> None:
         """Enqueue Huey messages for committed executions."""
@@ -91,6 +95,9 @@ class Geneva:
         self.StepExecution: Any = StepExecution
         #: The two Core tables (``workflows``, ``executions``), for your own read queries.
         self.tables = Tables(Workflow.__table__, StepExecution.__table__)
+        #: The schedule ticks table (one row per scheduled class, hero and tick).
+        self.schedule_ticks = schedule_ticks_table(db.metadata)
+        self._states: weakref.WeakSet[GenevaState] = weakref.WeakSet()
         self._admin_blueprint: Blueprint | None = None
         self._admin_lock = threading.Lock()
         if app is not None:
@@ -113,6 +120,12 @@ class Geneva:
                 f"{existing.__module__}.{existing.__qualname__}; {hint}"
             )
         self.registry[identity] = cls
+        if cls.__geneva_definition__.schedule is not None:
+            # A scheduled class defined after init_app (a one-file app): its apps now
+            # need the schedules task.
+            for state in list(self._states):
+                if state.schedules_task is None:
+                    state.schedules_task = tasks.register_schedules_task(state)
 
     def init_app(self, app: Flask) -> None:
         """Wire flask-geneva into ``app``: config, Huey, CLI, SQLite settings.
@@ -134,6 +147,7 @@ class Geneva:
         config = GenevaConfig.from_mapping(app.config)
         state = GenevaState(app, self, config)
         app.extensions["geneva"] = state
+        self._states.add(state)
         with app.app_context():
             for engine in self.db.engines.values():
                 configure_sqlite(engine)
@@ -168,16 +182,15 @@ class Geneva:
         return self.db.engines[bind_key]  # type: ignore[no-any-return]
 
     def create_all(self) -> None:
-        """Create the two tables if missing (quick starts; use the migration in production)."""
-        self.db.metadata.create_all(
-            bind=self.engine(), tables=[self.tables.workflows, self.tables.executions]
-        )
+        """Create the tables if missing (quick starts; use the migration in production)."""
+        self.db.metadata.create_all(bind=self.engine(), tables=self._own_tables())
 
     def drop_all(self) -> None:
-        """Drop the two tables (tests and demos)."""
-        self.db.metadata.drop_all(
-            bind=self.engine(), tables=[self.tables.workflows, self.tables.executions]
-        )
+        """Drop the tables (tests and demos)."""
+        self.db.metadata.drop_all(bind=self.engine(), tables=self._own_tables())
+
+    def _own_tables(self) -> list[Any]:
+        return [self.tables.workflows, self.tables.executions, self.schedule_ticks]
 
     @property
     def huey(self) -> Any:

@@ -10,7 +10,8 @@ truth) and frozen into its file, as migrations must be:
   revision adds (named in their ``info``, see :func:`~flask_geneva.models.added_in`)
   are left out of it, so it renders the same in every release;
 * each later one adds what its release added (``0.2 step leases``: the
-  ``heartbeat_at`` column), and its downgrade removes it.
+  ``heartbeat_at`` column; ``0.2 schedule ticks``: the ``geneva_schedule_ticks``
+  table, marked in the table's own ``info``), and its downgrade removes it.
 
 An app's ``migrations/versions`` holds those it has: each file carries its
 revision's marker line. The command writes the ones missing, in order, each revising
@@ -44,11 +45,13 @@ from alembic.util import rev_id
 from .errors import GenevaError
 from .models import EXECUTIONS_TABLE
 from .models import LEASES
+from .models import SCHEDULES
 from .models import WORKFLOWS_TABLE
 from .models import added_in
 from .models import execution_columns
 from .models import execution_indexes
 from .models import mysql_unique_ddl
+from .models import schedule_ticks_table
 from .models import workflow_columns
 from .models import workflow_indexes
 
@@ -79,6 +82,11 @@ class Revision:
 REVISIONS: tuple[Revision, ...] = (
     Revision(TABLES, MARKER, TABLES_MESSAGE),
     Revision(LEASES, "# flask-geneva revision: 0.2 step leases", "flask-geneva 0.2: step leases"),
+    Revision(
+        SCHEDULES,
+        "# flask-geneva revision: 0.2 schedule ticks",
+        "flask-geneva 0.2: schedule ticks",
+    ),
 )
 
 _HEADER = '''"""{message}
@@ -240,6 +248,12 @@ def tables_at(key: str) -> tuple[sa.Table, sa.Table]:
     return workflows, executions
 
 
+def added_tables(key: str) -> list[sa.Table]:
+    """The tables revision ``key`` creates (each names its revision in its ``info``)."""
+    tables = [schedule_ticks_table(sa.MetaData())]
+    return [t for t in tables if added_in(t) == key]
+
+
 def render_revision(
     ext: Geneva,
     key: str = TABLES,
@@ -310,6 +324,10 @@ def _render_later(key: str, header: dict[str, Any]) -> str:
                     )
                 upgrade_ops.append(ops.CreateIndexOp.from_index(index))
                 downgrade_ops.append(ops.DropIndexOp.from_index(index))
+    for new in added_tables(key):
+        upgrade_ops.append(ops.CreateTableOp.from_table(new))
+        upgrade_ops.extend(ops.CreateIndexOp.from_index(i) for i in new.indexes)
+        downgrade_ops.append(ops.DropTableOp.from_table(new))
     # Indexes go before the columns they cover.
     downgrade_ops.reverse()
     return _LATER_TEMPLATE.format(

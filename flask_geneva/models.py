@@ -27,6 +27,7 @@ from sqlalchemy.dialects import mysql
 #: Table names (fixed: migrations and the admin rely on them).
 WORKFLOWS_TABLE = "geneva_workflows"
 EXECUTIONS_TABLE = "geneva_step_executions"
+SCHEDULE_TICKS_TABLE = "geneva_schedule_ticks"
 #: The discriminator stored for rows whose class is the abstract base.
 BASE_IDENTITY = "flask_geneva.Workflow"
 
@@ -42,6 +43,8 @@ ACTIVE_WHERE = "state IN ('scheduled', 'in_progress')"
 REVISION_KEY = "geneva_revision"
 #: The 0.2 revision that adds step leases (``heartbeat_at``).
 LEASES = "0.2 step leases"
+#: The 0.2 revision that adds the schedule ticks table.
+SCHEDULES = "0.2 schedule ticks"
 
 
 def _id_type() -> sa.types.TypeEngine[int]:
@@ -131,6 +134,42 @@ def execution_columns(workflows_table: str = WORKFLOWS_TABLE) -> list[sa.Column[
     ]
 
 
+def schedule_tick_columns() -> list[sa.Column[Any]]:
+    """Return fresh Column objects of the schedule ticks table (one row per class, hero, tick).
+
+    "No hero" is stored as ``''`` rather than NULL, so the unique key holds on every
+    database (NULLs never collide in a unique index).
+    """
+    return [
+        sa.Column("id", _id_type(), primary_key=True, autoincrement=True),
+        sa.Column("type", sa.String(_NAME), nullable=False),
+        sa.Column("hero_type", sa.String(_NAME), nullable=False),
+        sa.Column("hero_id", sa.String(_NAME), nullable=False),
+        sa.Column("tick", _timestamp(), nullable=False),
+        # started | skipped (an ongoing workflow had the hero) | ticked (the class's mark)
+        sa.Column("outcome", sa.String(16), nullable=False),
+        # Not a foreign key: retention deletes finished workflows, the tick stays.
+        sa.Column("workflow_id", _id_type(), nullable=True),
+        sa.Column("created_at", _timestamp(), nullable=False),
+    ]
+
+
+def schedule_tick_indexes(table: str = SCHEDULE_TICKS_TABLE) -> list[sa.Index]:
+    """Return the indexes of the schedule ticks table: the key that starts a tick once."""
+    return [sa.Index(f"uq_{table}_tick", "type", "hero_type", "hero_id", "tick", unique=True)]
+
+
+def schedule_ticks_table(metadata: sa.MetaData) -> sa.Table:
+    """Build the schedule ticks table on ``metadata`` (added by revision :data:`SCHEDULES`)."""
+    return sa.Table(
+        SCHEDULE_TICKS_TABLE,
+        metadata,
+        *schedule_tick_columns(),
+        *schedule_tick_indexes(),
+        info={REVISION_KEY: SCHEDULES},
+    )
+
+
 def execution_indexes(table: str = EXECUTIONS_TABLE) -> list[sa.Index]:
     """Return the indexes of the step executions table."""
     return [
@@ -171,8 +210,8 @@ def attach_mysql_ddl(workflows: sa.Table, executions: sa.Table) -> None:
         sa.event.listen(table, "after_create", ddl)
 
 
-def added_in(item: sa.Column[Any] | sa.Index) -> str | None:
-    """The migration revision that adds a column or index, or None for the 0.1 schema."""
+def added_in(item: sa.Column[Any] | sa.Index | sa.Table) -> str | None:
+    """The migration revision that adds a column, index or table, or None for the 0.1 schema."""
     return item.info.get(REVISION_KEY)
 
 

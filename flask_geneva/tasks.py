@@ -20,6 +20,7 @@ from typing import Any
 from . import clock
 from . import executor
 from . import housekeeping
+from . import schedules
 from .scheduling import Trigger
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 #: Huey task names (fixed and namespaced).
 PERFORM_STEP = "geneva.perform_step"
 HOUSEKEEPING = "geneva.housekeeping"
+SCHEDULES = "geneva.schedules"
 
 _EPOCH = datetime(1970, 1, 1)
 
@@ -128,6 +130,32 @@ def register_housekeeping_task(state: GenevaState) -> Any:
 
     _claim_name(state.huey, HOUSEKEEPING, run_housekeeping)
     return run_housekeeping
+
+
+def register_schedules_task(state: GenevaState) -> Any:
+    """Register ``geneva.schedules``, every minute, if some class has a ``schedule``; else None.
+
+    A task of its own rather than part of housekeeping, whose interval may be longer
+    (or None). Every consumer with periodic tasks runs it; the ticks table's unique key
+    makes that safe (see :mod:`~flask_geneva.schedules`).
+    """
+    if not schedules.scheduled_classes(state.ext):
+        return None
+    app = state.app
+    _claim_name(state.huey, SCHEDULES)
+
+    @state.huey.periodic_task(_every_minute, name=SCHEDULES, retries=0)  # type: ignore[untyped-decorator]
+    def run_schedules() -> None:
+        with app.app_context():
+            clock.sync(state.ext.engine())
+            schedules.run(state.ext)
+
+    _claim_name(state.huey, SCHEDULES, run_schedules)
+    return run_schedules
+
+
+def _every_minute(moment: datetime) -> bool:
+    return True
 
 
 def send(state: GenevaState, triggers: Iterable[Trigger]) -> None:

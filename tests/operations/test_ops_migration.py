@@ -93,6 +93,10 @@ def migrations(app: Flask, tmp_path: Path) -> Iterator[str]:
         db.create_all()  # what the app fixture's teardown expects to drop
 
 
+#: The tables the whole chain of revisions creates.
+ALL_TABLES = {"geneva_workflows", "geneva_step_executions", "geneva_schedule_ticks"}
+
+
 def table_names() -> set[str]:
     return {n for n in sa.inspect(db.engine).get_table_names() if n.startswith("geneva_")}
 
@@ -145,11 +149,11 @@ def test_the_revision_upgrades_downgrades_and_upgrades_again(app, migrations):
     assert result.exit_code == 0, result.output
 
     upgrade(migrations)
-    assert table_names() == {"geneva_workflows", "geneva_step_executions"}
+    assert table_names() == ALL_TABLES
     downgrade(migrations, "base")
     assert table_names() == set()
     upgrade(migrations)
-    assert table_names() == {"geneva_workflows", "geneva_step_executions"}
+    assert table_names() == ALL_TABLES
 
     indexes = {i["name"] for i in sa.inspect(db.engine).get_indexes("geneva_workflows")}
     assert {"ix_geneva_workflows_type_state_id", "uq_geneva_workflows_ongoing"} <= indexes
@@ -247,10 +251,12 @@ def test_the_revisions_follow_the_apps_head_and_are_written_only_once(app, migra
     app_revision(migrations, message="the app's own table")
     script = ScriptDirectory(migrations)
     (app_head,) = script.get_heads()
-    tables, leases = write_revisions(geneva, migrations)
+    tables, *later = write_revisions(geneva, migrations)
     script = ScriptDirectory(migrations)
-    assert script.get_heads() == [leases.name.split("_")[0]]
-    assert script.get_revision(leases.name.split("_")[0]).down_revision == tables.name.split("_")[0]
+    chain = [p.name.split("_")[0] for p in (tables, *later)]
+    assert script.get_heads() == [chain[-1]]
+    for down, up in zip(chain, chain[1:], strict=False):
+        assert script.get_revision(up).down_revision == down
     assert script.get_revision(tables.name.split("_")[0]).down_revision == app_head
     with pytest.raises(MigrationError, match="already holds every flask-geneva revision"):
         write_revisions(geneva, migrations)
@@ -342,11 +348,14 @@ def test_a_0_1_database_with_live_workflows_upgrades_runs_them_and_downgrades(ap
 
     result = app.test_cli_runner().invoke(args=["geneva", "migration"])
     assert result.exit_code == 0, result.output
-    (written,) = [p for p in versions.glob("*.py") if not p.name.startswith(REVISION_0_1_ID)]
-    assert result.output.splitlines()[0] == f"wrote {written}"
+    new = [p for p in versions.glob("*.py") if not p.name.startswith(REVISION_0_1_ID)]
+    assert len(new) == len(REVISIONS) - 1
+    written = Path(result.output.splitlines()[0].removeprefix("wrote "))
+    assert written in new
     assert f"down_revision = {REVISION_0_1_ID!r}" in written.read_text()
     upgrade(migrations)
     assert "heartbeat_at" in schema()["geneva_step_executions"]["columns"]
+    assert table_names() == ALL_TABLES
 
     # The execution a 0.1 worker left in progress two hours ago has no heartbeat: its
     # start is its last sign of life, past the one-hour lease.
@@ -376,5 +385,48 @@ def test_a_0_1_database_with_live_workflows_upgrades_runs_them_and_downgrades(ap
 
     downgrade(migrations, REVISION_0_1_ID)
     assert "heartbeat_at" not in schema()["geneva_step_executions"]["columns"]
+    assert "geneva_schedule_ticks" not in table_names()
     assert count_rows() == before == (4, 9)
     downgrade(migrations, "base")
+
+
+def test_the_schedule_ticks_revision_adds_the_table_with_its_unique_key_and_removes_it(
+    app, tmp_path
+):
+    fresh = ticks_schema()  # create_all's
+    geneva.schedule_ticks.drop(db.engine)
+    source = render_revision(geneva, "0.2 schedule ticks", revision="c1", down_revision="b1")
+    apply_revision(source, tmp_path)
+    try:
+        assert ticks_schema() == fresh
+        row = dict(
+            type="MigratedWorkflow",
+            hero_type="",
+            hero_id="",
+            tick=datetime(2031, 1, 1, 12, 0),
+            outcome="started",
+            created_at=datetime(2031, 1, 1, 12, 0, 1),
+        )
+        with db.engine.begin() as conn:
+            conn.execute(sa.insert(geneva.schedule_ticks).values(row))
+        # The key that starts a (class, hero, tick) once, "no hero" included.
+        assert rejected(lambda conn: conn.execute(sa.insert(geneva.schedule_ticks).values(row)))
+        apply_revision(source, tmp_path, "downgrade")
+        assert "geneva_schedule_ticks" not in table_names()
+    finally:
+        db.drop_all()
+        db.create_all()
+
+
+def ticks_schema() -> dict[str, Any]:
+    inspector = sa.inspect(db.engine)
+    return {
+        "columns": {
+            c["name"]: (repr(c["type"]), c["nullable"])
+            for c in inspector.get_columns("geneva_schedule_ticks")
+        },
+        "indexes": {
+            i["name"]: (tuple(i["column_names"]), bool(i["unique"]))
+            for i in inspector.get_indexes("geneva_schedule_ticks")
+        },
+    }
