@@ -156,7 +156,11 @@ def schedule_tick_columns() -> list[sa.Column[Any]]:
 
 def schedule_tick_indexes(table: str = SCHEDULE_TICKS_TABLE) -> list[sa.Index]:
     """Return the indexes of the schedule ticks table: the key that starts a tick once."""
-    return [sa.Index(f"uq_{table}_tick", "type", "hero_type", "hero_id", "tick", unique=True)]
+    return [
+        sa.Index(f"uq_{table}_tick", "type", "hero_type", "hero_id", "tick", unique=True),
+        # Deleting a class's ticks too old to start again.
+        sa.Index(f"ix_{table}_type_tick", "type", "tick"),
+    ]
 
 
 def schedule_ticks_table(metadata: sa.MetaData) -> sa.Table:

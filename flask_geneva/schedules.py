@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from collections.abc import Iterable
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
@@ -267,9 +266,34 @@ def run(ext: Geneva) -> ScheduleSummary:
             now=now,
             catch_up=definition.schedule_catch_up,
         )
-        for tick in ticks:
-            _start_tick(ext, cls, tick, summary)
+        if not ticks:
+            continue
+        try:
+            for tick in ticks:
+                _start_tick(ext, cls, tick, summary)
+            _prune(ext, cls, now)
+        except Exception:
+            # One class's failure (its scheduled_heroes() raised, the database went
+            # away mid-start) does not keep the others from starting. Its tick was not
+            # marked, so the next run tries it again.
+            ext.db.session.rollback()
+            logger.exception(
+                "[%s] could not start its schedule tick %s; the next run tries again",
+                cls.__name__,
+                ticks[-1].isoformat(sep=" "),
+            )
     return summary
+
+
+def _prune(ext: Geneva, cls: type[Any], now: datetime) -> None:
+    """Delete the class's ticks too old ever to start again (after a run that ticked)."""
+    table = ext.schedule_ticks
+    session = ext.db.session
+    cutoff = _floor(now) - MAX_LOOKBACK - _MINUTE
+    session.execute(
+        table.delete().where(table.c.type == cls.__geneva_identity__, table.c.tick < cutoff)
+    )
+    session.commit()
 
 
 def _start_tick(ext: Geneva, cls: type[Any], tick: datetime, summary: ScheduleSummary) -> None:
@@ -277,7 +301,8 @@ def _start_tick(ext: Geneva, cls: type[Any], tick: datetime, summary: ScheduleSu
         # The workflow's row is the class's own mark for the tick.
         _start_one(ext, cls, None, tick, summary)
         return
-    heroes: Iterable[Any] = cls.scheduled_heroes()
+    # Read them all first: each start below commits, which would end a lazy result.
+    heroes: list[Any] = list(cls.scheduled_heroes())
     for hero in heroes:
         _start_one(ext, cls, hero, tick, summary)
     # Every hero is handled: mark the tick done for the class. Until then (a crash
@@ -315,15 +340,16 @@ def _start_one(
         workflow = cls.create(hero, commit=False)
     except WorkflowExistsError as error:
         session.rollback()
-        logger.info(
-            "[%s hero=%s:%s] schedule tick %s skipped: %s",
-            cls.__name__,
-            hero_type,
-            hero_id,
-            tick.isoformat(sep=" "),
-            error,
-        )
-        _record(ext, cls, hero, tick, SKIPPED, summary)
+        # Logged by the run whose row records the skip: once, however many consumers.
+        if _record(ext, cls, hero, tick, SKIPPED, summary):
+            logger.info(
+                "[%s hero=%s:%s] schedule tick %s skipped: %s",
+                cls.__name__,
+                hero_type,
+                hero_id,
+                tick.isoformat(sep=" "),
+                error,
+            )
         return
     except BaseException:
         session.rollback()
@@ -337,7 +363,8 @@ def _start_one(
 
 def _record(
     ext: Geneva, cls: type[Any], hero: Any, tick: datetime, outcome: str, summary: ScheduleSummary
-) -> None:
+) -> bool:
+    """Insert a row with no workflow; return False when another run had recorded it."""
     session = ext.db.session
     hero_type, hero_id = _hero_key(hero)
     try:
@@ -356,9 +383,10 @@ def _record(
         session.rollback()
         if outcome == SKIPPED:
             summary.taken += 1
-        return
+        return False
     if outcome == SKIPPED:
         summary.skipped += 1
+    return True
 
 
 def _hero_key(hero: Any) -> tuple[str, str]:
