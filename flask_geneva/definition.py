@@ -229,6 +229,8 @@ def _own_declarations(cls: type) -> list[tuple[str | None, StepDeclaration]]:
 def _schedule(cls: type, name: str, identity: str | None) -> dict[str, Any]:
     """Check ``schedule``, ``schedule_catch_up`` and ``scheduled_heroes`` (inherited too)."""
     raw = getattr(cls, "schedule", None)
+    if isinstance(inspect.getattr_static(cls, "schedule", None), StepDeclaration):
+        raw = None  # a step named "schedule", not a crontab
     heroes = inspect.getattr_static(cls, "scheduled_heroes", None)
     catch_up = getattr(cls, "schedule_catch_up", None)
     if raw is None:

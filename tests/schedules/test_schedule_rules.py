@@ -163,6 +163,17 @@ def test_a_subclass_inherits_its_parents_schedule_and_an_abstract_class_stores_n
     del geneva.registry["NightlyReport"]
 
 
+def test_a_step_named_schedule_is_a_step_not_a_crontab() -> None:
+    class Booking(geneva.Workflow):  # type: ignore[name-defined,misc]
+        @step
+        def schedule(self) -> None:
+            pass
+
+    assert Booking.__geneva_definition__.schedule is None
+    assert list(Booking.step_graph().steps) == ["schedule"]
+    del geneva.registry["Booking"]
+
+
 # -- the periodic task exists only when a class has a schedule -------------------------
 
 
