@@ -80,10 +80,25 @@ class Schedule:
     test: Callable[[datetime], bool] = field(compare=False)
     #: ``minute hour day month day_of_week`` in cron syntax, or None for a custom test.
     cron: str | None = None
+    #: A crontab's hours, days, months and days of the week (Sunday 0), when known: an
+    #: hour outside them holds no tick, so a scan skips it whole.
+    hours: tuple[frozenset[int], ...] | None = field(default=None, compare=False)
 
     def matches(self, moment: datetime) -> bool:
         """Return whether ``moment``'s minute is a tick."""
         return bool(self.test(moment))
+
+    def may_tick_in_hour(self, moment: datetime) -> bool:
+        """False when no minute of ``moment``'s hour can be a tick."""
+        if self.hours is None:
+            return True
+        hour, day, month, weekday = self.hours
+        return (
+            moment.hour in hour
+            and moment.day in day
+            and moment.month in month
+            and (moment.weekday() + 1) % 7 in weekday
+        )
 
     def describe(self) -> str:
         """The schedule in words, e.g. ``every 5 minutes (*/5 * * * *)``."""
@@ -99,6 +114,9 @@ class Schedule:
         moment = _floor(after) + _MINUTE
         end = after + within
         while moment <= end:
+            if not self.may_tick_in_hour(moment):
+                moment = moment.replace(minute=0) + timedelta(hours=1)
+                continue
             if self.matches(moment):
                 return moment
             moment += _MINUTE
@@ -119,7 +137,8 @@ def crontab(
     from huey import crontab as huey_crontab
 
     test = huey_crontab(minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week)
-    return Schedule(test, " ".join(str(v) for v in (minute, hour, day, month, day_of_week)))
+    cron = " ".join(str(v) for v in (minute, hour, day, month, day_of_week))
+    return Schedule(test, cron, _hours(_huey_settings(test)))
 
 
 def coerce(value: Any, where: str) -> Schedule:
@@ -135,8 +154,8 @@ def coerce(value: Any, where: str) -> Schedule:
             f"{where}: schedule is the crontab function itself; call it, e.g. "
             "schedule = huey.crontab(minute='*/5')"
         )
-    cron = _huey_cron(value)
-    if cron is None:
+    settings = _huey_settings(value)
+    if settings is None:
         try:
             result = value(datetime(2000, 1, 1))
         except Exception as error:
@@ -150,7 +169,8 @@ def coerce(value: Any, where: str) -> Schedule:
                 f"{where}: schedule must return True or False for a datetime (like "
                 f"huey.crontab(...)), got {result!r}"
             )
-    return Schedule(value, cron)
+        return Schedule(value)
+    return Schedule(value, _cron(settings), _hours(settings))
 
 
 def coerce_catch_up(value: Any, where: str) -> int:
@@ -185,6 +205,9 @@ def due_ticks(
     found: list[datetime] = []
     moment = current
     while moment >= earliest and len(found) < wanted:
+        if not schedule.may_tick_in_hour(moment):
+            moment = moment.replace(minute=0) - _MINUTE  # the previous hour's last minute
+            continue
         if schedule.matches(moment):
             found.append(moment)
         moment -= _MINUTE
@@ -282,6 +305,13 @@ def run(ext: Geneva) -> ScheduleSummary:
                 cls.__name__,
                 ticks[-1].isoformat(sep=" "),
             )
+    if summary.started or summary.skipped:
+        logger.info(
+            "schedules: %d workflow(s) started, %d skipped (hero busy), %d taken by another run",
+            summary.started,
+            summary.skipped,
+            summary.taken,
+        )
     return summary
 
 
@@ -401,8 +431,11 @@ def _floor(moment: datetime) -> datetime:
 # -- describing a crontab -------------------------------------------------------------------
 
 
-def _huey_cron(test: Any) -> str | None:
-    """Read the fields back from a function ``huey.crontab`` returned (None for another)."""
+def _huey_settings(test: Any) -> tuple[list[int], ...] | None:
+    """Read the fields back from a function ``huey.crontab`` returned (None for another).
+
+    Returns the values of minute, hour, day, month and day of week (Sunday 0).
+    """
     code = getattr(test, "__code__", None)
     if (
         code is None
@@ -414,7 +447,14 @@ def _huey_cron(test: Any) -> str | None:
     # Huey keeps them as month, day, day of week, hour, minute.
     month, day, weekday, hour, minute = cell.cell_contents
     # '*' gives day of week 0-7 there (7 is Sunday too).
-    settings = (minute, hour, day, month, [w % 7 for w in weekday])
+    return (minute, hour, day, month, sorted({w % 7 for w in weekday}))
+
+
+def _hours(settings: tuple[list[int], ...] | None) -> tuple[frozenset[int], ...] | None:
+    return None if settings is None else tuple(frozenset(v) for v in settings[1:])
+
+
+def _cron(settings: tuple[list[int], ...]) -> str:
     return " ".join(
         _field(values, span) for values, (_, span) in zip(settings, _FIELDS, strict=True)
     )

@@ -68,6 +68,26 @@ def test_ticks_older_than_the_lookback_are_never_started() -> None:
     assert ticks[-1] == T and len(ticks) == 8 * 24
 
 
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        crontab(minute="0", hour="7", day_of_week="1"),
+        crontab(minute="15,45", hour="*/6"),
+        crontab(minute="0", hour="0", day="1,15"),
+        crontab(minute="30", hour="23", day="31"),
+    ],
+)
+def test_skipping_hours_without_a_tick_finds_the_same_ticks_as_every_minute(schedule) -> None:
+    known = coerce(schedule, "test")
+    every_minute = coerce(lambda moment: bool(schedule(moment)), "test")
+    assert known.hours is not None and every_minute.hours is None
+    last, now = T - timedelta(days=40), T + timedelta(hours=5, minutes=17)
+    assert due_ticks(known, last=last, now=now, catch_up=1000) == due_ticks(
+        every_minute, last=last, now=now, catch_up=1000
+    )
+    assert known.next_tick(T) == every_minute.next_tick(T) is not None
+
+
 # -- crontabs in words ----------------------------------------------------------------
 
 

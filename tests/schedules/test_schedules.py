@@ -190,7 +190,7 @@ def test_scheduled_heroes_get_one_workflow_each_and_a_busy_hero_is_skipped_once(
         (busy_id, tick, "skipped", None),
         (free_id, tick, "started", workflows("Statement")[1][0]),
     ]
-    skips = [r for r in caplog.records if "skipped" in r.getMessage()]
+    skips = [r for r in caplog.records if "schedule tick" in r.getMessage()]
     assert len(skips) == 1
     assert f":{busy_id}" in skips[0].getMessage()
     assert f"id={ongoing.id}" in skips[0].getMessage()
