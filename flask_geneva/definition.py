@@ -14,14 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .crontabs import Schedule
+from .crontabs import coerce as coerce_schedule
 from .errors import DefinitionError
 from .graph import StepGraph
 from .models import BASE_IDENTITY
 from .policy import ExceptionPolicy
 from .policy import class_policy_order
 from .policy import coerce_policy
-from .schedules import Schedule
-from .schedules import coerce as coerce_schedule
 from .schedules import coerce_catch_up
 from .steps import Condition
 from .steps import StepDeclaration

@@ -18,10 +18,10 @@ from huey import crontab
 from flask_geneva import DefinitionError
 from flask_geneva import Geneva
 from flask_geneva import step
+from flask_geneva.crontabs import coerce
+from flask_geneva.crontabs import crontab as recorded_crontab
 from flask_geneva.schedules import FIRST_LOOKBACK
 from flask_geneva.schedules import MAX_LOOKBACK
-from flask_geneva.schedules import coerce
-from flask_geneva.schedules import crontab as recorded_crontab
 from flask_geneva.schedules import due_ticks
 
 db = SQLAlchemy()
