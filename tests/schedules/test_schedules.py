@@ -331,3 +331,50 @@ def test_ticks_too_old_to_start_again_are_deleted_by_a_run_that_ticks(app: Flask
     ticks = [tick for _, tick, _, _ in committed("EveryFive")]
     assert ticks == [later.replace(second=0)]
     assert len(workflows("EveryFive")) == 2  # the workflows themselves are not touched
+
+
+def test_a_run_that_fails_midway_through_the_heroes_starts_the_rest_at_the_next_run(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = Account(), Account()
+    db.session.add_all([first, second])
+    db.session.commit()
+    first_id, second_id = str(first.id), str(second.id)
+    inserts: list[str] = []
+
+    def refuse_second_statement_start(conn: Any, cursor: Any, statement: str, *a: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO GENEVA_WORKFLOWS"):
+            inserts.append(statement)
+            if len(inserts) == 2:
+                raise RuntimeError("the worker's connection broke")
+
+    engine = geneva.engine()
+    with at(NOON):
+        sa.event.listen(engine, "before_cursor_execute", refuse_second_statement_start)
+        try:
+            # Only Statement is due (the other classes' 12:00 tick is marked done here):
+            # its first hero starts, the second one's start breaks.
+            for name in ("CatchingUp", "EveryFive"):
+                with geneva.engine().begin() as conn:
+                    conn.execute(
+                        sa.insert(geneva.schedule_ticks).values(
+                            type=name,
+                            hero_type="",
+                            hero_id="",
+                            tick=NOON.replace(minute=0, second=0),
+                            outcome="started",
+                            created_at=NOON,
+                        )
+                    )
+            schedules.run(geneva)
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", refuse_second_statement_start)
+    assert [hero for _, hero, _ in workflows("Statement")] == [first_id]
+    assert "ticked" not in [outcome for _, _, outcome, _ in committed("Statement")]
+    assert any("could not start its schedule tick" in r.getMessage() for r in caplog.records)
+
+    with at(NOON.replace(second=40)):  # the same tick, still unmarked
+        schedules.run(geneva)
+    assert sorted(hero for _, hero, _ in workflows("Statement")) == [first_id, second_id]
+    outcomes = {hero: outcome for hero, _, outcome, _ in committed("Statement")}
+    assert outcomes == {"": "ticked", first_id: "started", second_id: "started"}
