@@ -54,6 +54,9 @@ class WorkflowDefinition:
     #: The identity the class's rows store in the ``type`` column (checked), or None
     #: for an ``__abstract__`` class, which stores no rows.
     identity: str | None = None
+    #: Whether a step waits for a signal: then every locked snapshot reads the
+    #: workflow's signals too (one more statement; classes without one never pay it).
+    waits: bool = False
 
 
 def build(cls: type, parent: WorkflowDefinition | None) -> WorkflowDefinition:
@@ -104,6 +107,7 @@ def build(cls: type, parent: WorkflowDefinition | None) -> WorkflowDefinition:
         may_proceed_without_hero=bool(getattr(cls, "may_proceed_without_hero", False)),
         job_options=_job_options(cls, name, parent),
         identity=identity,
+        waits=any(d.wait_for is not None for d in definitions),
     )
 
 

@@ -168,16 +168,12 @@ class Geneva:
         return self.db.engines[bind_key]  # type: ignore[no-any-return]
 
     def create_all(self) -> None:
-        """Create the two tables if missing (quick starts; use the migration in production)."""
-        self.db.metadata.create_all(
-            bind=self.engine(), tables=[self.tables.workflows, self.tables.executions]
-        )
+        """Create the tables if missing (quick starts; use the migration in production)."""
+        self.db.metadata.create_all(bind=self.engine(), tables=self.tables.all)
 
     def drop_all(self) -> None:
-        """Drop the two tables (tests and demos)."""
-        self.db.metadata.drop_all(
-            bind=self.engine(), tables=[self.tables.workflows, self.tables.executions]
-        )
+        """Drop the tables (tests and demos)."""
+        self.db.metadata.drop_all(bind=self.engine(), tables=self.tables.all)
 
     @property
     def huey(self) -> Any:

@@ -49,6 +49,12 @@ class MigratedWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
         pass
 
 
+class SignalledWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step(wait_for="confirmed")
+    def confirm(self) -> None:
+        pass
+
+
 class UpgradedWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
     @step
     def first(self) -> None:
@@ -145,11 +151,11 @@ def test_the_revision_upgrades_downgrades_and_upgrades_again(app, migrations):
     assert result.exit_code == 0, result.output
 
     upgrade(migrations)
-    assert table_names() == {"geneva_workflows", "geneva_step_executions"}
+    assert table_names() == {"geneva_workflows", "geneva_step_executions", "geneva_signals"}
     downgrade(migrations, "base")
     assert table_names() == set()
     upgrade(migrations)
-    assert table_names() == {"geneva_workflows", "geneva_step_executions"}
+    assert table_names() == {"geneva_workflows", "geneva_step_executions", "geneva_signals"}
 
     indexes = {i["name"] for i in sa.inspect(db.engine).get_indexes("geneva_workflows")}
     assert {"ix_geneva_workflows_type_state_id", "uq_geneva_workflows_ongoing"} <= indexes
@@ -195,7 +201,10 @@ def schema() -> dict[str, Any]:
     """The geneva tables as the database reports them: columns, indexes, foreign keys."""
     inspector = sa.inspect(db.engine)
     found: dict[str, Any] = {}
-    for table in ("geneva_workflows", "geneva_step_executions"):
+    present = set(inspector.get_table_names())
+    for table in ("geneva_workflows", "geneva_step_executions", "geneva_signals"):
+        if table not in present:
+            continue
         columns = {
             c["name"]: (repr(c["type"]), c["nullable"], str(c.get("default")))
             for c in inspector.get_columns(table)
@@ -247,9 +256,12 @@ def test_the_revisions_follow_the_apps_head_and_are_written_only_once(app, migra
     app_revision(migrations, message="the app's own table")
     script = ScriptDirectory(migrations)
     (app_head,) = script.get_heads()
-    tables, leases = write_revisions(geneva, migrations)
+    tables, leases, signals = write_revisions(geneva, migrations)
     script = ScriptDirectory(migrations)
-    assert script.get_heads() == [leases.name.split("_")[0]]
+    assert script.get_heads() == [signals.name.split("_")[0]]
+    assert (
+        script.get_revision(signals.name.split("_")[0]).down_revision == leases.name.split("_")[0]
+    )
     assert script.get_revision(leases.name.split("_")[0]).down_revision == tables.name.split("_")[0]
     assert script.get_revision(tables.name.split("_")[0]).down_revision == app_head
     with pytest.raises(MigrationError, match="already holds every flask-geneva revision"):
@@ -342,11 +354,14 @@ def test_a_0_1_database_with_live_workflows_upgrades_runs_them_and_downgrades(ap
 
     result = app.test_cli_runner().invoke(args=["geneva", "migration"])
     assert result.exit_code == 0, result.output
-    (written,) = [p for p in versions.glob("*.py") if not p.name.startswith(REVISION_0_1_ID)]
-    assert result.output.splitlines()[0] == f"wrote {written}"
-    assert f"down_revision = {REVISION_0_1_ID!r}" in written.read_text()
+    written = [p for p in versions.glob("*.py") if not p.name.startswith(REVISION_0_1_ID)]
+    leases, signals = sorted(written, key=lambda p: "signals" in p.name)
+    assert result.output.splitlines()[0] == f"wrote {leases}"
+    assert f"down_revision = {REVISION_0_1_ID!r}" in leases.read_text()
+    assert f"down_revision = {leases.name.split('_')[0]!r}" in signals.read_text()
     upgrade(migrations)
     assert "heartbeat_at" in schema()["geneva_step_executions"]["columns"]
+    assert "geneva_signals" in schema()
 
     # The execution a 0.1 worker left in progress two hours ago has no heartbeat: its
     # start is its last sign of life, past the one-hour lease.
@@ -371,10 +386,31 @@ def test_a_0_1_database_with_live_workflows_upgrades_runs_them_and_downgrades(ap
         ("first", "completed", "success"),
         ("second", "completed", "success"),
     ]
+
+    # On the upgraded tables a step waits for a signal, and a waiting execution holds
+    # its step's slot (the active-execution rule was rebuilt to include it).
+    waits = SignalledWorkflow.create()
+    speedrun(waits)
+    assert [e.state for e in waits.executions] == ["waiting"]
+    with pytest.raises(sa.exc.IntegrityError), db.engine.begin() as conn:
+        conn.execute(
+            sa.insert(e).values(
+                workflow_id=waits.id,
+                step_name="confirm",
+                state="scheduled",
+                scheduled_for=clock.now(),
+                created_at=clock.now(),
+                updated_at=clock.now(),
+            )
+        )
+    assert waits.signal("confirmed", payload={"ok": True}).consumed_step == "confirm"
+    speedrun(waits)
+    assert waits.state == "finished"
     before = count_rows()
     db.session.remove()
 
     downgrade(migrations, REVISION_0_1_ID)
     assert "heartbeat_at" not in schema()["geneva_step_executions"]["columns"]
-    assert count_rows() == before == (4, 9)
+    assert "geneva_signals" not in schema()
+    assert count_rows() == before == (5, 10)
     downgrade(migrations, "base")
