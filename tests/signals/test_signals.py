@@ -94,6 +94,19 @@ def _timeout_class(action: str) -> type[Any]:
 TIMEOUT_CLASSES = {action: _timeout_class(action) for action in ("pause", "cancel", "skip", "run")}
 
 
+class Hesitant(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """Pauses itself after taking its signal, the first time."""
+
+    runs: list[Any] = []
+
+    @step(wait_for="go")
+    def act(self) -> None:
+        Hesitant.runs.append(self.received_signal)
+        if len(Hesitant.runs) == 1:
+            self.pause()
+        note(self, "act")
+
+
 class Approvals(geneva.Workflow):  # type: ignore[name-defined,misc]
     """Two branches that wait independently; a join after both."""
 
@@ -377,6 +390,33 @@ def test_a_reattempt_after_the_signal_reuses_the_signal_it_consumed(app):
     assert [(r.id, r.payload) for r in Fussy.runs] == [(first.id, {"n": 1})] * 2
     assert [r["id"] for r in signal_rows(wf)] == [first.id]
     assert [o for _, _, o in committed.history(wf)] == ["reattempted", "success"]
+
+
+def test_a_resumed_step_reuses_the_signal_it_consumed_and_does_not_wait_again(app):
+    wf = Hesitant.create()
+    Hesitant.runs.clear()
+    sent = deliver_signal(wf, "go", {"n": 7})
+    speedrun(wf)
+    assert committed.state(wf) == "paused"
+    wf.resume()
+    speedrun(wf)
+    assert committed.state(wf) == "finished"
+    assert [(r.id, r.payload) for r in Hesitant.runs] == [(sent.id, {"n": 7})] * 2
+    assert "waiting" not in [state for _, state, _ in committed.history(wf)]
+
+
+def test_a_timeout_that_passed_while_paused_fires_after_resume(app):
+    wf, execution_id = _waiting_timeout(app, "skip")
+    wf.pause()
+    with travel(timedelta(hours=2)):
+        assert rows.execute(app, execution_id).status == "noop"  # paused: not applied
+        assert committed.history(wf)[0][1] == "waiting"
+        app.extensions["geneva"].huey.flush()
+        wf.resume()
+        (message,) = messages(app)
+        assert message.args[0] == execution_id
+        rows.execute(app, execution_id)
+    assert committed.history(wf)[0] == ("ask", "skipped", "skipped")
 
 
 def test_a_paused_workflow_stores_signals_but_wakes_nothing_until_resume(app):
