@@ -283,11 +283,17 @@ def test_migration_writes_a_revision_into_the_apps_migrations_folder(app, tmp_pa
     result = invoke(app, "migration")
     assert result.exit_code == 0, result.output
     versions = tmp_path / "migrations" / "versions"
-    tables, leases = sorted(
-        versions.glob("*.py"), key=lambda p: "create_table" not in p.read_text()
-    )
+    by_marker = {
+        line: path
+        for path in versions.glob("*.py")
+        for line in path.read_text().splitlines()
+        if line.startswith("# flask-geneva revision: ")
+    }
+    tables = by_marker["# flask-geneva revision: creates the geneva_* tables"]
+    leases = by_marker["# flask-geneva revision: 0.2 step leases"]
+    signals = by_marker["# flask-geneva revision: 0.2 signals"]
     assert result.output == (
-        f"wrote {tables}\nwrote {leases}\nrun 'flask db upgrade' to apply them\n"
+        f"wrote {tables}\nwrote {leases}\nwrote {signals}\nrun 'flask db upgrade' to apply them\n"
     )
     assert "op.create_table('geneva_workflows'" in tables.read_text()
     assert "op.add_column('geneva_step_executions'" in leases.read_text()
