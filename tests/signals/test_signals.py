@@ -107,6 +107,19 @@ class Hesitant(geneva.Workflow):  # type: ignore[name-defined,misc]
         note(self, "act")
 
 
+class Interrupted(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """Its first run is cut by the worker shutting down, after the signal was taken."""
+
+    runs: list[Any] = []
+
+    @step(wait_for="go")
+    def act(self) -> None:
+        Interrupted.runs.append(self.received_signal)
+        if len(Interrupted.runs) == 1:
+            raise KeyboardInterrupt
+        note(self, "act")
+
+
 class Approvals(geneva.Workflow):  # type: ignore[name-defined,misc]
     """Two branches that wait independently; a join after both."""
 
@@ -403,6 +416,20 @@ def test_a_resumed_step_reuses_the_signal_it_consumed_and_does_not_wait_again(ap
     assert committed.state(wf) == "finished"
     assert [(r.id, r.payload) for r in Hesitant.runs] == [(sent.id, {"n": 7})] * 2
     assert "waiting" not in [state for _, state, _ in committed.history(wf)]
+
+
+def test_a_step_given_back_by_a_shutting_down_worker_runs_again_with_its_signal(app):
+    wf = Interrupted.create()
+    Interrupted.runs.clear()
+    sent = deliver_signal(wf, "go", "payload")
+    execution_id = rows.scheduled(wf).id
+    with pytest.raises(KeyboardInterrupt):
+        rows.execute(app, execution_id)
+    assert committed.history(wf) == [("act", "scheduled", None)]  # given back, due now
+    assert signal_rows(wf)[0]["consumed_by_execution_id"] == execution_id
+    rows.execute(app, execution_id)
+    assert committed.state(wf) == "finished"
+    assert [r.id for r in Interrupted.runs] == [sent.id, sent.id]
 
 
 def test_a_timeout_that_passed_while_paused_fires_after_resume(app):
