@@ -6,6 +6,7 @@ from .errors import ConfigurationError
 from .errors import DefinitionError
 from .errors import GenevaError
 from .errors import InvalidStateError
+from .errors import SignalError
 from .errors import StepExecutionError
 from .errors import StepNotDefinedError
 from .errors import UnresolvedReferenceError
@@ -17,6 +18,7 @@ from .housekeeping import HousekeepingSummary
 from .operations import OperationResult
 from .policy import ExceptionPolicy
 from .queries import WorkflowFilter
+from .records import Signal
 from .steps import step
 
 __version__ = "0.2.0.dev0"
@@ -34,6 +36,8 @@ __all__ = [
     "HousekeepingSummary",
     "InvalidStateError",
     "OperationResult",
+    "Signal",
+    "SignalError",
     "StepExecutionError",
     "StepNotDefinedError",
     "UnresolvedReferenceError",

@@ -74,15 +74,21 @@ def available(transition: Transition) -> dict[str, list[str]]:
             operation not in NEEDS_GRAPH or transition.graph is not None
         ):
             found[operation] = []
-    candidates = transition.due_or_failed() if transition.graph is not None else []
     for operation in ("skip", "reattempt"):
+        candidates = _candidates(transition, operation) if transition.graph is not None else []
         if transition.state in ALLOWED[operation] and candidates:
             found[operation] = candidates
     return found
 
 
+def _candidates(transition: Transition, operation: str) -> list[str]:
+    # A waiting step can be skipped, not reattempted: run now, it would wait again for
+    # the signal it has not got. Send the signal instead (or skip the step).
+    return transition.due_or_failed(waiting=operation == "skip")
+
+
 def _target(transition: Transition, operation: str, step: str | None) -> str:
-    candidates = transition.due_or_failed()
+    candidates = _candidates(transition, operation)
     if step is None:
         if len(candidates) == 1:
             return candidates[0]
@@ -96,6 +102,12 @@ def _target(transition: Transition, operation: str, step: str | None) -> str:
     if step not in transition.graph:
         raise InvalidStateError(f"Cannot {operation}: the workflow has no step {step!r}")
     if step not in candidates:
+        latest = transition.latest(step)
+        if latest is not None and latest.state == StepState.WAITING:
+            raise InvalidStateError(
+                f"Cannot {operation} step {step!r}: it is waiting for a signal; send the "
+                "signal, or skip the step"
+            )
         raise InvalidStateError(f"Cannot {operation} step {step!r}: it is not due or failed")
     return step
 
@@ -103,6 +115,8 @@ def _target(transition: Transition, operation: str, step: str | None) -> str:
 def _skip_or_reattempt(transition: Transition, operation: str, step: str) -> None:
     latest = transition.latest(step)
     scheduled = latest is not None and latest.state == StepState.SCHEDULED
+    if operation == "skip" and latest is not None and latest.state == StepState.WAITING:
+        scheduled = True  # skipped where it waits (its signal, if one comes, stays pending)
     if operation == "skip":
         if latest is not None and scheduled:
             transition.end(latest, StepState.SKIPPED, Outcome.SKIPPED)

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "GENEVA_HOUSEKEEPING_BATCH_SIZE": 1000,
     "GENEVA_HOUSEKEEPING_INTERVAL": timedelta(minutes=5),
     "GENEVA_ADMIN_LOGS_URL": None,
+    "GENEVA_MAX_SIGNAL_PAYLOAD": 64 * 1024,
 }
 
 
@@ -55,6 +56,8 @@ class GenevaConfig:
     housekeeping_batch_size: int
     housekeeping_interval: timedelta | None
     admin_logs_url: str | None
+    #: The largest signal payload stored, in bytes of its JSON text.
+    max_signal_payload: int = 64 * 1024
 
     @classmethod
     def from_mapping(cls, config: Any) -> GenevaConfig:
@@ -79,6 +82,11 @@ class GenevaConfig:
                 "GENEVA_MAX_RECOVERIES must be a whole number of recoveries (0 or more) or "
                 f"None for no limit, got {max_recoveries!r}"
             )
+        max_payload = config["GENEVA_MAX_SIGNAL_PAYLOAD"]
+        if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
+            raise ConfigurationError(
+                f"GENEVA_MAX_SIGNAL_PAYLOAD must be a positive number of bytes, got {max_payload!r}"
+            )
         return cls(
             huey=config["GENEVA_HUEY"],
             huey_name=str(config["GENEVA_HUEY_NAME"]),
@@ -93,6 +101,7 @@ class GenevaConfig:
             housekeeping_batch_size=batch,
             housekeeping_interval=_interval(config),
             admin_logs_url=config["GENEVA_ADMIN_LOGS_URL"],
+            max_signal_payload=max_payload,
         )
 
 

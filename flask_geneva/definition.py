@@ -64,6 +64,9 @@ class WorkflowDefinition:
     schedule_catch_up: int = 0
     #: Whether ``scheduled_heroes()`` names the heroes to start it for at each tick.
     scheduled_heroes: bool = False
+    #: Whether a step waits for a signal: then every locked snapshot reads the
+    #: workflow's signals too (one more statement; classes without one never pay it).
+    waits: bool = False
 
 
 def build(cls: type, parent: WorkflowDefinition | None) -> WorkflowDefinition:
@@ -115,6 +118,7 @@ def build(cls: type, parent: WorkflowDefinition | None) -> WorkflowDefinition:
         job_options=_job_options(cls, name, parent),
         identity=identity,
         **_schedule(cls, name, identity),
+        waits=any(d.wait_for is not None for d in definitions),
     )
 
 

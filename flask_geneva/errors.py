@@ -59,3 +59,11 @@ class UnresolvedReferenceError(StepExecutionError):
 
 class WorkflowNotFoundError(GenevaError, LookupError):
     """No workflow has the given id (it was never created, or housekeeping deleted it)."""
+
+
+class SignalError(GenevaError, ValueError):
+    """A signal cannot be stored: its name, key or payload is not what a signal holds.
+
+    The payload must be JSON-serialisable and at most ``GENEVA_MAX_SIGNAL_PAYLOAD``
+    bytes as JSON; the message names the limit.
+    """

@@ -9,7 +9,10 @@ its phases, each a function that returns its result:
    trigger exactly one UPDATE matches, on every database. A trigger that claims
    nothing is looked at once (:func:`_unclaimed`): early, gone, or already run.
 2. :func:`_decide` — with nothing locked: a missing class, step or hero, then
-   ``cancel_if`` and ``skip_if``. Only the worker that claimed evaluates them.
+   ``cancel_if`` and ``skip_if``. Only the worker that claimed evaluates them. A step
+   that waits for a signal then takes it, or becomes ``waiting``, in one change
+   through the write path (:func:`_take_signal`). A trigger that reaches a waiting
+   execution is its timeout (:func:`_timed_out`).
 3. and 4. :func:`~flask_geneva.body.run_body` — the body runs with no lock of the
    library's held, and its outcome is recorded in the transaction that holds what it
    wrote (see :mod:`~flask_geneva.body`). ``KeyboardInterrupt`` (the worker shutting
@@ -43,6 +46,8 @@ from .body import run_body
 from .errors import StepNotDefinedError
 from .errors import UnresolvedReferenceError
 from .logging import tagged
+from .records import ExecutionRecord
+from .records import SignalRecord
 from .records import StepResult
 from .scheduling import Trigger
 from .scheduling import new_task_id
@@ -50,6 +55,7 @@ from .states import RUNNABLE_WORKFLOW_STATES
 from .states import StepState
 from .steps import evaluate_condition
 from .transaction import is_retryable
+from .transitions import NO_TIMEOUT
 from .workflow import set_row_values
 
 if TYPE_CHECKING:
@@ -70,7 +76,8 @@ class ExecutionReport:
     workflow_id: int
     step_name: str
     #: ``ran`` (the body ran), ``settled`` (decided before the body: skip, cancel,
-    #: pause), ``deferred`` (early trigger re-sent), ``noop`` (nothing to do).
+    #: pause, a signal's timeout), ``waiting`` (for its signal), ``deferred`` (early
+    #: trigger re-sent), ``noop`` (nothing to do).
     status: str
     action: str | None = None
     error: BaseException | None = None
@@ -98,6 +105,11 @@ def execute(
     report = ExecutionReport(execution_id, run.workflow_id, run.record.step_name, "settled")
     try:
         decided = _decide(ext, run)
+        if decided is None and run.step is not None and run.step.wait_for is not None:
+            taken = _take_signal(ext, run)
+            if taken is not None:
+                report.status = report.action = taken
+                return report
         if decided is not None:
             report.error = decided.exception
             report.action = finalize(
@@ -163,6 +175,8 @@ def _unclaimed(ext: Geneva, state: GenevaState, execution_id: int) -> ExecutionR
         return None
     row, record = found
     report = ExecutionReport(execution_id, row["id"], record.step_name, "noop")
+    if record.state == StepState.WAITING:
+        return _timed_out(ext, state, row, record, report)
     if record.state != StepState.SCHEDULED:
         return report  # another worker claimed or settled it: a duplicate trigger
     if record.scheduled_for > clock.now() + EARLY_TOLERANCE:
@@ -194,7 +208,88 @@ def _unclaimed(ext: Geneva, state: GenevaState, execution_id: int) -> ExecutionR
     return report
 
 
+def _timed_out(
+    ext: Geneva,
+    state: GenevaState,
+    row: dict[str, Any],
+    record: ExecutionRecord,
+    report: ExecutionReport,
+) -> ExecutionReport:
+    """A trigger reached a waiting execution: its timeout, if due; apply ``on_timeout``."""
+    if record.scheduled_for >= NO_TIMEOUT:
+        return report  # waits forever: a stray duplicate trigger
+    if record.scheduled_for > clock.now() + EARLY_TOLERANCE:
+        cls = ext.registry.get(row["type"])
+        priority = cls.__geneva_definition__.job_options.get("priority") if cls else None
+        task_id = record.huey_task_id or new_task_id()
+        state.send([Trigger(report.execution_id, record.scheduled_for, task_id, priority)])
+        report.status = "deferred"
+        return report
+    execution_id = report.execution_id
+
+    def time_out(snap: unit.Snapshot) -> str | None:
+        transition = snap.transition
+        found = transition.get(execution_id)
+        if found is None or found.state != StepState.WAITING:
+            return None  # its signal came meanwhile
+        if transition.state not in RUNNABLE_WORKFLOW_STATES:
+            return None  # paused: resume sends the timeout's trigger again
+        if found.scheduled_for > transition.now + EARLY_TOLERANCE:
+            return None
+        step = transition.graph.steps.get(found.step_name) if transition.graph else None
+        on_timeout = step.on_timeout if step is not None else "pause"
+        waited = step.timeout if step is not None and step.timeout is not None else timedelta(0)
+        transition.time_out(found, on_timeout, waited)
+        return on_timeout
+
+    report.action = unit.change(ext, row["id"], time_out)
+    if report.action is not None:
+        report.status = "settled"
+        tagged(
+            str(row["type"]),
+            row["id"],
+            row["hero_type"],
+            row["hero_id"],
+            execution_id=execution_id,
+            step_name=record.step_name,
+        ).warning("no signal came before the step's timeout; on_timeout=%r", report.action)
+    return report
+
+
 # -- 2. decide before the body --------------------------------------------------------------
+
+
+def _take_signal(ext: Geneva, run: Run) -> str | None:
+    """A step that waits: take its signal (the body then runs), or wait for it.
+
+    Under the workflow lock, so a signal delivered at the same moment is either seen
+    here (and consumed) or finds this execution waiting (and wakes it): never both,
+    never neither. Returns None when the body runs (``run.workflow.received_signal``
+    set), else what was done: ``waiting``, or ``noop`` (the execution was taken from
+    this worker meanwhile).
+    """
+    assert run.step is not None
+    step, execution_id = run.step, run.execution_id
+
+    def take(snap: unit.Snapshot) -> tuple[bool, SignalRecord | None] | None:
+        record = snap.transition.get(execution_id)
+        if record is None or record.state != StepState.IN_PROGRESS:
+            return None
+        return snap.transition.take_signal(record, step.timeout)
+
+    taken = unit.change(ext, run.workflow_id, take)
+    if taken is None:
+        return "noop"
+    runs, signal = taken
+    if not runs:
+        run.log.info(
+            "waiting for signal %r%s",
+            step.wait_for,
+            f" (times out in {step.timeout})" if step.timeout is not None else "",
+        )
+        return "waiting"
+    run.workflow.received_signal = signal.public(run.workflow_id) if signal is not None else None
+    return None
 
 
 def _decide(ext: Geneva, run: Run) -> StepResult | None:

@@ -190,7 +190,7 @@ class Geneva:
         self.db.metadata.drop_all(bind=self.engine(), tables=self._own_tables())
 
     def _own_tables(self) -> list[Any]:
-        return [self.tables.workflows, self.tables.executions, self.schedule_ticks]
+        return [*self.tables.all, self.schedule_ticks]
 
     @property
     def huey(self) -> Any:

@@ -16,8 +16,10 @@ the periodic task):
    per ``GENEVA_STUCK_RECOVERY``, the step is reattempted or the workflow canceled.
 3. **Re-trigger** executions still ``scheduled`` more than
    ``GENEVA_STUCK_SCHEDULED_AFTER`` past their due time: their Huey message was lost
-   (a flushed queue, a Redis restart without persistence). Executions of paused
-   workflows are left alone: they wait for resume on purpose.
+   (a flushed queue, a Redis restart without persistence); and executions
+   ``waiting`` for a signal whose timeout passed as long ago, so the trigger applies
+   their ``on_timeout``. Executions of paused workflows are left alone: they wait for
+   resume on purpose.
 
 Candidates are found with plain reads, then each is re-checked under the workflow row
 lock (lock order: workflow, then executions), so a row that changed meanwhile, or that
@@ -302,7 +304,7 @@ def retrigger_scheduled(
 
     def decide(transition: Transition, execution_id: int, _seen: None) -> str | None:
         record = transition.get(execution_id)
-        if record is None or record.state != StepState.SCHEDULED:
+        if record is None or record.state not in _RETRIGGERED:
             return None
         updated = record.updated_at
         if transition.state not in RUNNABLE_WORKFLOW_STATES or record.scheduled_for >= cutoff:
@@ -317,7 +319,8 @@ def retrigger_scheduled(
         sa.select(e.c.id, e.c.workflow_id)
         .join(w, w.c.id == e.c.workflow_id)
         .where(
-            e.c.state == StepState.SCHEDULED,
+            # A waiting execution's due time is its timeout's (never, without one).
+            e.c.state.in_(_RETRIGGERED),
             e.c.scheduled_for < cutoff,
             e.c.updated_at < cutoff,
             w.c.state.in_(RUNNABLE_WORKFLOW_STATES),
@@ -338,6 +341,11 @@ def retrigger_scheduled(
             execution_id,
             overdue_by,
         )
+
+
+#: Executions whose trigger housekeeping sends again when overdue: scheduled ones, and
+#: waiting ones whose timeout passed (the trigger applies ``on_timeout``).
+_RETRIGGERED = (StepState.SCHEDULED, StepState.WAITING)
 
 
 # -- shared loop ------------------------------------------------------------------------------

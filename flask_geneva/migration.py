@@ -43,15 +43,22 @@ from alembic.script import ScriptDirectory
 from alembic.util import rev_id
 
 from .errors import GenevaError
+from .models import ACTIVE_WHERE
+from .models import ACTIVE_WHERE_0_1
 from .models import EXECUTIONS_TABLE
 from .models import LEASES
 from .models import SCHEDULES
+from .models import SIGNALS
+from .models import SIGNALS_TABLE
 from .models import WORKFLOWS_TABLE
 from .models import added_in
 from .models import execution_columns
 from .models import execution_indexes
+from .models import mysql_active_ddl
 from .models import mysql_unique_ddl
 from .models import schedule_ticks_table
+from .models import signal_columns
+from .models import signal_indexes
 from .models import workflow_columns
 from .models import workflow_indexes
 
@@ -87,6 +94,7 @@ REVISIONS: tuple[Revision, ...] = (
         "# flask-geneva revision: 0.2 schedule ticks",
         "flask-geneva 0.2: schedule ticks",
     ),
+    Revision(SIGNALS, "# flask-geneva revision: 0.2 signals", "flask-geneva 0.2: signals"),
 )
 
 _HEADER = '''"""{message}
@@ -239,11 +247,12 @@ def tables_at(key: str) -> tuple[sa.Table, sa.Table]:
         *filter(present, workflow_columns()),
         *filter(present, workflow_indexes()),
     )
+    active_where = ACTIVE_WHERE if SIGNALS in keep else ACTIVE_WHERE_0_1
     executions = sa.Table(
         EXECUTIONS_TABLE,
         metadata,
         *filter(present, execution_columns()),
-        *filter(present, execution_indexes()),
+        *filter(present, execution_indexes(active_where=active_where)),
     )
     return workflows, executions
 
@@ -278,6 +287,8 @@ def render_revision(
     )
     if key == TABLES:
         return _render_tables(header)
+    if key == SIGNALS:
+        return _render_signals(header)
     return _render_later(key, header)
 
 
@@ -297,7 +308,9 @@ def _render_tables(header: dict[str, Any]) -> str:
         partial_indexes=_render(partial, indent=8),
         mysql_ddl="\n".join(
             f"        op.execute({sql!r})"
-            for sql in mysql_unique_ddl(workflows.name, executions.name)
+            for sql in mysql_unique_ddl(
+                workflows.name, executions.name, active_where=ACTIVE_WHERE_0_1
+            )
         ),
         drops="\n".join(drops),
     )
@@ -334,6 +347,65 @@ def _render_later(key: str, header: dict[str, Any]) -> str:
         **header,
         upgrade=_render(upgrade_ops, indent=4),
         downgrade=_render(downgrade_ops, indent=4),
+    )
+
+
+_SIGNALS_TEMPLATE = (
+    _HEADER
+    + """
+PARTIAL_INDEX_DIALECTS = ("postgresql", "sqlite")
+MYSQL_DIALECTS = ("mysql", "mariadb")
+ACTIVE = "uq_{executions}_active"
+
+
+def _active_rule(dialect, where):
+    # One active execution per (workflow, step): {{where}} are the states that hold it.
+    if dialect in PARTIAL_INDEX_DIALECTS:
+        op.drop_index(ACTIVE, table_name={executions!r})
+        op.create_index(
+            ACTIVE,
+            {executions!r},
+            ["workflow_id", "step_name"],
+            unique=True,
+            postgresql_where=sa.text(where),
+            sqlite_where=sa.text(where),
+        )
+    elif dialect in MYSQL_DIALECTS:
+        op.execute("ALTER TABLE {executions} DROP INDEX " + ACTIVE + ", DROP COLUMN active_flag")
+        op.execute({mysql_head!r} + where + {mysql_tail!r})
+
+
+def upgrade():
+{create}
+    # Waiting executions hold their step's slot, like scheduled and running ones.
+    _active_rule(op.get_bind().dialect.name, {active_where!r})
+
+
+def downgrade():
+    _active_rule(op.get_bind().dialect.name, {active_where_0_1!r})
+    op.drop_table({signals!r})
+"""
+)
+
+
+def _render_signals(header: dict[str, Any]) -> str:
+    """The signals revision: a new table, and ``waiting`` in the active-execution rule."""
+    metadata = sa.MetaData()
+    sa.Table(WORKFLOWS_TABLE, metadata, *workflow_columns())
+    signals = sa.Table(SIGNALS_TABLE, metadata, *signal_columns(), *signal_indexes())
+    mysql_head, mysql_tail = mysql_active_ddl(EXECUTIONS_TABLE, "{where}").split("{where}")
+    create: list[ops.MigrateOperation] = [ops.CreateTableOp.from_table(signals)]
+    for index in sorted(signals.indexes, key=lambda i: str(i.name)):
+        create.append(ops.CreateIndexOp.from_index(index))
+    return _SIGNALS_TEMPLATE.format(
+        **header,
+        create=_render(create, indent=4),
+        executions=EXECUTIONS_TABLE,
+        signals=SIGNALS_TABLE,
+        mysql_head=mysql_head,
+        mysql_tail=mysql_tail,
+        active_where=ACTIVE_WHERE,
+        active_where_0_1=ACTIVE_WHERE_0_1,
     )
 
 

@@ -37,7 +37,10 @@ _MYSQL = ("mysql", "mariadb")
 _PARTIAL = ("postgresql", "sqlite")
 
 ONGOING_WHERE = "state NOT IN ('finished', 'canceled') AND NOT allow_multiple"
-ACTIVE_WHERE = "state IN ('scheduled', 'in_progress')"
+ACTIVE_WHERE = "state IN ('scheduled', 'in_progress', 'waiting')"
+#: The rule as 0.1 wrote it (before ``waiting``): the revision that creates the tables
+#: keeps it, and the signals revision replaces it with :data:`ACTIVE_WHERE`.
+ACTIVE_WHERE_0_1 = "state IN ('scheduled', 'in_progress')"
 
 #: The ``info`` key naming the migration revision that adds a column or index.
 REVISION_KEY = "geneva_revision"
@@ -45,6 +48,10 @@ REVISION_KEY = "geneva_revision"
 LEASES = "0.2 step leases"
 #: The 0.2 revision that adds the schedule ticks table.
 SCHEDULES = "0.2 schedule ticks"
+#: The 0.2 revision that adds signals (the ``geneva_signals`` table, and ``waiting``
+#: in the rule "one active execution per (workflow, step)").
+SIGNALS = "0.2 signals"
+SIGNALS_TABLE = "geneva_signals"
 
 
 def _id_type() -> sa.types.TypeEngine[int]:
@@ -174,8 +181,13 @@ def schedule_ticks_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def execution_indexes(table: str = EXECUTIONS_TABLE) -> list[sa.Index]:
-    """Return the indexes of the step executions table."""
+def execution_indexes(
+    table: str = EXECUTIONS_TABLE, *, active_where: str = ACTIVE_WHERE
+) -> list[sa.Index]:
+    """Return the indexes of the step executions table.
+
+    :param active_where: the states that hold a step's slot (0.1's for its revision).
+    """
     return [
         sa.Index(f"ix_{table}_workflow_id_id", "workflow_id", "id"),
         sa.Index(f"ix_{table}_state_scheduled_for", "state", "scheduled_for"),
@@ -186,24 +198,63 @@ def execution_indexes(table: str = EXECUTIONS_TABLE) -> list[sa.Index]:
             "workflow_id",
             "step_name",
             unique=True,
-            postgresql_where=sa.text(ACTIVE_WHERE),
-            sqlite_where=sa.text(ACTIVE_WHERE),
+            postgresql_where=sa.text(active_where),
+            sqlite_where=sa.text(active_where),
         ).ddl_if(dialect=_PARTIAL),  # type: ignore[arg-type]
     ]
 
 
 def mysql_unique_ddl(
-    workflows: str = WORKFLOWS_TABLE, executions: str = EXECUTIONS_TABLE
+    workflows: str = WORKFLOWS_TABLE,
+    executions: str = EXECUTIONS_TABLE,
+    *,
+    active_where: str = ACTIVE_WHERE,
 ) -> list[str]:
     """Return the MySQL/MariaDB statements that add the generated columns and unique keys."""
     return [
         f"ALTER TABLE {workflows} ADD COLUMN ongoing_flag TINYINT AS "
         f"(CASE WHEN {ONGOING_WHERE} THEN 1 END) STORED, "
         f"ADD UNIQUE INDEX uq_{workflows}_ongoing (type, hero_type, hero_id, ongoing_flag)",
-        f"ALTER TABLE {executions} ADD COLUMN active_flag TINYINT AS "
-        f"(CASE WHEN {ACTIVE_WHERE} THEN 1 END) STORED, "
-        f"ADD UNIQUE INDEX uq_{executions}_active (workflow_id, step_name, active_flag)",
+        mysql_active_ddl(executions, active_where),
     ]
+
+
+def mysql_active_ddl(executions: str = EXECUTIONS_TABLE, active_where: str = ACTIVE_WHERE) -> str:
+    """The MySQL/MariaDB statement adding "one active execution per (workflow, step)"."""
+    return (
+        f"ALTER TABLE {executions} ADD COLUMN active_flag TINYINT AS "
+        f"(CASE WHEN {active_where} THEN 1 END) STORED, "
+        f"ADD UNIQUE INDEX uq_{executions}_active (workflow_id, step_name, active_flag)"
+    )
+
+
+def signal_columns(workflows_table: str = WORKFLOWS_TABLE) -> list[sa.Column[Any]]:
+    """Return fresh Column objects of the signals table (added by :data:`SIGNALS`)."""
+    return [
+        sa.Column("id", _id_type(), primary_key=True, autoincrement=True),
+        sa.Column(
+            "workflow_id",
+            _id_type(),
+            sa.ForeignKey(f"{workflows_table}.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("name", sa.String(_NAME), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=True),
+        # NULL keys never collide in the unique index: no deduplication without a key.
+        sa.Column("idempotency_key", sa.String(_NAME), nullable=True),
+        sa.Column("received_at", _timestamp(), nullable=False),
+        sa.Column("consumed_step", sa.String(_NAME), nullable=True),
+        # Not a foreign key: housekeeping deletes executions only with their workflow.
+        sa.Column("consumed_by_execution_id", _id_type(), nullable=True),
+        sa.Column("consumed_at", _timestamp(), nullable=True),
+    ]
+
+
+def signal_indexes(table: str = SIGNALS_TABLE) -> list[sa.Index]:
+    """Return the indexes of the signals table."""
+    # Deduplication, and (by its prefixes) a workflow's signals, and its signals of
+    # one name: the reads of delivery and of a waiting step.
+    return [sa.Index(f"uq_{table}_key", "workflow_id", "name", "idempotency_key", unique=True)]
 
 
 def attach_mysql_ddl(workflows: sa.Table, executions: sa.Table) -> None:

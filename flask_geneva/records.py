@@ -117,7 +117,7 @@ class ExecutionRecord:
 
     @property
     def is_active(self) -> bool:
-        return self.state in (StepState.SCHEDULED, StepState.IN_PROGRESS)
+        return self.state in (StepState.SCHEDULED, StepState.IN_PROGRESS, StepState.WAITING)
 
 
 @dataclass
@@ -139,3 +139,66 @@ class StepResult:
     then: str = "pause"
     #: The exception itself, when one caused this result (not stored; reported).
     exception: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A stored signal: what ``wf.signal()`` returns and a step body sees.
+
+    Read-only. In a body that waited for it (``@step(wait_for=...)``) it is
+    ``self.received_signal``.
+    """
+
+    id: int
+    workflow_id: int
+    name: str
+    #: The JSON payload given at delivery (None if none).
+    payload: Any
+    idempotency_key: str | None
+    received_at: datetime
+    #: The step that consumed it, its execution, and when (None while pending).
+    consumed_step: str | None = None
+    consumed_by_execution_id: int | None = None
+    consumed_at: datetime | None = None
+    #: True when a signal with the same (workflow, name, idempotency key) was stored
+    #: before: this is that stored signal, and the delivery changed nothing.
+    duplicate: bool = False
+
+    @property
+    def pending(self) -> bool:
+        """True until a step consumes it."""
+        return self.consumed_at is None
+
+
+@dataclass
+class SignalRecord:
+    """One signal row as the rules see it, with the changes decided for it."""
+
+    id: int | None
+    name: str
+    payload: Any
+    idempotency_key: str | None
+    received_at: datetime
+    consumed_step: str | None = None
+    consumed_by_execution_id: int | None = None
+    consumed_at: datetime | None = None
+    changes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> bool:
+        return self.consumed_at is None
+
+    def public(self, workflow_id: int, *, duplicate: bool = False) -> Signal:
+        assert self.id is not None
+        return Signal(
+            id=self.id,
+            workflow_id=workflow_id,
+            name=self.name,
+            payload=self.payload,
+            idempotency_key=self.idempotency_key,
+            received_at=self.received_at,
+            consumed_step=self.consumed_step,
+            consumed_by_execution_id=self.consumed_by_execution_id,
+            consumed_at=self.consumed_at,
+            duplicate=duplicate,
+        )

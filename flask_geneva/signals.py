@@ -23,6 +23,9 @@ step_performed = _signals.signal("step-performed")
 #: After the finalize transaction committed. ``outcome``: the execution's outcome;
 #: also ``workflow_state`` and ``step_state``.
 step_finalized = _signals.signal("step-finalized")
+#: After a signal was stored (with ``commit=False``: joined to the caller's transaction),
+#: or found stored before. Keyword arguments: ``workflow_id``, ``name``, ``duplicate``.
+signal_received = _signals.signal("signal-received")
 
 
 def send(signal: Signal, sender: Any, log: Any, **kwargs: Any) -> None:

@@ -20,6 +20,9 @@ class StepState(StrEnum):
 
     SCHEDULED = "scheduled"
     IN_PROGRESS = "in_progress"
+    #: Due, but its ``wait_for`` signal has not arrived: no Huey message (except the
+    #: timeout's), no worker. A signal's arrival makes it scheduled again.
+    WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELED = "canceled"
@@ -35,6 +38,9 @@ class Outcome(StrEnum):
     CANCELED = "canceled"
     FAILED = "failed"
     RECOVERED = "recovered"
+    #: On a scheduled execution only: made due by an ``on_timeout="run"`` timeout, so it
+    #: runs without a signal (``received_signal`` is None) instead of waiting again.
+    TIMED_OUT = "timed_out"
 
 
 #: Workflow states that will never change again.
@@ -42,7 +48,7 @@ TERMINAL_WORKFLOW_STATES = frozenset({WorkflowState.FINISHED, WorkflowState.CANC
 #: Workflow states in which a claimed execution may start.
 RUNNABLE_WORKFLOW_STATES = frozenset({WorkflowState.READY, WorkflowState.PERFORMING})
 #: Execution states that hold the (workflow, step) slot of the unique index.
-ACTIVE_STEP_STATES = frozenset({StepState.SCHEDULED, StepState.IN_PROGRESS})
+ACTIVE_STEP_STATES = frozenset({StepState.SCHEDULED, StepState.IN_PROGRESS, StepState.WAITING})
 #: Execution states that will never change again.
 TERMINAL_STEP_STATES = frozenset(
     {StepState.COMPLETED, StepState.FAILED, StepState.CANCELED, StepState.SKIPPED}

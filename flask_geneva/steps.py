@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import logging
 from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ from .synchronous import check_handler_runs
 from .synchronous import check_step_runs
 
 _counter = itertools.count()
+logger = logging.getLogger("flask_geneva")
+
+#: What ``@step(on_timeout=)`` may be: what happens when a signal does not come in time.
+ON_TIMEOUT = ("pause", "cancel", "skip", "run")
 
 StepBody = Callable[[Any], Any]
 Condition = Callable[[Any], Any] | str | bool | None
@@ -79,6 +84,10 @@ def step(
     after_step: str | None = None,
     after: str | Sequence[str] | None = None,
     stuck_after: timedelta | int | float | None = None,
+    wait_for: str | None = None,
+    timeout: timedelta | int | float | None = None,
+    on_timeout: str = "pause",
+    matching: Callable[[Any], Any] | None = None,
 ) -> Callable[[StepBody], StepDeclaration] | StepDeclaration: ...
 
 
@@ -126,6 +135,15 @@ def step(
         housekeeping takes its worker for lost (timedelta or seconds, from 1 second to
         365 days; default ``GENEVA_STUCK_IN_PROGRESS_AFTER``). While the body runs, its
         worker renews the lease at least three times per period.
+    :param wait_for: the name of a signal the step waits for: it runs only once a
+        pending signal of that name exists (see ``docs/signals.md``); the body reads it
+        as ``self.received_signal``.
+    :param timeout: with ``wait_for``: how long to wait (timedelta or seconds, from when
+        the execution started waiting); default forever.
+    :param on_timeout: with ``timeout``: ``"pause"`` (default), ``"cancel"``,
+        ``"skip"``, or ``"run"`` (the body runs with ``self.received_signal`` None).
+    :param matching: with ``wait_for``: a callable taking the payload; only signals it
+        accepts are consumed by this step.
     """
     # Options are validated when the class is built, so errors name the class and step.
     if func is not None:
@@ -149,6 +167,10 @@ _OPTION_NAMES = frozenset(
         "after_step",
         "after",
         "stuck_after",
+        "wait_for",
+        "timeout",
+        "on_timeout",
+        "matching",
     }
 )
 
@@ -176,6 +198,29 @@ class StepDefinition:
     source: tuple[str, int] | None
     #: The lease without a heartbeat (None: ``GENEVA_STUCK_IN_PROGRESS_AFTER``).
     stuck_after: timedelta | None = None
+    #: The signal the step waits for (None: it does not wait).
+    wait_for: str | None = None
+    #: How long it waits (None: forever), and what then: ``ON_TIMEOUT``.
+    timeout: timedelta | None = None
+    on_timeout: str = "pause"
+    #: Which payloads it accepts (None: any).
+    matching: Callable[[Any], Any] | None = None
+
+    def accepts(self, payload: Any) -> bool:
+        """Whether this step takes a signal with ``payload`` (its ``matching``).
+
+        A ``matching`` that raises accepts nothing, and says so in the log: the signal
+        stays pending for another step (or for a fixed ``matching`` after a deploy).
+        """
+        if self.matching is None:
+            return True
+        try:
+            return bool(self.matching(payload))
+        except Exception:
+            logger.exception(
+                "matching of step %r raised on a %r signal; not consumed", self.name, self.wait_for
+            )
+            return False
 
     def body(self, workflow: Any) -> Callable[[], Any]:
         """Return the callable that runs this step on ``workflow``."""
@@ -291,7 +336,48 @@ def build_definition(
         order=declaration.order,
         source=_source_of(declaration.func),
         stuck_after=_stuck_after(opts.get("stuck_after"), where),
+        **_wait_options(opts, where),
     )
+
+
+def _wait_options(opts: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check ``wait_for``, ``timeout``, ``on_timeout`` and ``matching``."""
+    wait_for = opts.get("wait_for")
+    timeout = opts.get("timeout")
+    on_timeout = opts.get("on_timeout", "pause")
+    matching = opts.get("matching")
+    if wait_for is None:
+        for option in ("timeout", "on_timeout", "matching"):
+            if opts.get(option) is not None:
+                raise DefinitionError(
+                    f"{where}: {option}= applies only to a step that waits for a signal; "
+                    "add wait_for='signal-name' or remove it"
+                )
+        return {}
+    if not isinstance(wait_for, str) or not wait_for.strip():
+        raise DefinitionError(
+            f"{where}: wait_for= must be a non-empty signal name, got {wait_for!r}"
+        )
+    if len(wait_for) > 191:
+        raise DefinitionError(f"{where}: wait_for= names a signal of at most 191 characters")
+    if on_timeout not in ON_TIMEOUT:
+        raise DefinitionError(
+            f"{where}: invalid on_timeout {on_timeout!r}; expected one of "
+            f"{', '.join(map(repr, ON_TIMEOUT))}"
+        )
+    delta: timedelta | None = None
+    if timeout is not None:
+        try:
+            delta = to_wait(timeout)
+        except (TypeError, ValueError) as exc:
+            raise DefinitionError(f"{where}: invalid timeout: {exc}") from None
+    if matching is not None:
+        if not callable(matching):
+            raise DefinitionError(
+                f"{where}: matching= must be a callable taking the payload, got {matching!r}"
+            )
+        check_condition_runs(matching, matching, f"{where}: invalid matching")
+    return dict(wait_for=wait_for, timeout=delta, on_timeout=on_timeout, matching=matching)
 
 
 def attribute_target(owner: type, name: str) -> Any:

@@ -13,8 +13,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from .models import SIGNALS_TABLE
 from .models import is_mysql
 from .records import ExecutionRecord
+from .records import SignalRecord
 from .scheduling import Trigger
 from .states import RUNNABLE_WORKFLOW_STATES
 from .states import StepState
@@ -37,6 +39,10 @@ class Tables:
     def __init__(self, workflows: sa.Table, executions: sa.Table) -> None:
         self.workflows = w = workflows
         self.executions = e = executions
+        #: The signals table (built beside the other two, on the same metadata).
+        self.signals = sg = workflows.metadata.tables[SIGNALS_TABLE]
+        #: Every table, parents first (``create_all`` and ``drop_all``).
+        self.all = [w, e, sg]
         self.record_columns = (
             e.c.id,
             e.c.step_name,
@@ -143,6 +149,15 @@ class Tables:
         #: Updates whose SET clause comes from the parameters given at execution.
         self.update_execution = sa.update(e).where(e.c.id == sa.bindparam("p_id"))
         self.update_workflow = sa.update(w).where(w.c.id == sa.bindparam("p_id"))
+        #: A workflow's signals, oldest first (read under its lock, after the snapshot).
+        #: A locking read: in MySQL/MariaDB's REPEATABLE READ a plain one would read the
+        #: snapshot of the caller's first read (``commit=False`` joins its transaction)
+        #: and miss a signal delivered and consumed since.
+        self.signals_of = (
+            sa.select(sg).where(sg.c.workflow_id == wid).order_by(sg.c.id).with_for_update()
+        )
+        self.insert_signal = sa.insert(sg)
+        self.update_signal = sa.update(sg).where(sg.c.id == sa.bindparam("p_id"))
         self.recent_outcomes = (
             sa.select(e.c.outcome)
             .where(e.c.workflow_id == wid, e.c.step_name == sa.bindparam("p_step"))
@@ -162,6 +177,23 @@ class Tables:
                 found = self._snapshot
             self._snapshots[dialect] = found
         return found
+
+
+def signals(conn: Connection, tables: Tables, workflow_id: int) -> list[SignalRecord]:
+    """The workflow's signals, oldest first (the caller holds the workflow's lock)."""
+    return [
+        SignalRecord(
+            id=m["id"],
+            name=m["name"],
+            payload=m["payload"],
+            idempotency_key=m["idempotency_key"],
+            received_at=m["received_at"],
+            consumed_step=m["consumed_step"],
+            consumed_by_execution_id=m["consumed_by_execution_id"],
+            consumed_at=m["consumed_at"],
+        )
+        for m in conn.execute(tables.signals_of, {"p_wid": workflow_id}).mappings()
+    ]
 
 
 def _record(m: Mapping[str, Any] | sa.RowMapping) -> ExecutionRecord:
@@ -320,11 +352,40 @@ def persist(
             ids = conn.execute(tables.insert_executions, rows).scalars().all()
             for record, new_id in zip(new, ids, strict=True):
                 record.id = int(new_id)
+    if transition.signals:
+        _persist_signals(conn, tables, workflow_id, transition)
     if transition.workflow_changes:
         values = dict(transition.workflow_changes, updated_at=now, p_id=workflow_id)
         conn.execute(tables.update_workflow, values)
         transition.workflow_changes = {}
     return transition.triggers()
+
+
+def _persist_signals(
+    conn: Connection, tables: Tables, workflow_id: int, transition: Transition
+) -> None:
+    """Insert the signals received and mark those consumed (after the executions: ids)."""
+    for signal in transition.signals:
+        consumer = signal.changes.pop("consumed_by", None)
+        if consumer is not None:
+            signal.consumed_by_execution_id = consumer.id
+            signal.changes["consumed_by_execution_id"] = consumer.id
+        if signal.id is None:
+            values = {
+                "workflow_id": workflow_id,
+                "name": signal.name,
+                "payload": signal.payload,
+                "idempotency_key": signal.idempotency_key,
+                "received_at": signal.received_at,
+                "consumed_step": signal.consumed_step,
+                "consumed_by_execution_id": signal.consumed_by_execution_id,
+                "consumed_at": signal.consumed_at,
+            }
+            result = conn.execute(tables.insert_signal, values)
+            signal.id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        elif signal.changes:
+            conn.execute(tables.update_signal, {"p_id": signal.id, **signal.changes})
+        signal.changes = {}
 
 
 def _insert_values(workflow_id: int, record: ExecutionRecord, now: Any) -> dict[str, Any]:

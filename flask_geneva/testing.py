@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING
+from typing import Any
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -35,6 +36,7 @@ from .workflow import WorkflowBase
 
 if TYPE_CHECKING:
     from .extension import Geneva
+    from .records import Signal
 
 #: A workflow instance, returned as the type it was given.
 W = TypeVar("W", bound=WorkflowBase)
@@ -42,7 +44,9 @@ W = TypeVar("W", bound=WorkflowBase)
 __all__ = [
     "abandon_next_step",
     "assert_step_executed",
+    "assert_waiting_for",
     "assert_workflow_state",
+    "deliver_signal",
     "perform_next_step",
     "perform_step_inline",
     "speedrun",
@@ -145,6 +149,9 @@ def abandon_next_step(workflow: WorkflowBase) -> StepExecutionBase:
 
 def speedrun(workflow: W, *, max_steps: int = 100) -> W:
     """Run the workflow until it is finished, canceled or paused, or nothing is scheduled.
+
+    A step that waits for a signal stops it there (it invents no signals): deliver one
+    with :func:`deliver_signal` and speedrun again.
 
     :raises RuntimeError: after ``max_steps`` executions (a workflow that never ends).
     :return: the workflow, reloaded.
@@ -252,3 +259,46 @@ def travel(delta: timedelta) -> Iterator[None]:
         yield
     finally:
         clock.move(-delta)
+
+
+def deliver_signal(
+    workflow: WorkflowBase,
+    name: str,
+    payload: Any = None,
+    idempotency_key: str | None = None,
+) -> Signal:
+    """Deliver signal ``name`` to ``workflow`` as a webhook would, and reload it.
+
+    Commits ``db.session`` first (see the module docstring). The step it wakes is
+    scheduled due now: run it with :func:`perform_next_step` or :func:`speedrun`.
+
+    :return: the stored signal (``duplicate`` tells whether it was stored before).
+    """
+    _sync(workflow)
+    try:
+        return workflow.signal(name, payload, idempotency_key=idempotency_key)
+    finally:
+        _sync(workflow)
+
+
+def assert_waiting_for(workflow: WorkflowBase, name: str) -> None:
+    """Assert that a step of ``workflow`` is waiting for signal ``name``."""
+    ext = _ext(workflow)
+    _sync(workflow)
+    e = ext.tables.executions
+    with ext.engine().connect() as conn:
+        steps = list(
+            conn.execute(
+                sa.select(e.c.step_name).where(
+                    e.c.workflow_id == workflow.id, e.c.state == StepState.WAITING
+                )
+            ).scalars()
+        )
+    graph = type(workflow).__geneva_definition__.graph
+    waits = {s: graph.steps[s].wait_for for s in steps if s in graph.steps}
+    if name not in waits.values():
+        found = ", ".join(f"{s!r} for {w!r}" for s, w in waits.items()) or "no step is waiting"
+        raise AssertionError(
+            f"expected a step of {type(workflow).__name__} id={workflow.id} "
+            f"({workflow.state}) to wait for signal {name!r}; {found}"
+        )

@@ -8,20 +8,28 @@ the executor's results, the operator commands, housekeeping's recoveries and the
 testing helpers.
 
 Vocabulary: a step is *done* when its latest execution is completed with outcome
-``success`` or skipped; *active* when its latest execution is scheduled or in progress;
-*pending* when its predecessors are done but its latest execution failed or was
-canceled (it waits for resume, skip or reattempt).
+``success`` or skipped; *active* when its latest execution is scheduled, in progress
+or waiting (for a signal); *pending* when its predecessors are done but its latest
+execution failed or was canceled (it waits for resume, skip or reattempt).
+
+Signals (``@step(wait_for=...)``): the transition also holds the workflow's signals
+(read only for classes with a step that waits), and the rules of consuming them: a
+claimed step takes the signal it consumed before, else the oldest pending one it
+accepts, else it waits; a signal's arrival wakes the oldest waiting execution that
+accepts it; a timeout applies the step's ``on_timeout``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 from .errors import InvalidStateError
 from .graph import StepGraph
 from .records import ErrorInfo
 from .records import ExecutionRecord
+from .records import SignalRecord
 from .records import StepResult
 from .scheduling import Trigger
 from .scheduling import new_task_id
@@ -32,6 +40,12 @@ from .states import WorkflowState
 from .states import is_ongoing
 
 __all__ = ["ErrorInfo", "ExecutionRecord", "StepResult", "Transition"]
+
+#: The due time of a waiting execution without a timeout: never (no trigger is sent
+#: for it, and housekeeping's overdue search never reaches it).
+NO_TIMEOUT = datetime(9999, 12, 31)
+#: The error class recorded on a step whose signal did not come in time (``pause``).
+SIGNAL_TIMEOUT_ERROR = "flask_geneva.SignalTimeout"
 
 
 class Transition:
@@ -49,6 +63,7 @@ class Transition:
         now: datetime,
         *,
         priority: int | None = None,
+        signals: list[SignalRecord] | None = None,
     ) -> None:
         self.graph = graph
         self.state = workflow_state
@@ -56,6 +71,8 @@ class Transition:
         self.records = records
         self.now = now
         self.priority = priority
+        #: The workflow's signals, oldest first (empty unless the snapshot read them).
+        self.signals: list[SignalRecord] = signals if signals is not None else []
         self.workflow_changes: dict[str, Any] = {}
 
     # -- views -------------------------------------------------------------------------
@@ -87,6 +104,9 @@ class Transition:
     def in_progress(self) -> list[ExecutionRecord]:
         return [r for r in self.records if r.state == StepState.IN_PROGRESS]
 
+    def waiting(self) -> list[ExecutionRecord]:
+        return [r for r in self.records if r.state == StepState.WAITING]
+
     def pending_steps(self) -> list[str]:
         """Steps whose predecessors are done but whose latest execution failed or was canceled."""
         if self.graph is None:
@@ -102,9 +122,14 @@ class Transition:
             and all(p in done for p in self.graph.predecessors[name])
         ]
 
-    def due_or_failed(self) -> list[str]:
-        """Steps an operator can skip or reattempt: scheduled ones and pending ones."""
-        names = [r.step_name for r in self.scheduled()]
+    def due_or_failed(self, *, waiting: bool = True) -> list[str]:
+        """Steps an operator can skip (or, without the waiting ones, reattempt).
+
+        Scheduled ones, pending ones, and (``waiting``) those waiting for a signal.
+        """
+        names = [r.step_name for r in self.records if r.state == StepState.SCHEDULED]
+        if waiting:
+            names += [r.step_name for r in self.waiting()]
         return list(dict.fromkeys(names + self.pending_steps()))
 
     # -- changes -----------------------------------------------------------------------
@@ -175,7 +200,8 @@ class Transition:
         record.changes["scheduled_for"] = self.now
 
     def cancel_scheduled(self) -> None:
-        for record in self.scheduled():
+        """Cancel the executions not running: scheduled and waiting ones."""
+        for record in self.scheduled() + self.waiting():
             self.end(record, StepState.CANCELED, Outcome.CANCELED)
 
     def start(self) -> None:
@@ -204,10 +230,21 @@ class Transition:
             self.set_state(WorkflowState.PERFORMING if busy else WorkflowState.READY)
 
     def resume(self) -> None:
-        """Re-trigger scheduled executions and re-create pending steps, due now."""
+        """Re-trigger scheduled executions and re-create pending steps, due now.
+
+        A waiting step whose signal arrived while paused is woken; another waiting one
+        gets its timeout's trigger again (due at once if it passed meanwhile).
+        """
         self.set_state(WorkflowState.READY)
         for record in self.scheduled():
             self.retrigger(record)
+        for record in self.waiting():
+            signal = self._acceptable_signal(record)
+            if signal is not None:
+                self.consume(signal, record)
+                self._make_due(record)
+            elif record.scheduled_for < NO_TIMEOUT:
+                self.retrigger(record)
         for name in self.pending_steps():
             self.add(name, due=self.now)
         self.advance()
@@ -333,6 +370,10 @@ class Transition:
         if latest is not None and latest.state == StepState.SCHEDULED:
             self.due_now(latest)
             return latest
+        if latest is not None and latest.state == StepState.WAITING:
+            self._make_due(latest)  # its claim looks for its signal again
+            latest.trigger = False
+            return latest
         if latest is not None and latest.state == StepState.IN_PROGRESS:
             raise InvalidStateError(f"Cannot run step {step_name!r} now: it is running")
         return self.add(step_name, due=self.now, trigger=False)
@@ -353,7 +394,7 @@ class Transition:
         if self.state not in RUNNABLE_WORKFLOW_STATES:
             return
         for record in self.records:
-            if record.trigger and record.state == StepState.SCHEDULED:
+            if record.trigger and record.state in _TRIGGERED:
                 record.huey_task_id = new_task_id()
                 if record.id is not None:
                     record.changes["huey_task_id"] = record.huey_task_id
@@ -374,5 +415,126 @@ class Transition:
                 priority=self.priority,
             )
             for record in self.records
-            if record.trigger and record.state == StepState.SCHEDULED and record.id is not None
+            if record.trigger and record.state in _TRIGGERED and record.id is not None
         ]
+
+    # -- signals -----------------------------------------------------------------------
+
+    def consumed_by_step(self, step_name: str) -> SignalRecord | None:
+        """The signal step ``step_name`` consumed (by any of its executions), if any."""
+        for signal in reversed(self.signals):
+            if signal.consumed_step == step_name:
+                return signal
+        return None
+
+    def _acceptable_signal(self, record: ExecutionRecord) -> SignalRecord | None:
+        """The oldest pending signal ``record``'s step waits for and accepts."""
+        step = self.graph.steps.get(record.step_name) if self.graph is not None else None
+        if step is None or step.wait_for is None:
+            return None
+        for signal in self.signals:
+            if signal.pending and signal.name == step.wait_for and step.accepts(signal.payload):
+                return signal
+        return None
+
+    def consume(self, signal: SignalRecord, record: ExecutionRecord) -> None:
+        """``record``'s step consumes ``signal`` (the execution id is known at persist)."""
+        signal.consumed_step = record.step_name
+        signal.consumed_at = self.now
+        signal.changes.update(
+            consumed_step=record.step_name, consumed_at=self.now, consumed_by=record
+        )
+
+    def take_signal(
+        self, record: ExecutionRecord, timeout: timedelta | None
+    ) -> tuple[bool, SignalRecord | None]:
+        """A claimed execution of a step that waits: run it now, or make it wait.
+
+        It runs with the signal its step consumed before (a reattempt, a recovery, a
+        resume), else with the oldest pending signal it accepts (consumed now), else
+        with none after an ``on_timeout="run"`` timeout. Otherwise it becomes
+        ``waiting``: no worker, no trigger but its timeout's, due at the timeout.
+
+        :return: (runs now, the signal it runs with).
+        """
+        if record.outcome == Outcome.TIMED_OUT:
+            return True, None
+        signal = self.consumed_by_step(record.step_name) or self._acceptable_signal(record)
+        if signal is not None:
+            if signal.pending:
+                self.consume(signal, record)
+            return True, signal
+        due = self.now + timeout if timeout is not None else NO_TIMEOUT
+        record.state = StepState.WAITING
+        record.scheduled_for = due
+        record.started_at = None
+        record.changes.update(
+            state=StepState.WAITING,
+            scheduled_for=due,
+            started_at=None,
+            heartbeat_at=None,
+            updated_at=self.now,
+            metadata={"waiting_since": self.now.isoformat()},
+        )
+        record.trigger = timeout is not None
+        self.settle_state()
+        return False, None
+
+    def receive(
+        self, name: str, payload: Any, idempotency_key: str | None
+    ) -> tuple[SignalRecord, ExecutionRecord | None]:
+        """Store a new signal; a runnable workflow wakes the oldest execution accepting it.
+
+        :return: the signal, and the execution it woke (None: stored as pending).
+        """
+        signal = SignalRecord(None, name, payload, idempotency_key, self.now)
+        self.signals.append(signal)
+        if self.state not in RUNNABLE_WORKFLOW_STATES:
+            return signal, None
+        for record in self.waiting():
+            found = self._acceptable_signal(record)
+            if found is not None:
+                self.consume(found, record)
+                self._make_due(record)
+                if found is signal:
+                    return signal, record
+        return signal, None
+
+    def _make_due(self, record: ExecutionRecord, *, outcome: str | None = None) -> None:
+        record.state = StepState.SCHEDULED
+        record.outcome = outcome
+        record.changes.update(state=StepState.SCHEDULED, outcome=outcome)
+        self.due_now(record)
+        self.retrigger(record)
+
+    def time_out(self, record: ExecutionRecord, on_timeout: str, waited: timedelta) -> None:
+        """A waiting execution's timeout passed: apply ``on_timeout``.
+
+        ``pause`` fails it with an error naming the signal and the wait; ``cancel``
+        cancels the workflow; ``skip`` skips the step; ``run`` makes it due now, to run
+        without a signal.
+        """
+        step = self.graph.steps.get(record.step_name) if self.graph is not None else None
+        awaited = step.wait_for if step is not None else "?"
+        if on_timeout == "run":
+            self._make_due(record, outcome=Outcome.TIMED_OUT)
+        elif on_timeout == "skip":
+            self.end(record, StepState.SKIPPED, Outcome.SKIPPED)
+        elif on_timeout == "cancel":
+            self.end(record, StepState.CANCELED, Outcome.CANCELED)
+            self.stop("cancel")
+        else:
+            error = ErrorInfo(
+                SIGNAL_TIMEOUT_ERROR,
+                f"step {record.step_name!r} waited {waited} for signal {awaited!r} and none "
+                "came; workflow paused (send the signal and resume, or skip the step)",
+                "",
+            )
+            self.end(record, StepState.FAILED, Outcome.FAILED, error=error)
+            self.stop("pause")
+        self.advance()
+        self.settle_state()
+
+
+#: Execution states a trigger is sent for: scheduled ones, and waiting ones (their timeout).
+_TRIGGERED = frozenset({StepState.SCHEDULED, StepState.WAITING})

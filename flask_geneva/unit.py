@@ -77,18 +77,20 @@ class Discard(Exception, Generic[T]):
 Decide = Callable[[Snapshot], T]
 
 
-def change(ext: Geneva, workflow_id: int, decide: Decide[T]) -> T:
+def change(ext: Geneva, workflow_id: int, decide: Decide[T], *, signals: bool = False) -> T:
     """Apply ``decide`` to workflow ``workflow_id`` in a short transaction of its own.
 
     The transaction is retried on deadlock, so ``decide`` may run more than once; it
     must only decide.
 
+    :param signals: read the workflow's signals into the snapshot even if its class
+        has no step that waits (delivery: a signal nobody waits for is still stored).
     :raises WorkflowNotFoundError: there is no such workflow.
     """
     tables = ext.tables
 
     def work(conn: Connection) -> tuple[T, list[Any]]:
-        snap = _snapshot(ext, conn, workflow_id)
+        snap = _snapshot(ext, conn, workflow_id, signals=signals)
         value = decide(snap)
         return value, store.persist(conn, tables, workflow_id, snap.transition)
 
@@ -101,7 +103,13 @@ def change(ext: Geneva, workflow_id: int, decide: Decide[T]) -> T:
 
 
 def change_in_session(
-    ext: Geneva, session: Session, workflow_id: int, decide: Decide[T], *, commit: bool = True
+    ext: Geneva,
+    session: Session,
+    workflow_id: int,
+    decide: Decide[T],
+    *,
+    commit: bool = True,
+    signals: bool = False,
 ) -> T:
     """Apply ``decide`` inside ``session``'s transaction, with what it already holds.
 
@@ -114,7 +122,7 @@ def change_in_session(
     """
     try:
         conn = connection(ext, session)
-        snap = _snapshot(ext, conn, workflow_id)
+        snap = _snapshot(ext, conn, workflow_id, signals=signals)
         value = decide(snap)
         triggers = store.persist(conn, ext.tables, workflow_id, snap.transition)
     except Discard as discarded:
@@ -194,7 +202,7 @@ def connection(ext: Geneva, session: Session) -> Connection:
     return conn
 
 
-def _snapshot(ext: Geneva, conn: Connection, workflow_id: int) -> Snapshot:
+def _snapshot(ext: Geneva, conn: Connection, workflow_id: int, *, signals: bool) -> Snapshot:
     # The rules compare against the database's clock: re-measure this machine's offset
     # to it if stale (a statement once a minute, on this transaction's connection).
     clock.sync(conn)
@@ -204,11 +212,17 @@ def _snapshot(ext: Geneva, conn: Connection, workflow_id: int) -> Snapshot:
     row, records = found
     cls = ext.registry.get(row["type"])
     definition = cls.__geneva_definition__ if cls is not None else None
+    if signals or (definition is not None and definition.waits):
+        # After the workflow row's lock: every delivery to it holds the same lock.
+        found_signals = store.signals(conn, ext.tables, workflow_id)
+    else:
+        found_signals = []
     transition = Transition(
         definition.graph if definition is not None else None,
         row["state"],
         records,
         clock.now(),
         priority=definition.job_options.get("priority") if definition is not None else None,
+        signals=found_signals,
     )
     return Snapshot(row, cls, transition)

@@ -36,10 +36,13 @@ from .hero import reference
 from .logging import tagged
 from .models import BASE_IDENTITY
 from .models import EXECUTIONS_TABLE
+from .models import SIGNALS_TABLE
 from .models import WORKFLOWS_TABLE
 from .models import attach_mysql_ddl
 from .models import execution_columns
 from .models import execution_indexes
+from .models import signal_columns
+from .models import signal_indexes
 from .models import workflow_columns
 from .models import workflow_indexes
 from .states import TERMINAL_WORKFLOW_STATES
@@ -50,6 +53,7 @@ if TYPE_CHECKING:
 
     from .extension import Geneva
     from .graph import StepGraph
+    from .records import Signal
 
 
 class WorkflowBase:
@@ -84,6 +88,11 @@ class WorkflowBase:
     #: The flow-control signal the running body raised last: honoured at finalize even
     #: when the body caught it (a bare ``except:``) and went on.
     _geneva_flow: FlowSignal | None = None
+    #: Inside a step that waits (``@step(wait_for=...)``): the signal it consumed, a
+    #: read-only :class:`~flask_geneva.records.Signal` (``.name``, ``.payload``,
+    #: ``.idempotency_key``, ``.received_at``); None after an ``on_timeout="run"``
+    #: timeout, and in steps that do not wait.
+    received_signal: Signal | None = None
 
     # Mapped columns (declared on the mapped class; listed here for type checkers).
     id: Any
@@ -306,6 +315,74 @@ class WorkflowBase:
             raise InvalidStateError("resume() cannot be called inside a step")
         self._operate("resume")
 
+    # -- signals -------------------------------------------------------------------------
+
+    def signal(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        commit: bool = True,
+    ) -> Signal:
+        """Store signal ``name`` for this workflow and wake the step waiting for it.
+
+        The signal is stored as a row before anything is dispatched. A signal with the
+        same (name, ``idempotency_key``) stored before is returned as it was, with
+        ``duplicate=True``, and nothing else happens (a redelivered webhook is
+        harmless). With ``commit=False`` it joins ``db.session``'s transaction and the
+        woken step's trigger is sent when the caller commits (never on rollback)::
+
+            transfer.settled_at = request.json["at"]
+            wf.signal("settled", payload=request.json,
+                      idempotency_key=request.headers["X-Delivery-Id"], commit=False)
+            db.session.commit()
+
+        :return: the stored :class:`~flask_geneva.records.Signal`.
+        :raises SignalError: the payload is not JSON-serialisable or is over
+            ``GENEVA_MAX_SIGNAL_PAYLOAD``; the name or key is not a short string.
+        :raises InvalidStateError: the workflow is finished or canceled.
+        """
+        from .signal_delivery import deliver
+
+        if self.in_step:
+            raise InvalidStateError("signal() cannot be called inside a step of the workflow")
+        return deliver(
+            self._geneva,
+            type(self),
+            self.id,
+            name,
+            payload,
+            idempotency_key=idempotency_key,
+            commit=commit,
+        )
+
+    @classmethod
+    def signal_for(
+        cls,
+        hero: Any,
+        name: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        commit: bool = True,
+    ) -> Signal:
+        """:meth:`signal` the ongoing workflow of this class for ``hero``.
+
+        :raises InvalidStateError: no workflow of this class is ongoing for ``hero``
+            (or several are: signal one with :meth:`signal`).
+        """
+        from .signal_delivery import check
+        from .signal_delivery import deliver
+        from .signal_delivery import ongoing_for
+
+        ext = cls._geneva
+        check(ext, name, payload, idempotency_key)
+        workflow_id = ongoing_for(ext, cls, hero)
+        return deliver(
+            ext, cls, workflow_id, name, payload, idempotency_key=idempotency_key, commit=commit
+        )
+
     def _operate(self, operation: str, **kwargs: Any) -> None:
         from . import operations
 
@@ -398,6 +475,8 @@ def build_models(db: Any, ext: Geneva) -> tuple[type[Any], type[Any]]:
         EXECUTIONS_TABLE, db.metadata, *execution_columns(), *execution_indexes()
     )
     attach_mysql_ddl(workflows, executions_table)
+    # Core only (no mapped class): delivery returns a read-only Signal (records.py).
+    sa.Table(SIGNALS_TABLE, db.metadata, *signal_columns(), *signal_indexes())
 
     class StepExecution(StepExecutionBase, db.Model):  # type: ignore[misc]
         __table__ = executions_table

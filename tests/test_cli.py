@@ -288,6 +288,7 @@ def test_migration_writes_a_revision_into_the_apps_migrations_folder(app, tmp_pa
     written = [Path(line.removeprefix("wrote ")) for line in wrote]
     assert sorted(written) == sorted(versions.glob("*.py"))
     tables, leases = written[:2]
+    assert any("op.create_table('geneva_signals'" in p.read_text() for p in written)
     assert "op.create_table('geneva_workflows'" in tables.read_text()
     assert "op.add_column('geneva_step_executions'" in leases.read_text()
     assert any("op.create_table('geneva_schedule_ticks'" in p.read_text() for p in written)

@@ -70,6 +70,8 @@ def test_the_package_exports_exactly_the_documented_names() -> None:
         "HousekeepingSummary",
         "InvalidStateError",
         "OperationResult",
+        "Signal",
+        "SignalError",
         "StepExecutionError",
         "StepNotDefinedError",
         "UnresolvedReferenceError",

@@ -49,6 +49,12 @@ class MigratedWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
         pass
 
 
+class SignalledWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step(wait_for="confirmed")
+    def confirm(self) -> None:
+        pass
+
+
 class UpgradedWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
     @step
     def first(self) -> None:
@@ -94,7 +100,12 @@ def migrations(app: Flask, tmp_path: Path) -> Iterator[str]:
 
 
 #: The tables the whole chain of revisions creates.
-ALL_TABLES = {"geneva_workflows", "geneva_step_executions", "geneva_schedule_ticks"}
+ALL_TABLES = {
+    "geneva_workflows",
+    "geneva_step_executions",
+    "geneva_schedule_ticks",
+    "geneva_signals",
+}
 
 
 def table_names() -> set[str]:
@@ -199,7 +210,10 @@ def schema() -> dict[str, Any]:
     """The geneva tables as the database reports them: columns, indexes, foreign keys."""
     inspector = sa.inspect(db.engine)
     found: dict[str, Any] = {}
-    for table in ("geneva_workflows", "geneva_step_executions"):
+    present = set(inspector.get_table_names())
+    for table in ("geneva_workflows", "geneva_step_executions", "geneva_signals"):
+        if table not in present:
+            continue
         columns = {
             c["name"]: (repr(c["type"]), c["nullable"], str(c.get("default")))
             for c in inspector.get_columns(table)
@@ -380,13 +394,34 @@ def test_a_0_1_database_with_live_workflows_upgrades_runs_them_and_downgrades(ap
         ("first", "completed", "success"),
         ("second", "completed", "success"),
     ]
+
+    # On the upgraded tables a step waits for a signal, and a waiting execution holds
+    # its step's slot (the active-execution rule was rebuilt to include it).
+    waits = SignalledWorkflow.create()
+    speedrun(waits)
+    assert [e.state for e in waits.executions] == ["waiting"]
+    with pytest.raises(sa.exc.IntegrityError), db.engine.begin() as conn:
+        conn.execute(
+            sa.insert(e).values(
+                workflow_id=waits.id,
+                step_name="confirm",
+                state="scheduled",
+                scheduled_for=clock.now(),
+                created_at=clock.now(),
+                updated_at=clock.now(),
+            )
+        )
+    assert waits.signal("confirmed", payload={"ok": True}).consumed_step == "confirm"
+    speedrun(waits)
+    assert waits.state == "finished"
     before = count_rows()
     db.session.remove()
 
     downgrade(migrations, REVISION_0_1_ID)
     assert "heartbeat_at" not in schema()["geneva_step_executions"]["columns"]
     assert "geneva_schedule_ticks" not in table_names()
-    assert count_rows() == before == (4, 9)
+    assert "geneva_signals" not in schema()
+    assert count_rows() == before == (5, 10)
     downgrade(migrations, "base")
 
 
