@@ -51,11 +51,11 @@ from .records import SignalRecord
 from .records import StepResult
 from .scheduling import Trigger
 from .scheduling import new_task_id
+from .signal_rules import NO_TIMEOUT
 from .states import RUNNABLE_WORKFLOW_STATES
 from .states import StepState
 from .steps import evaluate_condition
 from .transaction import is_retryable
-from .transitions import NO_TIMEOUT
 from .workflow import set_row_values
 
 if TYPE_CHECKING:
