@@ -19,20 +19,19 @@ from typing import Any
 from typing import overload
 
 from .errors import DefinitionError
-from .policy import ACTIONS
 from .policy import UNSET
 from .policy import ExceptionPolicy
-from .policy import coerce_policy
 from .policy import to_wait
+from .step_options import as_list
+from .step_options import build_policy
+from .step_options import stuck_after
+from .step_options import wait_options
 from .synchronous import check_condition_runs
-from .synchronous import check_handler_runs
 from .synchronous import check_step_runs
 
 _counter = itertools.count()
 logger = logging.getLogger("flask_geneva")
 
-#: What ``@step(on_timeout=)`` may be: what happens when a signal does not come in time.
-ON_TIMEOUT = ("pause", "cancel", "skip", "run")
 
 StepBody = Callable[[Any], Any]
 Condition = Callable[[Any], Any] | str | bool | None
@@ -305,7 +304,7 @@ def build_definition(
         raise DefinitionError(f"{where}: {exc}") from None
 
     check_step_runs(declaration.func, where)
-    policy = _build_policy(opts, where)
+    policy = build_policy(opts, where)
 
     if opts.get("before_step") is not None and opts.get("after_step") is not None:
         raise DefinitionError(
@@ -318,8 +317,8 @@ def build_definition(
     if after is None:
         after_names = None
     else:
-        items = [after] if isinstance(after, str | StepDeclaration) else _as_list(after, where)
-        after_names = tuple(_step_ref(item, where, "after") for item in items)
+        items = [after] if isinstance(after, str | StepDeclaration) else as_list(after, where)
+        after_names = tuple(step_ref(item, where, "after") for item in items)
         if name in after_names:
             raise DefinitionError(f"{where}: a step cannot run after itself (after={after!r})")
 
@@ -331,53 +330,13 @@ def build_definition(
         skip_if=check_condition(opts.get("skip_if"), f"{where}: invalid skip_if", owner),
         policy=policy,
         after=after_names,
-        before_step=_optional_ref(opts.get("before_step"), where, "before_step"),
-        after_step=_optional_ref(opts.get("after_step"), where, "after_step"),
+        before_step=optional_ref(opts.get("before_step"), where, "before_step"),
+        after_step=optional_ref(opts.get("after_step"), where, "after_step"),
         order=declaration.order,
         source=_source_of(declaration.func),
-        stuck_after=_stuck_after(opts.get("stuck_after"), where),
-        **_wait_options(opts, where),
+        stuck_after=stuck_after(opts.get("stuck_after"), where),
+        **wait_options(opts, where),
     )
-
-
-def _wait_options(opts: dict[str, Any], where: str) -> dict[str, Any]:
-    """Check ``wait_for``, ``timeout``, ``on_timeout`` and ``matching``."""
-    wait_for = opts.get("wait_for")
-    timeout = opts.get("timeout")
-    on_timeout = opts.get("on_timeout", "pause")
-    matching = opts.get("matching")
-    if wait_for is None:
-        for option in ("timeout", "on_timeout", "matching"):
-            if opts.get(option) is not None:
-                raise DefinitionError(
-                    f"{where}: {option}= applies only to a step that waits for a signal; "
-                    "add wait_for='signal-name' or remove it"
-                )
-        return {}
-    if not isinstance(wait_for, str) or not wait_for.strip():
-        raise DefinitionError(
-            f"{where}: wait_for= must be a non-empty signal name, got {wait_for!r}"
-        )
-    if len(wait_for) > 191:
-        raise DefinitionError(f"{where}: wait_for= names a signal of at most 191 characters")
-    if on_timeout not in ON_TIMEOUT:
-        raise DefinitionError(
-            f"{where}: invalid on_timeout {on_timeout!r}; expected one of "
-            f"{', '.join(map(repr, ON_TIMEOUT))}"
-        )
-    delta: timedelta | None = None
-    if timeout is not None:
-        try:
-            delta = to_wait(timeout)
-        except (TypeError, ValueError) as exc:
-            raise DefinitionError(f"{where}: invalid timeout: {exc}") from None
-    if matching is not None:
-        if not callable(matching):
-            raise DefinitionError(
-                f"{where}: matching= must be a callable taking the payload, got {matching!r}"
-            )
-        check_condition_runs(matching, matching, f"{where}: invalid matching")
-    return dict(wait_for=wait_for, timeout=delta, on_timeout=on_timeout, matching=matching)
 
 
 def attribute_target(owner: type, name: str) -> Any:
@@ -398,79 +357,15 @@ def attribute_target(owner: type, name: str) -> Any:
     return value
 
 
-#: The range of ``stuck_after=``: a lease renewed every third of it, and a date range
-#: the database can subtract it from.
-STUCK_AFTER_RANGE = (timedelta(seconds=1), timedelta(days=365))
-
-
-def _stuck_after(value: Any, where: str) -> timedelta | None:
-    if value is None:
+def _source_of(func: StepBody) -> tuple[str, int] | None:
+    try:
+        target = inspect.unwrap(func)
+        return inspect.getsourcefile(target) or "", target.__code__.co_firstlineno
+    except (TypeError, AttributeError):
         return None
-    low, high = STUCK_AFTER_RANGE
-    try:
-        delta = to_wait(value)
-    except (TypeError, ValueError) as exc:
-        raise DefinitionError(f"{where}: invalid stuck_after: {exc}") from None
-    if not low <= delta <= high:
-        raise DefinitionError(
-            f"{where}: invalid stuck_after {value!r}: it must be between {low} and {high}"
-        )
-    return delta
 
 
-def _as_list(value: Any, where: str) -> list[Any]:
-    try:
-        return list(value)
-    except TypeError:
-        raise DefinitionError(
-            f"{where}: after= must be a step name or a list of step names, got {value!r}"
-        ) from None
-
-
-def _build_policy(opts: dict[str, Any], where: str) -> ExceptionPolicy | None:
-    on_exception = opts.get("on_exception")
-    max_reattempts = opts.get("max_reattempts", UNSET)
-    terminal_action = opts.get("terminal_action")
-    limits = max_reattempts is not UNSET or terminal_action is not None
-    if on_exception is None or isinstance(on_exception, str):
-        action = on_exception or "pause"
-        if on_exception is not None and on_exception not in ACTIONS:
-            raise DefinitionError(
-                f"{where}: invalid on_exception {on_exception!r}; expected one of "
-                f"{', '.join(map(repr, ACTIONS))}, an ExceptionPolicy, or a callable "
-                "taking (workflow, error)"
-            )
-        if limits and action != "reattempt":
-            option = "max_reattempts=" if max_reattempts is not UNSET else "terminal_action="
-            raise DefinitionError(
-                f"{where}: {option} applies only when on_exception='reattempt', and "
-                f"on_exception is not 'reattempt' ({action!r}); set on_exception='reattempt' "
-                f"or remove {option}"
-            )
-        if on_exception is None:
-            return None
-        kwargs: dict[str, Any] = {}
-        if action == "reattempt":
-            kwargs["max_reattempts"] = max_reattempts
-            kwargs["terminal_action"] = terminal_action
-        try:
-            return ExceptionPolicy(action, **kwargs)
-        except (TypeError, ValueError) as exc:
-            raise DefinitionError(f"{where}: {exc}") from None
-    if limits:
-        raise DefinitionError(
-            f"{where}: max_reattempts= and terminal_action= cannot be combined with an "
-            "ExceptionPolicy or a handler callable; put them in the ExceptionPolicy"
-        )
-    try:
-        policy = coerce_policy(on_exception)
-    except ValueError as exc:
-        raise DefinitionError(f"{where}: {exc}") from None
-    check_handler_runs(policy, where)
-    return policy
-
-
-def _step_ref(item: Any, where: str, option: str) -> str:
+def step_ref(item: Any, where: str, option: str) -> str:
     if isinstance(item, StepDeclaration):
         ref = item.options.get("name") or item.attr_name
         if ref:
@@ -480,13 +375,5 @@ def _step_ref(item: Any, where: str, option: str) -> str:
     raise DefinitionError(f"{where}: {option}= must name steps, got {item!r}")
 
 
-def _optional_ref(item: Any, where: str, option: str) -> str | None:
-    return None if item is None else _step_ref(item, where, option)
-
-
-def _source_of(func: StepBody) -> tuple[str, int] | None:
-    try:
-        target = inspect.unwrap(func)
-        return inspect.getsourcefile(target) or "", target.__code__.co_firstlineno
-    except (TypeError, AttributeError):
-        return None
+def optional_ref(item: Any, where: str, option: str) -> str | None:
+    return None if item is None else step_ref(item, where, option)
