@@ -46,6 +46,7 @@ from .body import run_body
 from .errors import StepNotDefinedError
 from .errors import UnresolvedReferenceError
 from .logging import tagged
+from .mapping import set_row_values
 from .records import ExecutionRecord
 from .records import SignalRecord
 from .records import StepResult
@@ -56,7 +57,6 @@ from .states import RUNNABLE_WORKFLOW_STATES
 from .states import StepState
 from .steps import evaluate_condition
 from .transaction import is_retryable
-from .workflow import set_row_values
 
 if TYPE_CHECKING:
     from .extension import Geneva

@@ -27,13 +27,13 @@ from .config import make_huey
 from .errors import DefinitionError
 from .hero import HeroResolver
 from .logging import logger
+from .mapping import build_models
 from .models import schedule_ticks_table
 from .scheduling import Trigger
 from .scheduling import install_session_hooks
 from .store import Tables
 from .transaction import configure_sqlite
 from .transaction import track_writes
-from .workflow import build_models
 
 if TYPE_CHECKING:
     from flask import Blueprint

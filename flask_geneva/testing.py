@@ -29,9 +29,9 @@ from . import clock
 from . import executor
 from . import unit
 from .errors import InvalidStateError
+from .mapping import StepExecutionBase
 from .states import RUNNABLE_WORKFLOW_STATES
 from .states import StepState
-from .workflow import StepExecutionBase
 from .workflow import WorkflowBase
 
 if TYPE_CHECKING:

@@ -160,7 +160,7 @@ def create(ext: Geneva, session: Session, workflow: Any, *, commit: bool) -> Tra
         if commit:
             session.rollback()
         raise
-    from .workflow import set_row_values
+    from .mapping import set_row_values
 
     set_row_values(workflow, changes)
     defer_until_commit(session, ext.get_state().send, triggers)
