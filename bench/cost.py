@@ -130,7 +130,7 @@ def measure(
     return statements / rounds, commits / rounds, engine_stats
 
 
-class Counter_:
+class StatementCount:
     """Statements (by first keyword) and commits sent on ``engine`` inside ``counting()``."""
 
     def __init__(self, engine: Any) -> None:
@@ -146,7 +146,7 @@ class Counter_:
     def _commit(self, conn: Any) -> None:
         self.commits += 1
 
-    def __enter__(self) -> Counter_:
+    def __enter__(self) -> StatementCount:
         sa.event.listen(self.engine, "before_cursor_execute", self._execute)
         sa.event.listen(self.engine, "commit", self._commit)
         return self
@@ -159,11 +159,11 @@ class Counter_:
 def measure_signals(app: Any, rounds: int = 20) -> dict[str, tuple[float, float, Counter[str]]]:
     """Count each stage of a signal's life, averaged over ``rounds`` workflows."""
     stages = ("claim, goes to waiting", "signal to a waiting workflow", "duplicate", "woken step")
-    counters: dict[str, Counter_] = {}
+    counters: dict[str, StatementCount] = {}
     with app.app_context():
         engine = common.geneva.engine()
         e = common.geneva.tables.executions
-        counters = {stage: Counter_(engine) for stage in stages}
+        counters = {stage: StatementCount(engine) for stage in stages}
         workflows = [AwaitsSignal.create() for _ in range(rounds)]
 
         def execution_of(workflow: Any) -> int:
