@@ -55,6 +55,7 @@ from demo_app.models import Transfer  # noqa: E402
 from demo_app.models import User  # noqa: E402
 from demo_app.models import db  # noqa: E402
 from demo_app.models import geneva  # noqa: E402
+from demo_app.workflows import BANK_TIMEOUT  # noqa: E402
 from demo_app.workflows import Reconcile  # noqa: E402
 from demo_app.workflows import TransferWorkflow  # noqa: E402
 
@@ -303,6 +304,27 @@ def test_a_transfer_waits_for_the_bank_and_a_webhook_sent_twice_settles_it_once(
     assert transfer.status == "confirmed"
     mails = db.session.scalars(sa.select(Mail.subject).where(Mail.to == "radia@demo.test")).all()
     assert mails == ["You received 30.00 EUR"]
+
+
+def test_a_transfer_the_bank_never_settles_pauses_when_its_wait_times_out(
+    client: FlaskClient,
+) -> None:
+    client.post("/transfers", data={"recipient": "margaret@demo.test", "amount": "12"})
+    workflow = workflow_of(latest(Transfer))
+    wait_until(
+        lambda: [s for s, _ in executions(reread(workflow), "record_settlement")] == ["waiting"],
+        timeout=20,
+        message="the transfer never started waiting for the bank",
+        interval=0.02,
+    )
+    waiting = next(e for e in workflow.executions if e.step_name == "record_settlement")
+    with travel(BANK_TIMEOUT + timedelta(seconds=1)):
+        geneva.execute(waiting.id)  # what the timeout's Huey message runs at the due time
+    wait_for(workflow, ("paused",))
+    failed = [e for e in workflow.executions if e.step_name == "record_settlement"]
+    assert [e.state for e in failed] == ["failed"]
+    assert "settled" in (failed[0].error_message or "")
+    assert db.session.scalar(sa.select(sa.func.count()).where(Mail.to == "margaret@demo.test")) == 0
 
 
 def test_a_webhook_for_a_transfer_nobody_waits_for_is_refused_and_stores_nothing(
