@@ -5,6 +5,11 @@
 Scenarios: a plain step, a step with a wait, a skipped step, a failing step that is
 reattempted, and a join. Each workflow is driven through the real executor; the
 counts cover everything the executor sends (reads, locks, writes, BEGIN/COMMIT).
+
+Then signal delivery: the claim of a step that waits for a signal (it goes to
+``waiting``), one ``wf.signal(...)`` to that waiting workflow (SPEC: one short
+transaction), the same delivery again (a duplicate, by idempotency key), and the woken
+step's run, which consumes the signal.
 """
 
 from __future__ import annotations
@@ -56,6 +61,12 @@ class Join(common.geneva.Workflow):  # type: ignore[misc,name-defined]
 
     @step(after=["left", "right"])
     def joined(self) -> None:
+        pass
+
+
+class AwaitsSignal(common.geneva.Workflow):  # type: ignore[misc,name-defined]
+    @step(wait_for="settled")
+    def record(self) -> None:
         pass
 
 
@@ -119,6 +130,70 @@ def measure(
     return statements / rounds, commits / rounds, engine_stats
 
 
+class StatementCount:
+    """Statements (by first keyword) and commits sent on ``engine`` inside ``counting()``."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.statements = 0
+        self.commits = 0
+        self.kinds: Counter[str] = Counter()
+
+    def _execute(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements += 1
+        self.kinds[statement.split()[0].upper()] += 1
+
+    def _commit(self, conn: Any) -> None:
+        self.commits += 1
+
+    def __enter__(self) -> StatementCount:
+        sa.event.listen(self.engine, "before_cursor_execute", self._execute)
+        sa.event.listen(self.engine, "commit", self._commit)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._execute)
+        sa.event.remove(self.engine, "commit", self._commit)
+
+
+def measure_signals(app: Any, rounds: int = 20) -> dict[str, tuple[float, float, Counter[str]]]:
+    """Count each stage of a signal's life, averaged over ``rounds`` workflows."""
+    stages = ("claim, goes to waiting", "signal to a waiting workflow", "duplicate", "woken step")
+    counters: dict[str, StatementCount] = {}
+    with app.app_context():
+        engine = common.geneva.engine()
+        e = common.geneva.tables.executions
+        counters = {stage: StatementCount(engine) for stage in stages}
+        workflows = [AwaitsSignal.create() for _ in range(rounds)]
+
+        def execution_of(workflow: Any) -> int:
+            with engine.connect() as conn:
+                query = sa.select(e.c.id).where(e.c.workflow_id == workflow.id)
+                return int(conn.execute(query).scalar_one())
+
+        ids = [execution_of(workflow) for workflow in workflows]
+        with counters["claim, goes to waiting"]:
+            for execution_id in ids:
+                common.geneva.execute(execution_id, ignore_schedule=True)
+        for n, workflow in enumerate(workflows):
+            common.db.session.expire_all()  # a webhook's request starts with a fresh session
+            with counters["signal to a waiting workflow"]:
+                received = workflow.signal("settled", {"at": "now"}, idempotency_key=f"d-{n}")
+            assert received.consumed_step == "record", received
+            with counters["duplicate"]:
+                again = workflow.signal("settled", {"at": "now"}, idempotency_key=f"d-{n}")
+            assert again.duplicate
+        with counters["woken step"]:
+            for execution_id in ids:
+                common.geneva.execute(execution_id, ignore_schedule=True)
+        for workflow in workflows:
+            common.db.session.refresh(workflow)
+            assert workflow.state == "finished", workflow
+    return {
+        label: (c.statements / rounds, c.commits / rounds, c.kinds) for label, c in counters.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", choices=sorted(common.DATABASES), default="sqlite")
@@ -130,6 +205,10 @@ def main() -> None:
     )
     for label, (cls, which) in SCENARIOS.items():
         statements, commits, kinds = measure(app, cls, which)
+        detail = ", ".join(f"{k} {v / 20:.1f}" for k, v in sorted(kinds.items()))
+        print(f"  {label:38s} {statements:5.1f} statements, {commits:.1f} commits  ({detail})")
+    print(f"{args.db}: signal delivery")
+    for label, (statements, commits, kinds) in measure_signals(app).items():
         detail = ", ".join(f"{k} {v / 20:.1f}" for k, v in sorted(kinds.items()))
         print(f"  {label:38s} {statements:5.1f} statements, {commits:.1f} commits  ({detail})")
 

@@ -1,4 +1,4 @@
-"""The flask-geneva demo: three workflows, fault switches, and the admin.
+"""The flask-geneva demo: four workflows (one scheduled), a fake bank, fault switches, the admin.
 
 Run it with ``make demo`` (or ``python -m demo_app``): it starts the web app and a
 worker and prints the URL. ``flask --app demo_app ...`` finds :func:`create_app`.
@@ -13,6 +13,7 @@ from flask import Flask
 from flask import request
 
 from . import workflows  # noqa: F401  (registers the workflow classes)
+from .models import BankSwitches
 from .models import Switches
 from .models import db
 from .models import geneva
@@ -54,6 +55,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         geneva.create_all()  # flask-geneva's two tables (use the migration in production)
         if db.session.get(Switches, 1) is None:
             db.session.add(Switches(id=1, gateway_down=False, mail_down=False, random_faults=True))
+            db.session.commit()
+        if db.session.get(BankSwitches, 1) is None:
+            db.session.add(BankSwitches(id=1, duplicate_webhooks=False))
             db.session.commit()
     return app
 

@@ -1,24 +1,33 @@
-"""Stand-ins for the outside world: a payment gateway and a mail server.
+"""Stand-ins for the outside world: a payment gateway, its bank and a mail server.
 
 The gateway keeps its own tables and commits them in its own session, like a remote
 service would: when a step fails after calling it, rolling back the step's work does
 not undo the charge. That is why the transfer sends an idempotency key with every
 charge request. The fault switches on the home page (and a seeded random draw per
 call) decide how each call answers.
+
+The bank settles a charge when you press "bank settles" on the home page, and says so
+the way a real one would: it posts a webhook to the app (``POST /webhooks/bank``, with
+an ``X-Delivery-Id`` header), through the app's whole WSGI stack. With the "bank sends
+every webhook twice" switch on it posts each one twice, with the same delivery id.
 """
 
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import timedelta
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.orm import Session
 
+from .models import BankSwitches
 from .models import GatewayCall
 from .models import GatewayCharge
 from .models import Mail
 from .models import Switches
+from .models import Transfer
 from .models import db
 from .models import utcnow
 from .timing import seconds
@@ -108,19 +117,38 @@ def charge(idempotency_key: str, amount_cents: int, *, reference: str) -> int:
         return int(new.id)
 
 
-def charge_status(idempotency_key: str) -> str:
-    """Return ``"pending"`` or ``"settled"`` for the charge made with this key."""
+def bank_switches(session: Session | None = None) -> BankSwitches:
+    """Return the bank's switch (its default if the row does not exist yet)."""
+    row = (session or db.session).get(BankSwitches, 1)
+    return row if row is not None else BankSwitches(id=1, duplicate_webhooks=False)
+
+
+def bank_settles(transfer_id: int) -> list[int]:
+    """Settle the transfer's charge at the bank, then post the settlement webhook.
+
+    :return: the HTTP status of each webhook delivery (two with the duplicate switch on).
+    :raises GatewayError: the transfer has no charge to settle.
+    """
     with Session(db.engine) as session:
-        found = session.scalar(
-            sa.select(GatewayCharge).where(GatewayCharge.idempotency_key == idempotency_key)
-        )
+        transfer = session.get(Transfer, transfer_id)
+        found = session.get(GatewayCharge, transfer.charge_id) if transfer else None
         if found is None:
-            raise GatewayError(f"404 Not Found: no charge with idempotency key {idempotency_key}")
-        if found.status == "pending" and utcnow() >= found.settles_at:
-            found.status = "settled"
-        _log(session, idempotency_key, "status", found.status)
+            raise GatewayError(f"404 Not Found: transfer {transfer_id} has no charge to settle")
+        found.status = "settled"
+        _log(session, found.idempotency_key, "settle", "settled; webhook sent")
+        times = 2 if bank_switches(session).duplicate_webhooks else 1
+        body = {
+            "transfer_id": transfer_id,
+            "charge_id": found.id,
+            "settled_at": utcnow().isoformat(),
+        }
         session.commit()
-        return str(found.status)
+    delivery_id = f"bank-{uuid.uuid4()}"
+    client = current_app.test_client()
+    return [
+        client.post("/webhooks/bank", json=body, headers={"X-Delivery-Id": delivery_id}).status_code
+        for _ in range(times)
+    ]
 
 
 def send_mail(to: str, subject: str, body: str) -> None:

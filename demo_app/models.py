@@ -1,4 +1,4 @@
-"""The demo's data: the heroes of its three workflows, and the fakes' tables.
+"""The demo's data: the heroes of its workflows, and the fakes' tables.
 
 Everything lives in one SQLite file in the instance folder, shared by the web process
 and the worker process (flask-geneva puts SQLite in WAL mode, so they do not block
@@ -117,6 +117,54 @@ class GatewayCall(db.Model):  # type: ignore[name-defined,misc]
     operation = sa.Column(sa.String(20), nullable=False)
     result = sa.Column(sa.String(40), nullable=False)
     at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class Settlement(db.Model):  # type: ignore[name-defined,misc]
+    """A settlement the bank confirmed, recorded by the transfer's waiting step (one each)."""
+
+    __tablename__ = "demo_settlements"
+    id = sa.Column(sa.Integer, primary_key=True)
+    transfer_id = sa.Column(sa.Integer, nullable=False, unique=True)
+    #: The ``X-Delivery-Id`` of the webhook that brought it.
+    delivery_id = sa.Column(sa.String(64), nullable=False)
+    settled_at = sa.Column(sa.String(40), nullable=False)
+    recorded_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class BankWebhook(db.Model):  # type: ignore[name-defined,misc]
+    """One webhook the fake bank sent to ``POST /webhooks/bank``, and what the app did."""
+
+    __tablename__ = "demo_bank_webhooks"
+    id = sa.Column(sa.Integer, primary_key=True)
+    delivery_id = sa.Column(sa.String(64), nullable=False, index=True)
+    transfer_id = sa.Column(sa.Integer, nullable=False)
+    result = sa.Column(sa.String(40), nullable=False)
+    at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class Reconciliation(db.Model):  # type: ignore[name-defined,misc]
+    """One run of the scheduled :class:`~demo_app.workflows.Reconcile` workflow."""
+
+    __tablename__ = "demo_reconciliations"
+    id = sa.Column(sa.Integer, primary_key=True)
+    transfers = sa.Column(sa.Integer, nullable=False)
+    charges = sa.Column(sa.Integer, nullable=False)
+    #: Settled at the bank and recorded by the transfer's workflow.
+    settled = sa.Column(sa.Integer, nullable=False)
+    #: Transfers marked charged whose charge the gateway does not know (should be 0).
+    mismatches = sa.Column(sa.Integer, nullable=False)
+    at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class BankSwitches(db.Model):  # type: ignore[name-defined,misc]
+    """The fake bank's switch (a table of its own, so an existing demo database still opens)."""
+
+    __tablename__ = "demo_bank_switches"
+    id = sa.Column(sa.Integer, primary_key=True)
+    #: The bank sends every settlement webhook twice, with the same delivery id.
+    duplicate_webhooks = sa.Column(sa.Boolean, nullable=False, default=False)
+
+    NAMES = ("duplicate_webhooks",)
 
 
 class Switches(db.Model):  # type: ignore[name-defined,misc]

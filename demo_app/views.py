@@ -15,11 +15,17 @@ from flask import request
 from flask import url_for
 from werkzeug.wrappers import Response
 
+from flask_geneva import InvalidStateError
+
+from . import fakes
 from . import timing
+from .models import BankSwitches
+from .models import BankWebhook
 from .models import Document
 from .models import GatewayCall
 from .models import GatewayCharge
 from .models import Mail
+from .models import Reconciliation
 from .models import Switches
 from .models import Transfer
 from .models import User
@@ -59,6 +65,46 @@ def start_transfers() -> Response:
         TransferWorkflow.create(hero=transfer, commit=False)
     db.session.commit()
     return redirect(url_for(".home"))
+
+
+@bp.post("/transfers/<int:transfer_id>/settle")
+def bank_settles(transfer_id: int) -> Response:
+    """The "bank settles" button: the fake bank settles the charge and posts its webhook."""
+    try:
+        fakes.bank_settles(transfer_id)
+    except fakes.GatewayError:
+        abort(409)  # not charged (yet): nothing to settle
+    return redirect(url_for(".home"))
+
+
+@bp.post("/webhooks/bank")
+def bank_webhook() -> tuple[str, int]:
+    """The bank's settlement webhook: store the signal with the transfer's update, once.
+
+    The bank may deliver a webhook more than once; its ``X-Delivery-Id`` is the signal's
+    idempotency key, so a redelivery returns the signal stored the first time
+    (``duplicate``) and changes nothing. The signal and the transfer's new status commit
+    together: the waiting step is woken only after that commit.
+    """
+    delivery_id = request.headers.get("X-Delivery-Id")
+    body = request.get_json(silent=True)
+    if not delivery_id or not isinstance(body, dict) or "transfer_id" not in body:
+        abort(400)
+    transfer = db.get_or_404(Transfer, body["transfer_id"])
+    try:
+        received = TransferWorkflow.signal_for(
+            transfer, "settled", payload=body, idempotency_key=delivery_id, commit=False
+        )
+    except InvalidStateError:
+        return "no transfer waits for this settlement", 409
+    if received.duplicate:
+        result = "duplicate: already received"
+    else:
+        transfer.status = "settlement received"
+        result = "signal stored"
+    db.session.add(BankWebhook(delivery_id=delivery_id, transfer_id=transfer.id, result=result))
+    db.session.commit()
+    return "", 204
 
 
 @bp.post("/users")
@@ -101,9 +147,12 @@ def upload() -> Response:
 
 @bp.post("/switches/<name>")
 def toggle(name: str) -> Response:
-    if name not in Switches.NAMES:
+    if name in Switches.NAMES:
+        switches: Any = db.session.get(Switches, 1)
+    elif name in BankSwitches.NAMES:
+        switches = db.session.get(BankSwitches, 1)
+    else:
         abort(404)
-    switches = db.session.get(Switches, 1)
     setattr(switches, name, not getattr(switches, name))
     db.session.commit()
     return redirect(url_for(".home"))
@@ -119,7 +168,10 @@ def outbox() -> str:
 def gateway() -> str:
     calls = db.session.scalars(sa.select(GatewayCall).order_by(GatewayCall.id.desc()).limit(200))
     charges = db.session.scalar(sa.select(sa.func.count()).select_from(GatewayCharge))
-    return render_template("gateway.html", calls=calls.all(), charges=charges)
+    webhooks = db.session.scalars(sa.select(BankWebhook).order_by(BankWebhook.id.desc()).limit(50))
+    return render_template(
+        "gateway.html", calls=calls.all(), charges=charges, webhooks=webhooks.all()
+    )
 
 
 @bp.app_template_global()
@@ -157,5 +209,9 @@ def _status() -> dict[str, Any]:
         "documents": with_workflow(Document),
         "counts": counts,
         "switches": db.session.get(Switches, 1),
+        "bank": db.session.get(BankSwitches, 1),
+        "reconciliation": db.session.scalars(
+            sa.select(Reconciliation).order_by(Reconciliation.id.desc()).limit(1)
+        ).first(),
         "outbox_size": db.session.scalar(sa.select(sa.func.count()).select_from(Mail)),
     }

@@ -1,4 +1,4 @@
-"""The demo's three workflows: a money transfer, an onboarding drip, a document DAG.
+"""The demo's workflows: a money transfer, an onboarding drip, a document DAG, a schedule.
 
 Each step is an ordinary method that a worker runs later; flask-geneva records every
 attempt as a row, so the admin can show what happened and an operator can resume.
@@ -10,10 +10,18 @@ import random
 import time
 from datetime import timedelta
 
+import sqlalchemy as sa
+from huey import crontab
+
 from flask_geneva import ExceptionPolicy
 from flask_geneva import step
 
 from . import fakes
+from .models import GatewayCharge
+from .models import Reconciliation
+from .models import Settlement
+from .models import Transfer
+from .models import db
 from .models import geneva
 from .models import utcnow
 from .timing import days
@@ -22,9 +30,13 @@ from .timing import seconds
 #: Transfers above this amount are refused before any money moves.
 TRANSFER_LIMIT_CENTS = 1_000_000
 
+#: How long a transfer waits for the bank's webhook before it pauses for a person. Not
+#: scaled with demo time: the bank is you, pressing "bank settles".
+BANK_TIMEOUT = timedelta(minutes=10)
+
 
 class TransferWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
-    """Charge the sender once, wait for the money to settle, then confirm by e-mail.
+    """Charge the sender once, wait for the bank's settlement webhook, then confirm by e-mail.
 
     The e-mail is a step of its own: if the mail server is down, only that step is
     reattempted (and the workflow paused if it stays down); the charge, already
@@ -59,10 +71,18 @@ class TransferWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
         self.hero.charge_id = charge_id
         self.hero.status = "charged"
 
-    @step
-    def await_settlement(self) -> None:
-        if fakes.charge_status(self.idempotency_key_for("charge")) != "settled":
-            self.reattempt(wait=seconds(1))  # poll until the money has moved
+    # No polling: the step waits (no worker, no queued message) until the bank's
+    # webhook delivers "settled"; a redelivered webhook is recognised by its delivery id.
+    @step(wait_for="settled", timeout=BANK_TIMEOUT, on_timeout="pause")
+    def record_settlement(self) -> None:
+        settlement = self.received_signal
+        db.session.add(
+            Settlement(
+                transfer_id=self.hero.id,
+                delivery_id=settlement.idempotency_key,
+                settled_at=settlement.payload["settled_at"],
+            )
+        )
         self.hero.status = "settled"
 
     @step(
@@ -156,3 +176,28 @@ class DocumentPipeline(geneva.Workflow):  # type: ignore[name-defined,misc]
     @step(after=["make_thumbnails", "analyse_text", "scan_for_viruses"])
     def publish(self) -> None:
         self.hero.published_at = utcnow()
+
+
+class Reconcile(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """Every five minutes: compare the transfers with the gateway's charges.
+
+    Started by the workers' periodic task at each tick, once, however many workers run.
+    """
+
+    schedule = crontab(minute="*/5")
+
+    @step
+    def compare(self) -> None:
+        def count(query: sa.Select[tuple[int]]) -> int:
+            return int(db.session.scalar(query) or 0)
+
+        charged = sa.select(sa.func.count()).where(Transfer.charge_id.is_not(None))
+        unknown = Transfer.charge_id.not_in(sa.select(GatewayCharge.id))
+        db.session.add(
+            Reconciliation(
+                transfers=count(sa.select(sa.func.count()).select_from(Transfer)),
+                charges=count(sa.select(sa.func.count()).select_from(GatewayCharge)),
+                settled=count(sa.select(sa.func.count()).select_from(Settlement)),
+                mismatches=count(charged.where(unknown)),
+            )
+        )

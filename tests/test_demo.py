@@ -19,6 +19,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,10 @@ from flask.testing import FlaskClient
 from helpers import running_consumer
 from helpers import wait_until
 
+from flask_geneva import clock
+from flask_geneva.testing import assert_waiting_for
+from flask_geneva.testing import travel
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -37,15 +42,21 @@ os.environ["DEMO_TIME_SCALE"] = "0.01"
 
 from demo_app import create_app  # noqa: E402
 from demo_app import fakes  # noqa: E402
+from demo_app.models import BankSwitches  # noqa: E402
+from demo_app.models import BankWebhook  # noqa: E402
 from demo_app.models import Document  # noqa: E402
 from demo_app.models import GatewayCall  # noqa: E402
 from demo_app.models import GatewayCharge  # noqa: E402
 from demo_app.models import Mail  # noqa: E402
+from demo_app.models import Reconciliation  # noqa: E402
+from demo_app.models import Settlement  # noqa: E402
 from demo_app.models import Switches  # noqa: E402
 from demo_app.models import Transfer  # noqa: E402
 from demo_app.models import User  # noqa: E402
 from demo_app.models import db  # noqa: E402
 from demo_app.models import geneva  # noqa: E402
+from demo_app.workflows import BANK_TIMEOUT  # noqa: E402
+from demo_app.workflows import Reconcile  # noqa: E402
 from demo_app.workflows import TransferWorkflow  # noqa: E402
 
 HAS_ADMIN = (ROOT / "flask_geneva" / "admin" / "__init__.py").exists()
@@ -84,6 +95,7 @@ def client(demo: Flask) -> Iterator[FlaskClient]:
         switches = db.session.get(Switches, 1)
         switches.gateway_down = switches.mail_down = False
         switches.random_faults = False  # each test turns on the faults it means
+        db.session.get(BankSwitches, 1).duplicate_webhooks = False
         db.session.commit()
         yield demo.test_client()
         db.session.remove()
@@ -132,6 +144,17 @@ def assert_admin_shows(client: FlaskClient, workflow: Any, *texts: str) -> None:
         assert text in page
 
 
+def bank_settles(client: FlaskClient, transfer: Any) -> None:
+    """Press "bank settles" once the transfer is charged (the button shows only then)."""
+    wait_until(
+        lambda: reread(transfer).status == "charged",
+        timeout=20,
+        message=lambda: f"transfer {transfer.id} was never charged: {transfer.status}",
+        interval=0.02,
+    )
+    assert client.post(f"/transfers/{transfer.id}/settle").status_code == 302
+
+
 def key_with_luck(*wanted: Callable[[float], bool]) -> str:
     """A transfer reference whose first gateway calls draw the luck ``wanted`` describes."""
     for n in range(100_000):
@@ -160,7 +183,9 @@ def test_a_rate_limited_then_timed_out_charge_is_made_once_and_confirmed(
     transfer = Transfer(recipient="ada@demo.test", amount_cents=12_500, reference=key)
     db.session.add(transfer)
     db.session.commit()
-    workflow = wait_for(TransferWorkflow.create(hero=transfer))
+    workflow = TransferWorkflow.create(hero=transfer)
+    bank_settles(client, transfer)
+    wait_for(workflow)
     key = workflow.idempotency_key_for("charge")  # what the gateway was sent
 
     assert workflow.state == "finished"
@@ -188,7 +213,7 @@ def test_a_rate_limited_then_timed_out_charge_is_made_once_and_confirmed(
     assert transfer.charge_id == charges[0].id
     mails = db.session.scalars(sa.select(Mail).where(Mail.to == "ada@demo.test")).all()
     assert [m.subject for m in mails] == ["You received 125.00 EUR"]
-    assert_admin_shows(client, workflow, "await_settlement", "send_confirmation")
+    assert_admin_shows(client, workflow, "record_settlement", "send_confirmation")
 
 
 def test_gateway_down_pauses_the_transfer_with_its_error_until_resumed(
@@ -206,6 +231,7 @@ def test_gateway_down_pauses_the_transfer_with_its_error_until_resumed(
 
     client.post("/switches/gateway_down")
     workflow.resume()
+    bank_settles(client, latest(Transfer))
     wait_for(workflow)
     assert workflow.state == "finished"
     assert executions(workflow, "charge")[-1] == ("completed", "success")
@@ -217,6 +243,7 @@ def test_a_mail_outage_reattempts_only_the_confirmation_never_the_charge(
     client.post("/switches/mail_down")
     client.post("/transfers", data={"recipient": "alan@demo.test", "amount": "7"})
     transfer = latest(Transfer)
+    bank_settles(client, transfer)
     workflow = wait_for(workflow_of(transfer), ("paused",))
     # Three reattempts, then the policy's terminal action: pause.
     assert [outcome for _, outcome in executions(workflow, "send_confirmation")] == [
@@ -238,6 +265,108 @@ def test_a_mail_outage_reattempts_only_the_confirmation_never_the_charge(
     )
     assert charges == 1
     assert db.session.scalar(sa.select(sa.func.count()).where(Mail.to == "alan@demo.test")) == 1
+
+
+def test_a_transfer_waits_for_the_bank_and_a_webhook_sent_twice_settles_it_once(
+    client: FlaskClient,
+) -> None:
+    client.post("/switches/duplicate_webhooks")
+    client.post("/transfers", data={"recipient": "radia@demo.test", "amount": "30"})
+    transfer = latest(Transfer)
+    workflow = workflow_of(transfer)
+    wait_until(
+        lambda: [s for s, _ in executions(reread(workflow), "record_settlement")] == ["waiting"],
+        timeout=20,
+        message="the transfer never started waiting for the bank",
+        interval=0.02,
+    )
+    assert_waiting_for(workflow, "settled")
+    assert workflow.state == "ready"  # waiting holds no worker and no queued message
+    assert_admin_shows(client, workflow, "record_settlement")
+
+    bank_settles(client, transfer)
+    wait_for(workflow)
+
+    assert workflow.state == "finished"
+    assert executions(workflow, "record_settlement") == [("completed", "success")]
+    hooks = db.session.scalars(
+        sa.select(BankWebhook)
+        .where(BankWebhook.transfer_id == transfer.id)
+        .order_by(BankWebhook.id)
+    ).all()
+    assert [h.result for h in hooks] == ["signal stored", "duplicate: already received"]
+    assert hooks[0].delivery_id == hooks[1].delivery_id
+    settlements = db.session.scalars(
+        sa.select(Settlement).where(Settlement.transfer_id == transfer.id)
+    ).all()
+    assert [s.delivery_id for s in settlements] == [hooks[0].delivery_id]
+    db.session.refresh(transfer)
+    assert transfer.status == "confirmed"
+    mails = db.session.scalars(sa.select(Mail.subject).where(Mail.to == "radia@demo.test")).all()
+    assert mails == ["You received 30.00 EUR"]
+
+
+def test_a_transfer_the_bank_never_settles_pauses_when_its_wait_times_out(
+    client: FlaskClient,
+) -> None:
+    client.post("/transfers", data={"recipient": "margaret@demo.test", "amount": "12"})
+    workflow = workflow_of(latest(Transfer))
+    wait_until(
+        lambda: [s for s, _ in executions(reread(workflow), "record_settlement")] == ["waiting"],
+        timeout=20,
+        message="the transfer never started waiting for the bank",
+        interval=0.02,
+    )
+    waiting = next(e for e in workflow.executions if e.step_name == "record_settlement")
+    with travel(BANK_TIMEOUT + timedelta(seconds=1)):
+        geneva.execute(waiting.id)  # what the timeout's Huey message runs at the due time
+    wait_for(workflow, ("paused",))
+    failed = [e for e in workflow.executions if e.step_name == "record_settlement"]
+    assert [e.state for e in failed] == ["failed"]
+    assert "settled" in (failed[0].error_message or "")
+    assert db.session.scalar(sa.select(sa.func.count()).where(Mail.to == "margaret@demo.test")) == 0
+
+
+def test_a_webhook_for_a_transfer_nobody_waits_for_is_refused_and_stores_nothing(
+    client: FlaskClient,
+) -> None:
+    client.post("/transfers", data={"recipient": "linus@demo.test", "amount": "20000"})
+    transfer = latest(Transfer)
+    assert wait_for(workflow_of(transfer)).state == "canceled"  # over the limit: refused
+    body = {"transfer_id": transfer.id, "settled_at": "2031-01-01T00:00:00"}
+    response = client.post("/webhooks/bank", json=body, headers={"X-Delivery-Id": "bank-x"})
+    assert response.status_code == 409
+    assert client.post("/webhooks/bank", json=body).status_code == 400  # no delivery id
+    db.session.refresh(transfer)
+    assert transfer.status == "refused"
+    hooks = db.session.scalar(
+        sa.select(sa.func.count()).where(BankWebhook.transfer_id == transfer.id)
+    )
+    assert hooks == 0
+
+
+def test_the_reconciliation_starts_once_at_its_five_minute_tick_and_shows_on_the_home_page(
+    client: FlaskClient,
+) -> None:
+    # The latest five-minute tick already passed, so the started step is due at once.
+    now = clock.now()
+    tick = now.replace(minute=now.minute - now.minute % 5, second=0, microsecond=0)
+    moment = tick + timedelta(seconds=1) if now - tick > timedelta(seconds=1) else now
+    huey = geneva.huey
+    with travel(moment - clock.now()):
+        for _ in range(2):  # two workers run the periodic task in the same minute
+            for task in huey.read_periodic(moment):
+                if task.name == "geneva.schedules":
+                    huey.execute(task)
+    runs = db.session.scalars(sa.select(Reconcile)).all()
+    assert len(runs) == 1
+    wait_for(runs[0])
+    assert runs[0].state == "finished"
+    report = latest(Reconciliation)
+    transfers = db.session.scalar(sa.select(sa.func.count()).select_from(Transfer))
+    assert (report.transfers, report.mismatches) == (transfers, 0)
+    page = client.get("/").get_data(as_text=True)
+    assert f"{report.transfers} transfers" in page and "0 mismatches" in page
 
 
 def test_the_onboarding_drip_skips_what_no_longer_applies(client: FlaskClient) -> None:
@@ -329,6 +458,9 @@ def test_the_demo_command_runs_web_and_worker_and_ctrl_c_stops_both(tmp_path: Pa
         assert "Money transfer" in fetch(url)
         fetch(url + "switches/random_faults", data={})  # a deterministic transfer
         fetch(url + "transfers", data={"recipient": "cli@demo.test", "amount": "5"})
+        # The first transfer of a fresh demo: the bank settles it once it is charged.
+        poll(lambda: "bank settles" in fetch(url + "status"), "never charged", output)
+        fetch(url + "transfers/1/settle", data={})
         # The confirmation e-mail is the transfer's last step: the worker ran them all.
         poll(lambda: "cli@demo.test" in fetch(url + "outbox"), "no confirmation", output)
     finally:
