@@ -410,7 +410,7 @@ def signal_command(
         raise click.ClickException(f"--payload is not JSON: {error}") from None
     workflow = load_workflow(_ext(), workflow_id)
     result = workflow.signal(name, data, idempotency_key=idempotency_key)
-    click.echo(display.signal_result(result))
+    click.echo(display.signal_result(result, workflow.state))
 
 
 def load_workflow(ext: Any, workflow_id: int) -> Any:

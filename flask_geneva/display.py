@@ -48,8 +48,12 @@ def execution_status(execution: Mapping[str, Any]) -> str:
     return text
 
 
-def signal_result(signal: Signal) -> str:
-    """Say what a delivery did: stored or a duplicate, and the step it woke (or pending)."""
+def signal_result(signal: Signal, workflow_state: str | None = None) -> str:
+    """Say what a delivery did: stored or a duplicate, and the step it woke (or pending).
+
+    :param workflow_state: the workflow's state after the delivery; a paused workflow
+        stores the signal and wakes its step only on resume, and the sentence says so.
+    """
     key = f" (key {signal.idempotency_key!r})" if signal.idempotency_key is not None else ""
     head = f"signal {signal.name!r}{key} to workflow {signal.workflow_id}"
     if signal.duplicate:
@@ -61,6 +65,8 @@ def signal_result(signal: Signal) -> str:
         return f"{head}: duplicate of signal {signal.id}, nothing changed ({fate})"
     if signal.consumed_step is not None:
         return f"{head}: stored as signal {signal.id}; woke step {signal.consumed_step!r}"
+    if workflow_state == "paused":
+        return f"{head}: stored as signal {signal.id}; pending until the workflow is resumed"
     return f"{head}: stored as signal {signal.id}; pending (no step waits for it now)"
 
 

@@ -344,6 +344,17 @@ def test_a_signal_nobody_waits_for_yet_is_stored_as_pending(app):
     assert_workflow_state(workflow, "finished")
 
 
+def test_a_signal_to_a_paused_workflow_says_it_waits_for_resume(app):
+    workflow = waiting_for_approval()
+    assert invoke(app, "pause", str(workflow.id)).exit_code == 0
+    result = invoke(app, "signal", str(workflow.id), "approved")
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith("pending until the workflow is resumed")
+    assert invoke(app, "resume", str(workflow.id)).exit_code == 0
+    speedrun(workflow)
+    assert_workflow_state(workflow, "finished")
+
+
 def test_a_waiting_step_shows_in_show_and_list(app):
     workflow = waiting_for_approval()
     steps = invoke(app, "show", str(workflow.id)).output.split("Steps:\n")[1].splitlines()

@@ -123,7 +123,7 @@ def _signal(ext: Geneva, workflow_id: int) -> Any:
     except GenevaError as error:  # SignalError, InvalidStateError
         ext.db.session.rollback()
         return _answer(ext, workflow_id, str(error), "error")
-    said = display.signal_result(signal)
+    said = display.signal_result(signal, workflow.state)
     return _answer(ext, workflow_id, f"{said[0].upper()}{said[1:]}.", "success")
 
 
