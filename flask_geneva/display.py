@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from .graph import StepGraph
+from .records import Signal
+from .transitions import NO_TIMEOUT
 
 _MARKERS = {
     "completed": "✓",
@@ -20,6 +22,7 @@ _MARKERS = {
     "in_progress": "▶",
     "failed": "✗",
     "canceled": "-",
+    "waiting": "⧗",
 }
 
 
@@ -38,9 +41,33 @@ def execution_status(execution: Mapping[str, Any]) -> str:
     text = str(state if outcome in (None, state, "success") else f"{state} ({outcome})")
     if state == "scheduled":
         text += f" for {time(execution['scheduled_for'])}"
+    elif state == "waiting" and execution["scheduled_for"] < NO_TIMEOUT:
+        text += f", times out at {time(execution['scheduled_for'])}"
     if execution["attempt"] > 1:
         text += f", attempt {execution['attempt']}"
     return text
+
+
+def signal_result(signal: Signal, workflow_state: str | None = None) -> str:
+    """Say what a delivery did: stored or a duplicate, and the step it woke (or pending).
+
+    :param workflow_state: the workflow's state after the delivery; a paused workflow
+        stores the signal and wakes its step only on resume, and the sentence says so.
+    """
+    key = f" (key {signal.idempotency_key!r})" if signal.idempotency_key is not None else ""
+    head = f"signal {signal.name!r}{key} to workflow {signal.workflow_id}"
+    if signal.duplicate:
+        fate = (
+            f"consumed by step {signal.consumed_step!r}"
+            if signal.consumed_step is not None
+            else "still pending"
+        )
+        return f"{head}: duplicate of signal {signal.id}, nothing changed ({fate})"
+    if signal.consumed_step is not None:
+        return f"{head}: stored as signal {signal.id}; woke step {signal.consumed_step!r}"
+    if workflow_state == "paused":
+        return f"{head}: stored as signal {signal.id}; pending until the workflow is resumed"
+    return f"{head}: stored as signal {signal.id}; pending (no step waits for it now)"
 
 
 def hero(row: Mapping[str, Any]) -> str:

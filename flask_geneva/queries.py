@@ -45,6 +45,7 @@ ALL_STATES: tuple[str, ...] = tuple(s.value for s in WorkflowState)
 CURRENT_STEP_STATES: tuple[str, ...] = (
     StepState.SCHEDULED.value,
     StepState.IN_PROGRESS.value,
+    StepState.WAITING.value,
     StepState.FAILED.value,
 )
 

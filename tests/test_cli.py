@@ -14,6 +14,7 @@ from flask_sqlalchemy import SQLAlchemy
 
 from flask_geneva import Geneva
 from flask_geneva import step
+from flask_geneva.testing import assert_waiting_for
 from flask_geneva.testing import assert_workflow_state
 from flask_geneva.testing import perform_step_inline
 from flask_geneva.testing import speedrun
@@ -43,6 +44,16 @@ class FulfilOrder(geneva.Workflow):  # type: ignore[name-defined,misc]
 
     @step(after=["charge", "pack"])
     def ship(self) -> None:
+        pass
+
+
+class AwaitApproval(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def ask(self) -> None:
+        pass
+
+    @step(wait_for="approved", timeout=timedelta(days=2))
+    def record(self) -> None:
         pass
 
 
@@ -115,7 +126,8 @@ def test_list_shows_workflows_newest_first_and_filters_them(app):
 def test_list_rejects_an_unknown_class_or_state_in_one_line(app):
     Welcome.create()
     line = error_line(invoke(app, "list", "--class", "Nope"))
-    assert line == "Error: unknown workflow class 'Nope'; known classes: FulfilOrder, Welcome"
+    known = "AwaitApproval, FulfilOrder, Welcome"
+    assert line == f"Error: unknown workflow class 'Nope'; known classes: {known}"
     line = error_line(invoke(app, "list", "--state", "stuck"))
     assert line.startswith("Error: unknown workflow state(s) 'stuck'; expected any of ready")
     assert error_line(invoke(app, "list", "--hero", ":7")).startswith("Error: --hero ':7'")
@@ -294,3 +306,87 @@ def test_migration_writes_a_revision_into_the_apps_migrations_folder(app, tmp_pa
     assert any("op.create_table('geneva_schedule_ticks'" in p.read_text() for p in written)
     line = error_line(invoke(app, "migration"))
     assert line.startswith(f"Error: {versions} already holds every flask-geneva revision")
+
+
+# -- signal ------------------------------------------------------------------------------------
+
+
+def waiting_for_approval() -> Any:
+    workflow = AwaitApproval.create()
+    speedrun(workflow)
+    assert_waiting_for(workflow, "approved")
+    return workflow
+
+
+def test_signal_wakes_the_waiting_step_and_a_repeat_with_its_key_is_a_duplicate(app):
+    workflow = waiting_for_approval()
+    args = ("signal", str(workflow.id), "approved", "--payload", '{"by": "ada"}')
+    first = invoke(app, *args, "--idempotency-key", "k-1")
+    assert first.exit_code == 0, first.output
+    assert first.output.startswith(f"signal 'approved' (key 'k-1') to workflow {workflow.id}: ")
+    assert "stored as signal" in first.output and "woke step 'record'" in first.output
+    again = invoke(app, *args, "--idempotency-key", "k-1")
+    assert again.exit_code == 0, again.output
+    assert "duplicate of signal" in again.output and "nothing changed" in again.output
+    speedrun(workflow)
+    assert_workflow_state(workflow, "finished")
+    e = geneva.tables.signals
+    rows = db.session.execute(sa.select(e.c.payload).where(e.c.workflow_id == workflow.id)).all()
+    assert [tuple(r) for r in rows] == [({"by": "ada"},)]
+
+
+def test_a_signal_nobody_waits_for_yet_is_stored_as_pending(app):
+    workflow = AwaitApproval.create()  # 'ask' has not run: nothing waits yet
+    result = invoke(app, "signal", str(workflow.id), "approved")
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith("pending (no step waits for it now)")
+    speedrun(workflow)  # the buffered signal is consumed when 'record' starts
+    assert_workflow_state(workflow, "finished")
+
+
+def test_a_signal_to_a_paused_workflow_says_it_waits_for_resume(app):
+    workflow = waiting_for_approval()
+    assert invoke(app, "pause", str(workflow.id)).exit_code == 0
+    result = invoke(app, "signal", str(workflow.id), "approved")
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith("pending until the workflow is resumed")
+    assert invoke(app, "resume", str(workflow.id)).exit_code == 0
+    speedrun(workflow)
+    assert_workflow_state(workflow, "finished")
+
+
+def test_a_waiting_step_shows_in_show_and_list(app):
+    workflow = waiting_for_approval()
+    steps = invoke(app, "show", str(workflow.id)).output.split("Steps:\n")[1].splitlines()
+    assert steps[1].split()[:3] == ["⧗", "record", "waiting,"]
+    assert "times out at" in steps[1]
+    assert "record (waiting)" in invoke(app, "list").output
+    assert [
+        line.split()[0] for line in invoke(app, "list", "--step", "record").output.splitlines()[1:]
+    ] == [str(workflow.id)]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--payload", "{not json"), "Error: --payload is not JSON: "),
+        (("--payload", '"' + "x" * 70_000 + '"'), "Error: the payload of signal 'approved' is "),
+    ],
+)
+def test_signal_refuses_a_bad_payload_in_one_line(app, args, expected):
+    workflow = waiting_for_approval()
+    line = error_line(invoke(app, "signal", str(workflow.id), "approved", *args))
+    assert line.startswith(expected), line
+    assert_waiting_for(workflow, "approved")
+
+
+def test_signal_to_an_unknown_or_finished_workflow_is_one_error_line(app):
+    assert error_line(invoke(app, "signal", "987654", "approved")) == (
+        "Error: no workflow with id 987654"
+    )
+    done = Welcome.create()
+    speedrun(done)
+    line = error_line(invoke(app, "signal", str(done.id), "approved"))
+    assert line.startswith("Error: Cannot signal 'approved' to a finished workflow")
+    result = invoke(app, "signal", "٣", "approved")
+    assert result.exit_code == 2 and "is not a whole number" in result.output

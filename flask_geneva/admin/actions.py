@@ -1,11 +1,13 @@
 """The admin's state-changing routes (POST only): one workflow, or many in batches.
 
-Each calls :func:`flask_geneva.operations.perform` and answers htmx with the updated
+Each calls :func:`flask_geneva.operations.perform` (the send-signal form:
+``wf.signal``) and answers htmx with the updated
 fragment, or a plain form post with a redirect (post/redirect/get).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING
 from typing import Any
@@ -20,8 +22,10 @@ from flask import request
 from flask import url_for
 
 from .. import clock
+from .. import display
 from .. import queries
 from ..commands import ALLOWED
+from ..errors import GenevaError
 from ..operations import perform
 from . import forms
 from .detail import load_detail
@@ -80,6 +84,8 @@ def register(bp: Blueprint, ext: Geneva) -> None:
 
 
 def _act(ext: Geneva, workflow_id: int, operation: str) -> Any:
+    if operation == "signal":
+        return _signal(ext, workflow_id)
     if operation not in SINGLE_OPERATIONS:
         abort(404, description=f"No operation {operation!r}.")
     if load_workflow(ext, workflow_id) is None:
@@ -92,6 +98,37 @@ def _act(ext: Geneva, workflow_id: int, operation: str) -> Any:
         else f"{_past(operation)} workflow {workflow_id}."
     )
     category = "error" if result.errors else "success"
+    return _answer(ext, workflow_id, message, category)
+
+
+def _signal(ext: Geneva, workflow_id: int) -> Any:
+    """Deliver the form's signal through ``wf.signal``; say what happened, or why not."""
+    row = load_workflow(ext, workflow_id)
+    if row is None:
+        abort(404, description=f"No workflow with id {workflow_id}.")
+    name = forms.text("name", request.form.get("name", "").strip())
+    key = forms.text("idempotency_key", request.form.get("idempotency_key", "").strip()) or None
+    payload_text = forms.text("payload", request.form.get("payload", "").strip())
+    cls = ext.registry.get(row["type"])
+    try:
+        payload = json.loads(payload_text) if payload_text else None
+    except (ValueError, RecursionError) as error:
+        return _answer(ext, workflow_id, f"The payload is not JSON: {error}.", "error")
+    if cls is None:
+        message = f"Type {row['type']!r} names no workflow class in this process."
+        return _answer(ext, workflow_id, message, "error")
+    workflow = ext.db.session.get(cls, workflow_id)
+    try:
+        signal = workflow.signal(name, payload, idempotency_key=key)
+    except GenevaError as error:  # SignalError, InvalidStateError
+        ext.db.session.rollback()
+        return _answer(ext, workflow_id, str(error), "error")
+    said = display.signal_result(signal, workflow.state)
+    return _answer(ext, workflow_id, f"{said[0].upper()}{said[1:]}.", "success")
+
+
+def _answer(ext: Geneva, workflow_id: int, message: str, category: str) -> Any:
+    """Flash and redirect a plain form post; answer htmx with the refreshed fragments."""
     if not is_htmx():
         flash(message, category)
         return redirect(url_for(".workflow_detail", workflow_id=workflow_id))

@@ -8,6 +8,7 @@ the same snapshot the operations lock).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +20,9 @@ import sqlalchemy as sa
 from .. import clock
 from .. import commands
 from .. import store
+from ..states import StepState
 from ..states import is_ongoing
+from ..transitions import NO_TIMEOUT
 from ..transitions import Transition
 from . import dag
 from . import present
@@ -30,6 +33,29 @@ if TYPE_CHECKING:
 
 #: The detail page shows at most this many executions (the newest).
 MAX_EXECUTIONS = 200
+#: ... and at most this many signals (the newest).
+MAX_SIGNALS = 50
+#: A signal's payload shows as JSON cut to this many characters, and whole (up to
+#: :data:`MAX_PAYLOAD_SHOWN`) when expanded.
+PAYLOAD_PREVIEW = 80
+MAX_PAYLOAD_SHOWN = 8_000
+
+
+@dataclass(frozen=True)
+class SignalRow:
+    """A stored signal, ready to render."""
+
+    id: int
+    name: str
+    idempotency_key: str | None
+    received_at: datetime
+    consumed_step: str | None
+    consumed_by_execution_id: int | None
+    consumed_at: datetime | None
+    #: The payload as JSON ("" for none), cut to :data:`PAYLOAD_PREVIEW` characters.
+    preview: str
+    #: The payload as indented JSON, when the preview does not show all of it.
+    full: str | None
 
 
 @dataclass
@@ -48,15 +74,18 @@ class Detail:
 
     workflow: Mapping[str, Any]
     cls: type[Any] | None
-    executions: list[Mapping[str, Any]]
+    executions: list[dict[str, Any]]
     truncated: bool
-    latest: dict[str, Mapping[str, Any]]
+    latest: dict[str, dict[str, Any]]
     hero_text: str | None
     hero_problem: str | None
     layout: dag.Layout
     timeline: list[present.TimelineRow]
     reasons: list[str]
     failures: list[Failure]
+    #: The newest signals, newest first; ``more_signals``: older ones are not shown.
+    signals: list[SignalRow]
+    more_signals: bool
     #: operation → steps it can target (empty list: no step needed); only applicable ones.
     actions: dict[str, list[str]]
     logs_url: str | None
@@ -92,7 +121,8 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
         rows = [dict(r._mapping) for r in conn.execute(query)]
     truncated = len(rows) > MAX_EXECUTIONS
     executions = list(reversed(rows[:MAX_EXECUTIONS]))
-    latest: dict[str, Mapping[str, Any]] = {}
+    since = _waiting_since(ext, [x["id"] for x in executions if x["state"] == StepState.WAITING])
+    latest: dict[str, dict[str, Any]] = {}
     attempts: dict[str, int] = {}
     for x in executions:
         latest[x["step_name"]] = x
@@ -100,6 +130,15 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
 
     cls = ext.registry.get(workflow["type"])
     graph = cls.__geneva_definition__.graph if cls is not None else None
+    for x in executions:
+        if x["state"] == StepState.WAITING:
+            definition = graph.steps.get(x["step_name"]) if graph is not None else None
+            x.update(
+                waiting_since=since.get(x["id"]),
+                wait_for=definition.wait_for if definition is not None else None,
+                times_out_at=x["scheduled_for"] if x["scheduled_for"] < NO_TIMEOUT else None,
+            )
+    signal_rows, more_signals = _signals(ext, workflow["id"])
     predecessors: dict[str, tuple[str, ...]] = dict(graph.predecessors) if graph is not None else {}
     for name in latest:  # steps no longer in the class still show, unconnected
         predecessors.setdefault(name, ())
@@ -149,10 +188,72 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
         timeline=present.timeline(executions[-50:], workflow["created_at"], now),
         reasons=present.waiting_reasons(workflow["state"], list(latest.values()), now),
         failures=failures,
+        signals=signal_rows,
+        more_signals=more_signals,
         actions=_actions(ext, workflow["id"], graph, now),
         logs_url=present.logs_url(logs_template, values),
         now=now,
     )
+
+
+def _waiting_since(ext: Geneva, ids: list[int]) -> dict[int, datetime]:
+    """When each waiting execution started waiting (its ``metadata.waiting_since``).
+
+    Read as text and parsed here, so metadata that is not valid JSON (a hand edit on
+    SQLite) leaves the sentence without its "since", never the page unrendered.
+    """
+    if not ids:
+        return {}
+    e = ext.tables.executions
+    query = sa.select(e.c.id, sa.cast(e.c.metadata, sa.Text)).where(e.c.id.in_(ids))
+    found: dict[int, datetime] = {}
+    with ext.engine().connect() as conn:
+        for execution_id, text in conn.execute(query):
+            try:
+                value = json.loads(text)["waiting_since"]
+                found[int(execution_id)] = datetime.fromisoformat(value).replace(tzinfo=None)
+            except (TypeError, ValueError, KeyError):
+                continue
+    return found
+
+
+def _signals(ext: Geneva, workflow_id: int) -> tuple[list[SignalRow], bool]:
+    s = ext.tables.signals
+    columns = [c for c in s.c if c.name != "payload"]
+    query = (
+        sa.select(*columns, sa.cast(s.c.payload, sa.Text).label("payload_text"))
+        .where(s.c.workflow_id == workflow_id)
+        .order_by(s.c.id.desc())
+        .limit(MAX_SIGNALS + 1)
+    )
+    with ext.engine().connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(query)]
+    found = []
+    for row in rows[:MAX_SIGNALS]:
+        preview, full = _payload_text(row.pop("payload_text"))
+        row.pop("workflow_id")
+        found.append(SignalRow(preview=preview, full=full, **row))
+    return found, len(rows) > MAX_SIGNALS
+
+
+def _payload_text(text: str | None) -> tuple[str, str | None]:
+    """The payload as one short line, and whole when the line cuts it (both plain text)."""
+    if text is None:
+        return "", None
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        compact = pretty = text
+    else:
+        if payload is None:
+            return "", None
+        compact = json.dumps(payload, ensure_ascii=False, separators=(", ", ": "))
+        pretty = json.dumps(payload, ensure_ascii=False, indent=2)
+    if len(compact) <= PAYLOAD_PREVIEW:
+        return compact, None
+    if len(pretty) > MAX_PAYLOAD_SHOWN:
+        pretty = pretty[:MAX_PAYLOAD_SHOWN] + "\n…"
+    return compact[: PAYLOAD_PREVIEW - 1] + "…", pretty
 
 
 def _hero(ext: Geneva, workflow: Mapping[str, Any]) -> tuple[str | None, str | None]:

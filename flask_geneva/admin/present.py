@@ -69,6 +69,7 @@ def waiting_reasons(state: str, latest: Sequence[Mapping[str, Any]], now: dateti
     scheduled = sorted(
         (x for x in latest if x["state"] == "scheduled"), key=lambda x: x["scheduled_for"]
     )
+    waiting = [x for x in latest if x["state"] == "waiting"]
     if state == "paused":
         for x in failed:
             reasons.append(
@@ -79,6 +80,11 @@ def waiting_reasons(state: str, latest: Sequence[Mapping[str, Any]], now: dateti
             reasons.append("paused (by an operator or by a step); resume to continue")
         for x in scheduled:
             reasons.append(f"step `{x['step_name']}` waits for resume")
+        for x in waiting:
+            reasons.append(
+                f"step `{x['step_name']}` is {waiting_for(x, now)}; a signal that arrives "
+                "while paused is stored and wakes it on resume"
+            )
         return reasons
     if state not in ("ready", "performing"):
         return reasons
@@ -86,6 +92,8 @@ def waiting_reasons(state: str, latest: Sequence[Mapping[str, Any]], now: dateti
         reasons.append(
             f"step `{x['step_name']}` is running (started {relative(x['started_at'], now)})"
         )
+    for x in waiting:
+        reasons.append(f"step `{x['step_name']}` is {waiting_for(x, now)}")
     for x in scheduled:
         due = x["scheduled_for"]
         name = x["step_name"]
@@ -101,6 +109,27 @@ def waiting_reasons(state: str, latest: Sequence[Mapping[str, Any]], now: dateti
                 f"{duration(now - due)} — no worker has picked it up"
             )
     return reasons
+
+
+def waiting_for(execution: Mapping[str, Any], now: datetime) -> str:
+    """Return ``waiting for signal `settled` since 14:05 UTC (3 min ago) (times out in 2 d)``.
+
+    From the keys the detail page adds to a waiting execution: ``wait_for`` (None when
+    the class no longer declares the step), ``waiting_since`` and ``times_out_at``
+    (None: it waits forever).
+    """
+    signal = execution.get("wait_for")
+    text = f"waiting for signal `{signal}`" if signal else "waiting for a signal"
+    since = execution.get("waiting_since")
+    if since is not None:
+        text += f" since {clock_time(since, now)} UTC ({relative(since, now)})"
+    timeout = execution.get("times_out_at")
+    if timeout is not None:
+        if timeout > now:
+            text += f" (times out {relative(timeout, now)})"
+        else:
+            text += f" (timed out {relative(timeout, now)}; the timeout is being applied)"
+    return text
 
 
 @dataclass(frozen=True)
@@ -127,7 +156,7 @@ def timeline(
         return []
     moments = [start]
     for x in executions:
-        moments.extend(m for m in (x["scheduled_for"], x["started_at"], x["finished_at"]) if m)
+        moments.extend(m for m in (_planned(x), x["started_at"], x["finished_at"]) if m)
         if x["state"] == "in_progress":
             moments.append(max(now, x["scheduled_for"]))
     end = max(moments)
@@ -139,7 +168,7 @@ def timeline(
     rows = []
     for x in executions:
         created = x["created_at"]
-        due = x["scheduled_for"]
+        due = _planned(x)
         started = x["started_at"]
         finished = x["finished_at"]
         # A step still waiting shows its planned wait only: its lateness is in the
@@ -162,6 +191,14 @@ def timeline(
             )
         )
     return rows
+
+
+def _planned(execution: Mapping[str, Any]) -> datetime:
+    # A waiting execution's scheduled_for is its timeout (year 9999 without one): not a
+    # plan to draw, it would squash every other bar to nothing.
+    if execution["state"] == "waiting":
+        return execution["created_at"]  # type: ignore[no-any-return]
+    return execution["scheduled_for"]  # type: ignore[no-any-return]
 
 
 class _Quoted(dict[str, str]):

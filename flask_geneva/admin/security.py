@@ -4,8 +4,9 @@ Every request to the blueprint passes :func:`guard` first:
 
 1. the authorization hook ``GENEVA_ADMIN_AUTHORIZE`` decides (``action`` is ``"view"``
    for GET, or the operation name: ``pause``, ``resume``, ``cancel``, ``skip``,
-   ``reattempt``); without a hook the admin is open only when the app runs with
-   ``DEBUG`` or ``TESTING``, so a production deploy never exposes it anonymously;
+   ``reattempt``, or ``signal`` for the send-signal form); without a hook the admin is
+   open only when the app runs with ``DEBUG`` or ``TESTING``, so a production deploy
+   never exposes it anonymously;
 2. a state-changing request (anything but GET/HEAD/OPTIONS) must come from the same
    origin when the browser says where it comes from (``Sec-Fetch-Site``) and must carry
    the session's CSRF token in the ``X-CSRFToken`` header (htmx) or the ``csrf_token``

@@ -5,6 +5,8 @@ Each view renders the full page, or only its fragment when htmx asks (``HX-Reque
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -18,6 +20,7 @@ from flask import request
 
 from .. import clock
 from .. import queries
+from .. import schedules
 from ..states import is_ongoing
 from . import forms
 from .detail import load_detail
@@ -46,6 +49,7 @@ def register(bp: Blueprint, ext: Geneva) -> None:
         types = sorted(set(queries.workflow_types(ext)) | set(ext.registry))
         counts = queries.counts_by_type_and_state(ext, types, cap=COUNT_CAP)
         failures = queries.recent_failures(ext, limit=20)
+        now = clock.now()
         template = "geneva/_partials/overview_body.html" if is_htmx() else "geneva/overview.html"
         return render_template(
             template,
@@ -55,7 +59,8 @@ def register(bp: Blueprint, ext: Geneva) -> None:
             states=queries.ALL_STATES,
             cap=COUNT_CAP,
             registry=ext.registry,
-            now=clock.now(),
+            schedules=_schedules(ext, now),
+            now=now,
         )
 
     @bp.get("/workflows")
@@ -110,6 +115,37 @@ def _detail(ext: Geneva, workflow_id: int) -> Any:
         )
         return poll_response(html, ongoing=detail.ongoing)
     return render_template("geneva/workflow_detail.html", oob=False, digests={}, **context)
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """A scheduled class on the overview: what ``flask geneva schedules`` prints."""
+
+    identity: str
+    name: str
+    #: The crontab in words, e.g. "every day at 06:00 UTC".
+    schedule: str
+    #: The next tick after now (None: none within a year).
+    next_tick: datetime | None
+    per_hero: bool
+    catch_up: int
+
+
+def _schedules(ext: Geneva, now: datetime) -> list[ScheduleRow]:
+    rows = []
+    for cls in schedules.scheduled_classes(ext):
+        definition = cls.__geneva_definition__
+        rows.append(
+            ScheduleRow(
+                identity=cls.__geneva_identity__,
+                name=cls.__name__,
+                schedule=definition.schedule.describe(),
+                next_tick=definition.schedule.next_tick(now),
+                per_hero=definition.scheduled_heroes,
+                catch_up=definition.schedule_catch_up,
+            )
+        )
+    return rows
 
 
 def poll_interval() -> float:

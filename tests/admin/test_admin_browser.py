@@ -311,6 +311,52 @@ def test_select_all_dismiss_and_a_confirmed_cancel_work_under_the_policy(watched
     assert watched.violations() == []
 
 
+class SettlementWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def submit(self) -> None:
+        pass
+
+    @step(wait_for="settled", timeout=timedelta(days=3))
+    def record(self) -> None:
+        assert self.received_signal is not None
+
+    @step
+    def close(self) -> None:
+        pass
+
+
+def test_a_signal_sent_through_the_form_wakes_the_waiting_step(watched, live):
+    workflow = SettlementWorkflow.create(hero=_refund())
+    page = watched.page
+    page.goto(f"{live}/workflows/{workflow.id}")
+    page.evaluate("window.__notReloaded = true")
+    page.locator('g.node[data-step="record"][data-state="waiting"]').wait_for()
+    reasons = page.locator("#geneva-status .reasons")
+    reasons.get_by_text("step `record` is waiting for signal `settled` since").wait_for()
+    assert "(times out in 2 d)" in reasons.inner_text()
+
+    form = page.locator("#geneva-send-signal")
+    form.locator('input[name="name"]').fill("settled")
+    form.locator('textarea[name="payload"]').fill('{"note": "' + "<b>x</b>" * 20 + '"}')
+    form.locator('input[name="idempotency_key"]').fill("bank-17")
+    form.locator('button[data-form="signal"]').click()
+    page.locator("#geneva-message .flash-success").get_by_text("woke step 'record'").wait_for()
+
+    page.locator('#geneva-status .badge[data-state="finished"]').wait_for(timeout=10_000)
+    _wait_for_state(workflow.id, "finished")
+    assert page.locator('g.node[data-step="record"][data-state="completed"]').count() == 1
+    row = page.locator("#geneva-signals tr[data-signal]")
+    assert row.count() == 1
+    assert "bank-17" in row.inner_text() and "record" in row.locator(".consumed").inner_text()
+    preview = row.locator(".payload details")
+    assert not preview.locator("pre").is_visible()
+    preview.locator("summary").click()  # expands without any script of ours
+    assert ("<b>x</b>" * 20) in preview.locator("pre").inner_text()
+    assert page.locator("#geneva-signals b").count() == 0  # escaped, never markup
+    assert page.evaluate("window.__notReloaded") is True
+    assert watched.violations() == []
+
+
 def _screenshots(page: Any, live: str) -> None:
     target = os.environ.get("GENEVA_ADMIN_SCREENSHOTS")
     if not target:
