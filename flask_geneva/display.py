@@ -13,7 +13,7 @@ from typing import Any
 
 from .graph import StepGraph
 from .records import Signal
-from .transitions import NO_TIMEOUT
+from .signal_rules import NO_TIMEOUT
 
 _MARKERS = {
     "completed": "✓",

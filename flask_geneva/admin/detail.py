@@ -20,9 +20,9 @@ import sqlalchemy as sa
 from .. import clock
 from .. import commands
 from .. import store
+from ..signal_rules import NO_TIMEOUT
 from ..states import StepState
 from ..states import is_ongoing
-from ..transitions import NO_TIMEOUT
 from ..transitions import Transition
 from . import dag
 from . import present
