@@ -13,6 +13,7 @@ from flask import Flask
 from flask import request
 
 from . import workflows  # noqa: F401  (registers the workflow classes)
+from .models import BankDelays
 from .models import BankSwitches
 from .models import Switches
 from .models import db
@@ -39,12 +40,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SQLALCHEMY_DATABASE_URI="sqlite:///demo.db",
         GENEVA_HUEY="sqlite:///demo-huey.db",
         DEMO_TIME_SCALE=TIME_SCALE,
+        # The fake bank posts its settlement webhook by itself after each charge.
+        DEMO_BANK_POSTS=True,
         # The admin asks the app who may use it; the demo lets in this machine only.
         GENEVA_ADMIN_AUTHORIZE=local_requests_only,
     )
     app.config.update(config)
     db.init_app(app)
     geneva.init_app(app)
+    _register_bank(app)
     _mount_admin(app)
 
     from .views import bp
@@ -59,12 +63,33 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         if db.session.get(BankSwitches, 1) is None:
             db.session.add(BankSwitches(id=1, duplicate_webhooks=False))
             db.session.commit()
+        if db.session.get(BankDelays, 1) is None:
+            db.session.add(BankDelays(id=1, bank_slow=False, bank_silent=False))
+            db.session.commit()
     return app
 
 
 def local_requests_only(action: str) -> bool:
     """Allow every admin action to requests from this machine (a demo, not a policy)."""
     return request.remote_addr in ("127.0.0.1", "::1")
+
+
+def _register_bank(app: Flask) -> None:
+    """Give the fake bank its own task on the app's Huey: the worker runs it at the due time.
+
+    The bank is outside every workflow, so it is not a step: the gateway schedules this
+    message when it records a charge (:func:`~demo_app.fakes.bank_posts_later`).
+    """
+    from . import fakes
+
+    huey = app.extensions["geneva"].huey
+
+    @huey.task(name=fakes.BANK_TASK, retries=0)  # type: ignore[untyped-decorator]
+    def bank_posts_settlement(idempotency_key: str, reference: str) -> None:
+        with app.app_context():
+            fakes.bank_posts_settlement(idempotency_key, reference)
+
+    app.extensions["demo_bank"] = bank_posts_settlement
 
 
 def _mount_admin(app: Flask) -> None:

@@ -6,10 +6,17 @@ not undo the charge. That is why the transfer sends an idempotency key with ever
 charge request. The fault switches on the home page (and a seeded random draw per
 call) decide how each call answers.
 
-The bank settles a charge when you press "bank settles" on the home page, and says so
-the way a real one would: it posts a webhook to the app (``POST /webhooks/bank``, with
-an ``X-Delivery-Id`` header), through the app's whole WSGI stack. With the "bank sends
-every webhook twice" switch on it posts each one twice, with the same delivery id.
+The bank settles each charge by itself a few (demo) seconds after it was made, and says
+so the way a real one would: it posts a webhook to the app (``POST /webhooks/bank``,
+with an ``X-Delivery-Id`` header), through the app's whole WSGI stack. The bank is not
+part of any workflow: when the gateway records a charge, it leaves the bank a delayed
+Huey message of the demo's own (``demo.bank_posts_settlement``), which a worker runs at
+the due time. The "bank settles" button on the home page settles a charge at once.
+
+The bank's switches on the home page: "slow" posts long after the charge, "silent"
+never posts (the transfer's wait times out and it pauses), and "twice" posts each
+webhook twice, with the same delivery id. ``DEMO_BANK_POSTS = False`` in the app's
+config turns the automatic post off (the tests press the button instead).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session
 
+from .models import BankDelays
 from .models import BankSwitches
 from .models import GatewayCall
 from .models import GatewayCharge
@@ -31,6 +39,14 @@ from .models import Transfer
 from .models import db
 from .models import utcnow
 from .timing import seconds
+
+#: Name of the demo's own Huey task: the bank posting its webhook, outside any workflow.
+BANK_TASK = "demo.bank_posts_settlement"
+
+#: Demo seconds between a charge and the bank's webhook, and with the "slow" switch on.
+#: Both are well within the transfer's wait (``workflows.BANK_TIMEOUT``).
+POST_AFTER = 3.0
+SLOW_POST_AFTER = 120.0
 
 
 class GatewayError(Exception):
@@ -110,11 +126,15 @@ def charge(idempotency_key: str, amount_cents: int, *, reference: str) -> int:
             settles_at=utcnow() + timedelta(seconds=seconds(2 + 4 * luck)),
         )
         session.add(new)
-        if faults.random_faults and luck < 0.40:
-            answer("201 charged, but the answer timed out")
-            raise GatewayTimeout("read timed out after 10 s; the charge may have gone through")
-        answer("201 charged")
-        return int(new.id)
+        timed_out = faults.random_faults and luck < 0.40
+        answer("201 charged, but the answer timed out" if timed_out else "201 charged")
+        charge_id = int(new.id)
+        delays = bank_delays(session)
+    # Committed first, so the bank finds the charge when its message runs.
+    bank_posts_later(idempotency_key, reference, delays)
+    if timed_out:
+        raise GatewayTimeout("read timed out after 10 s; the charge may have gone through")
+    return charge_id
 
 
 def bank_switches(session: Session | None = None) -> BankSwitches:
@@ -123,10 +143,45 @@ def bank_switches(session: Session | None = None) -> BankSwitches:
     return row if row is not None else BankSwitches(id=1, duplicate_webhooks=False)
 
 
-def bank_settles(transfer_id: int) -> list[int]:
-    """Settle the transfer's charge at the bank, then post the settlement webhook.
+def bank_delays(session: Session | None = None) -> BankDelays:
+    """Return the bank's "slow" and "silent" switches (off if the row does not exist yet)."""
+    row = (session or db.session).get(BankDelays, 1)
+    return row if row is not None else BankDelays(id=1, bank_slow=False, bank_silent=False)
 
-    :return: the HTTP status of each webhook delivery (two with the duplicate switch on).
+
+def bank_posts_later(idempotency_key: str, reference: str, delays: BankDelays) -> None:
+    """Leave the bank a delayed message: it settles the new charge and posts its webhook.
+
+    Nothing is left while the "silent" switch is on, or with ``DEMO_BANK_POSTS`` off.
+    """
+    if delays.bank_silent or not current_app.config.get("DEMO_BANK_POSTS", True):
+        return
+    delay = seconds(SLOW_POST_AFTER if delays.bank_slow else POST_AFTER)
+    task = current_app.extensions["demo_bank"]
+    task.schedule(args=(idempotency_key, reference), delay=delay)
+
+
+def bank_posts_settlement(idempotency_key: str, reference: str) -> list[int]:
+    """What the bank's delayed message runs: settle the charge made with this key, post.
+
+    :return: the HTTP status of each webhook delivery (none if the charge was already
+        settled with the button, or is unknown).
+    """
+    with Session(db.engine) as session:
+        found = session.scalar(
+            sa.select(GatewayCharge).where(GatewayCharge.idempotency_key == idempotency_key)
+        )
+        transfer_id = session.scalar(sa.select(Transfer.id).where(Transfer.reference == reference))
+        if found is None or transfer_id is None:
+            return []
+        return _settle(session, found, transfer_id)
+
+
+def bank_settles(transfer_id: int) -> list[int]:
+    """The "bank settles" button: settle the transfer's charge now and post the webhook.
+
+    :return: the HTTP status of each webhook delivery (two with the duplicate switch on;
+        none if the bank had already settled the charge by itself).
     :raises GatewayError: the transfer has no charge to settle.
     """
     with Session(db.engine) as session:
@@ -134,15 +189,23 @@ def bank_settles(transfer_id: int) -> list[int]:
         found = session.get(GatewayCharge, transfer.charge_id) if transfer else None
         if found is None:
             raise GatewayError(f"404 Not Found: transfer {transfer_id} has no charge to settle")
-        found.status = "settled"
-        _log(session, found.idempotency_key, "settle", "settled; webhook sent")
-        times = 2 if bank_switches(session).duplicate_webhooks else 1
-        body = {
-            "transfer_id": transfer_id,
-            "charge_id": found.id,
-            "settled_at": utcnow().isoformat(),
-        }
-        session.commit()
+        return _settle(session, found, transfer_id)
+
+
+def _settle(session: Session, found: GatewayCharge, transfer_id: int) -> list[int]:
+    # A bank settles a charge once: a later press of the button (or a late message)
+    # finds it settled and sends nothing.
+    if found.status == "settled":
+        return []
+    found.status = "settled"
+    _log(session, found.idempotency_key, "settle", "settled; webhook sent")
+    times = 2 if bank_switches(session).duplicate_webhooks else 1
+    body = {
+        "transfer_id": transfer_id,
+        "charge_id": found.id,
+        "settled_at": utcnow().isoformat(),
+    }
+    session.commit()
     delivery_id = f"bank-{uuid.uuid4()}"
     client = current_app.test_client()
     return [

@@ -167,6 +167,19 @@ class BankSwitches(db.Model):  # type: ignore[name-defined,misc]
     NAMES = ("duplicate_webhooks",)
 
 
+class BankDelays(db.Model):  # type: ignore[name-defined,misc]
+    """How soon the fake bank posts its webhook after a charge (one row; its own table, too)."""
+
+    __tablename__ = "demo_bank_delays"
+    id = sa.Column(sa.Integer, primary_key=True)
+    #: The bank posts long after the charge (still well within the transfer's wait).
+    bank_slow = sa.Column(sa.Boolean, nullable=False, default=False)
+    #: The bank never posts: the transfer's wait times out and the workflow pauses.
+    bank_silent = sa.Column(sa.Boolean, nullable=False, default=False)
+
+    NAMES = ("bank_slow", "bank_silent")
+
+
 class Switches(db.Model):  # type: ignore[name-defined,misc]
     """The fault switches on the home page (one row), read by the fakes at every call."""
 

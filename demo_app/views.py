@@ -19,6 +19,7 @@ from flask_geneva import InvalidStateError
 
 from . import fakes
 from . import timing
+from .models import BankDelays
 from .models import BankSwitches
 from .models import BankWebhook
 from .models import Document
@@ -128,9 +129,26 @@ def change_user(user_id: int, action: str) -> Response:
         user.profile_completed = True
     elif action == "upgrade":
         user.plan = "paid"
+    elif action == "confirm-email":
+        return confirm_email(user)
     else:
         abort(404)
     db.session.commit()
+    return redirect(url_for(".home"))
+
+
+def confirm_email(user: User) -> Response:
+    """The "confirm e-mail" link: deliver the signal the onboarding drip waits for.
+
+    The key is the user's: a second click (or a click before the drip waits) stores
+    nothing new, and the drip's waiting step consumes the one signal whenever it comes due.
+    """
+    try:
+        OnboardingWorkflow.signal_for(
+            user, "email_confirmed", idempotency_key=f"confirm-email-{user.id}"
+        )
+    except InvalidStateError:
+        abort(409)  # the drip is over (finished or canceled): nothing waits any more
     return redirect(url_for(".home"))
 
 
@@ -151,6 +169,8 @@ def toggle(name: str) -> Response:
         switches: Any = db.session.get(Switches, 1)
     elif name in BankSwitches.NAMES:
         switches = db.session.get(BankSwitches, 1)
+    elif name in BankDelays.NAMES:
+        switches = db.session.get(BankDelays, 1)
     else:
         abort(404)
     setattr(switches, name, not getattr(switches, name))
@@ -210,6 +230,7 @@ def _status() -> dict[str, Any]:
         "counts": counts,
         "switches": db.session.get(Switches, 1),
         "bank": db.session.get(BankSwitches, 1),
+        "bank_delays": db.session.get(BankDelays, 1),
         "reconciliation": db.session.scalars(
             sa.select(Reconciliation).order_by(Reconciliation.id.desc()).limit(1)
         ).first(),

@@ -31,8 +31,12 @@ from .timing import seconds
 TRANSFER_LIMIT_CENTS = 1_000_000
 
 #: How long a transfer waits for the bank's webhook before it pauses for a person. Not
-#: scaled with demo time: the bank is you, pressing "bank settles".
+#: scaled with demo time, so that "bank settles" can still be pressed by hand; a silent
+#: bank (the home page's switch) shows the timeout.
 BANK_TIMEOUT = timedelta(minutes=10)
+
+#: How long the drip waits for the user's "confirm e-mail" click before it goes on without.
+CONFIRM_TIMEOUT = days(2)
 
 
 class TransferWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
@@ -102,7 +106,9 @@ class TransferWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
 class OnboardingWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
     """A drip of e-mails over a new user's first week (a demo day lasts a few seconds).
 
-    Deactivating the user cancels the rest; steps that no longer apply are skipped.
+    After the welcome, the drip waits (no worker, no polling) for the user's "confirm
+    e-mail" click, for two days at most; without it, that step is skipped and the drip
+    goes on. Deactivating the user cancels the rest; steps that no longer apply are skipped.
     """
 
     cancel_if = "user_deactivated"
@@ -116,6 +122,10 @@ class OnboardingWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
     @step
     def send_welcome(self) -> None:
         self._mail("Welcome aboard", "Thanks for signing up!")
+
+    @step(wait_for="email_confirmed", timeout=CONFIRM_TIMEOUT, on_timeout="skip")
+    def confirm_email(self) -> None:
+        self._mail("Your e-mail is confirmed", "Thanks: we will write to this address from now on.")
 
     @step(wait=days(1))
     def send_tips(self) -> None:

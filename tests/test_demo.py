@@ -42,6 +42,7 @@ os.environ["DEMO_TIME_SCALE"] = "0.01"
 
 from demo_app import create_app  # noqa: E402
 from demo_app import fakes  # noqa: E402
+from demo_app.models import BankDelays  # noqa: E402
 from demo_app.models import BankSwitches  # noqa: E402
 from demo_app.models import BankWebhook  # noqa: E402
 from demo_app.models import Document  # noqa: E402
@@ -55,6 +56,7 @@ from demo_app.models import Transfer  # noqa: E402
 from demo_app.models import User  # noqa: E402
 from demo_app.models import db  # noqa: E402
 from demo_app.models import geneva  # noqa: E402
+from demo_app.timing import seconds  # noqa: E402
 from demo_app.workflows import BANK_TIMEOUT  # noqa: E402
 from demo_app.workflows import Reconcile  # noqa: E402
 from demo_app.workflows import TransferWorkflow  # noqa: E402
@@ -75,6 +77,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
             "INSTANCE_PATH": str(instance),
             "TESTING": True,
             "GENEVA_HUEY_NAME": f"demo-{uuid.uuid4().hex[:8]}",
+            # The tests press "bank settles"; those about the bank's own post turn it on.
+            "DEMO_BANK_POSTS": False,
         }
     )
     assert (instance / "demo.db").exists(), "the first run creates the database"
@@ -96,9 +100,21 @@ def client(demo: Flask) -> Iterator[FlaskClient]:
         switches.gateway_down = switches.mail_down = False
         switches.random_faults = False  # each test turns on the faults it means
         db.session.get(BankSwitches, 1).duplicate_webhooks = False
+        delays = db.session.get(BankDelays, 1)
+        delays.bank_slow = delays.bank_silent = False
         db.session.commit()
         yield demo.test_client()
         db.session.remove()
+
+
+@pytest.fixture
+def bank_posts(demo: Flask) -> Iterator[None]:
+    """The fake bank posts its settlement webhook by itself, as in the running demo."""
+    demo.config["DEMO_BANK_POSTS"] = True
+    try:
+        yield
+    finally:
+        demo.config["DEMO_BANK_POSTS"] = False
 
 
 def latest(model: Any) -> Any:
@@ -325,6 +341,166 @@ def test_a_transfer_the_bank_never_settles_pauses_when_its_wait_times_out(
     assert [e.state for e in failed] == ["failed"]
     assert "settled" in (failed[0].error_message or "")
     assert db.session.scalar(sa.select(sa.func.count()).where(Mail.to == "margaret@demo.test")) == 0
+
+
+def webhooks_for(transfer: Any) -> list[Any]:
+    return list(
+        db.session.scalars(
+            sa.select(BankWebhook)
+            .where(BankWebhook.transfer_id == transfer.id)
+            .order_by(BankWebhook.id)
+        )
+    )
+
+
+def charge_of(workflow: Any) -> Any:
+    key = workflow.idempotency_key_for("charge")
+    return db.session.scalars(
+        sa.select(GatewayCharge).where(GatewayCharge.idempotency_key == key)
+    ).one()
+
+
+def test_the_bank_posts_its_settlement_webhook_by_itself_a_few_seconds_after_the_charge(
+    client: FlaskClient, bank_posts: None
+) -> None:
+    client.post("/transfers", data={"recipient": "guido@demo.test", "amount": "15"})
+    transfer = latest(Transfer)
+    workflow = wait_for(workflow_of(transfer))  # nobody presses "bank settles"
+
+    assert workflow.state == "finished"
+    assert executions(workflow, "record_settlement") == [("completed", "success")]
+    hooks = webhooks_for(transfer)
+    assert [h.result for h in hooks] == ["signal stored"]
+    charge = charge_of(workflow)
+    assert charge.status == "settled"
+    assert hooks[0].at - charge.created_at >= timedelta(seconds=seconds(fakes.POST_AFTER))
+    # A late press of the button finds the charge settled: the bank sends nothing more.
+    assert client.post(f"/transfers/{transfer.id}/settle").status_code == 302
+    assert len(webhooks_for(transfer)) == 1
+    db.session.refresh(transfer)
+    assert transfer.status == "confirmed"
+
+
+def test_a_slow_bank_posts_long_after_the_charge_and_the_transfer_still_settles(
+    client: FlaskClient, bank_posts: None
+) -> None:
+    assert client.post("/switches/bank_slow").status_code == 302
+    client.post("/transfers", data={"recipient": "edsger@demo.test", "amount": "16"})
+    transfer = latest(Transfer)
+    workflow = wait_for(workflow_of(transfer))
+
+    assert workflow.state == "finished"
+    hooks = webhooks_for(transfer)
+    assert [h.result for h in hooks] == ["signal stored"]
+    slow = timedelta(seconds=seconds(fakes.SLOW_POST_AFTER))
+    assert hooks[0].at - charge_of(workflow).created_at >= slow
+    assert slow > timedelta(seconds=seconds(fakes.POST_AFTER))
+
+
+def test_a_bank_set_to_duplicate_posts_each_webhook_twice_by_itself(
+    client: FlaskClient, bank_posts: None
+) -> None:
+    client.post("/switches/duplicate_webhooks")
+    client.post("/transfers", data={"recipient": "ada.twice@demo.test", "amount": "17"})
+    transfer = latest(Transfer)
+    workflow = wait_for(workflow_of(transfer))
+
+    assert workflow.state == "finished"
+    hooks = webhooks_for(transfer)
+    assert [h.result for h in hooks] == ["signal stored", "duplicate: already received"]
+    assert hooks[0].delivery_id == hooks[1].delivery_id
+    settled = db.session.scalar(
+        sa.select(sa.func.count()).where(Settlement.transfer_id == transfer.id)
+    )
+    assert settled == 1
+
+
+def test_a_silent_bank_never_posts_and_the_transfer_pauses_when_its_wait_times_out(
+    client: FlaskClient, bank_posts: None
+) -> None:
+    assert client.post("/switches/bank_silent").status_code == 302
+    status = client.get("/status").get_data(as_text=True)
+    assert re.search(r'Bank silent:\s*<span class="on">on</span>', status)
+    client.post("/transfers", data={"recipient": "grace.silent@demo.test", "amount": "18"})
+    transfer = latest(Transfer)
+    workflow = workflow_of(transfer)
+    wait_until(
+        lambda: [s for s, _ in executions(reread(workflow), "record_settlement")] == ["waiting"],
+        timeout=20,
+        message="the transfer never started waiting for the bank",
+        interval=0.02,
+    )
+    key = workflow.idempotency_key_for("charge")
+    huey = geneva.huey
+    queued = [*huey.scheduled(), *huey.pending()]
+    assert [t for t in queued if t.name == fakes.BANK_TASK and key in t.args] == []
+    # Longer than a normal bank's delay and the scheduler's tick: still no word.
+    threading.Event().wait(seconds(fakes.POST_AFTER) + 1.5)
+    assert webhooks_for(transfer) == []
+    assert_waiting_for(reread(workflow), "settled")
+
+    waiting = next(e for e in workflow.executions if e.step_name == "record_settlement")
+    with travel(BANK_TIMEOUT + timedelta(seconds=1)):
+        geneva.execute(waiting.id)  # the timeout's own Huey message, at the due time
+    wait_for(workflow, ("paused",))
+    assert [e.state for e in workflow.executions if e.step_name == "record_settlement"] == [
+        "failed"
+    ]
+    assert charge_of(workflow).status == "pending"  # the bank never settled it
+
+
+def signals_of(workflow: Any) -> list[tuple[str, str | None, str | None]]:
+    rows = db.session.execute(
+        sa.text(
+            "SELECT name, idempotency_key, consumed_step FROM geneva_signals"
+            " WHERE workflow_id = :id ORDER BY id"
+        ),
+        {"id": workflow.id},
+    )
+    return [tuple(row) for row in rows]
+
+
+def test_the_confirm_e_mail_click_is_the_signal_the_drip_waits_for_once_however_often(
+    client: FlaskClient,
+) -> None:
+    client.post("/users", data={"name": "Radia"})
+    user = latest(User)
+    assert "confirm e-mail" in client.get("/status").get_data(as_text=True)
+    for _ in range(2):  # a second click changes nothing
+        assert client.post(f"/users/{user.id}/confirm-email").status_code == 302
+    workflow = wait_for(workflow_of(user))
+
+    assert workflow.state == "finished"
+    assert executions(workflow, "confirm_email") == [("completed", "success")]
+    key = f"confirm-email-{user.id}"
+    assert signals_of(workflow) == [("email_confirmed", key, "confirm_email")]
+    subjects = db.session.scalars(
+        sa.select(Mail.subject).where(Mail.to == user.email).order_by(Mail.id)
+    ).all()
+    assert subjects == [
+        "Welcome aboard",
+        "Your e-mail is confirmed",
+        "Three tips for your first week",
+        "Your profile is almost done",
+        "20% off the paid plan",
+    ]
+
+
+def test_without_the_click_the_drip_stops_waiting_at_its_timeout_and_goes_on(
+    client: FlaskClient,
+) -> None:
+    client.post("/users", data={"name": "Alan"})
+    user = latest(User)
+    workflow = wait_for(workflow_of(user))  # the timeout's message skips the wait
+
+    assert workflow.state == "finished"
+    assert [s for s, _ in executions(workflow, "confirm_email")] == ["skipped"]
+    assert signals_of(workflow) == []
+    subjects = db.session.scalars(sa.select(Mail.subject).where(Mail.to == user.email)).all()
+    assert "Your e-mail is confirmed" not in subjects
+    assert "Three tips for your first week" in subjects
+    # The drip is over: a late click has nothing to wake.
+    assert client.post(f"/users/{user.id}/confirm-email").status_code == 409
 
 
 def test_a_webhook_for_a_transfer_nobody_waits_for_is_refused_and_stores_nothing(
