@@ -338,8 +338,7 @@ def _render_later(key: str, header: dict[str, Any]) -> str:
                 upgrade_ops.append(ops.CreateIndexOp.from_index(index))
                 downgrade_ops.append(ops.DropIndexOp.from_index(index))
     for new in added_tables(key):
-        upgrade_ops.append(ops.CreateTableOp.from_table(new))
-        upgrade_ops.extend(ops.CreateIndexOp.from_index(i) for i in new.indexes)
+        upgrade_ops.extend(_create_table_ops(new))
         downgrade_ops.append(ops.DropTableOp.from_table(new))
     # Indexes go before the columns they cover.
     downgrade_ops.reverse()
@@ -394,9 +393,7 @@ def _render_signals(header: dict[str, Any]) -> str:
     sa.Table(WORKFLOWS_TABLE, metadata, *workflow_columns())
     signals = sa.Table(SIGNALS_TABLE, metadata, *signal_columns(), *signal_indexes())
     mysql_head, mysql_tail = mysql_active_ddl(EXECUTIONS_TABLE, "{where}").split("{where}")
-    create: list[ops.MigrateOperation] = [ops.CreateTableOp.from_table(signals)]
-    for index in sorted(signals.indexes, key=lambda i: str(i.name)):
-        create.append(ops.CreateIndexOp.from_index(index))
+    create = _create_table_ops(signals)
     return _SIGNALS_TEMPLATE.format(
         **header,
         create=_render(create, indent=4),
@@ -407,6 +404,15 @@ def _render_signals(header: dict[str, Any]) -> str:
         active_where=ACTIVE_WHERE,
         active_where_0_1=ACTIVE_WHERE_0_1,
     )
+
+
+def _create_table_ops(table: sa.Table) -> list[ops.MigrateOperation]:
+    """Create ``table``, then its indexes in name order (the file renders the same each time)."""
+    created: list[ops.MigrateOperation] = [ops.CreateTableOp.from_table(table)]
+    created += [
+        ops.CreateIndexOp.from_index(i) for i in sorted(table.indexes, key=lambda i: str(i.name))
+    ]
+    return created
 
 
 def _is_partial(index: sa.Index) -> bool:

@@ -64,6 +64,16 @@ def _timestamp() -> sa.types.TypeEngine[Any]:
     return sa.DateTime().with_variant(mysql.DATETIME(fsp=6), *_MYSQL)
 
 
+def _workflow_id(workflows_table: str) -> sa.Column[Any]:
+    """The ``workflow_id`` of a workflow's rows: deleted with their workflow."""
+    return sa.Column(
+        "workflow_id",
+        _id_type(),
+        sa.ForeignKey(f"{workflows_table}.id", ondelete="CASCADE"),
+        nullable=False,
+    )
+
+
 def workflow_columns() -> list[sa.Column[Any]]:
     """Return fresh Column objects of the workflows table."""
     return [
@@ -105,12 +115,7 @@ def execution_columns(workflows_table: str = WORKFLOWS_TABLE) -> list[sa.Column[
     """Return fresh Column objects of the step executions table."""
     return [
         sa.Column("id", _id_type(), primary_key=True, autoincrement=True),
-        sa.Column(
-            "workflow_id",
-            _id_type(),
-            sa.ForeignKey(f"{workflows_table}.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        _workflow_id(workflows_table),
         sa.Column("step_name", sa.String(_NAME), nullable=False),
         sa.Column("state", sa.String(16), nullable=False, server_default="scheduled"),
         sa.Column("outcome", sa.String(16), nullable=True),
@@ -232,12 +237,7 @@ def signal_columns(workflows_table: str = WORKFLOWS_TABLE) -> list[sa.Column[Any
     """Return fresh Column objects of the signals table (added by :data:`SIGNALS`)."""
     return [
         sa.Column("id", _id_type(), primary_key=True, autoincrement=True),
-        sa.Column(
-            "workflow_id",
-            _id_type(),
-            sa.ForeignKey(f"{workflows_table}.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        _workflow_id(workflows_table),
         sa.Column("name", sa.String(_NAME), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=True),
         # NULL keys never collide in the unique index: no deduplication without a key.

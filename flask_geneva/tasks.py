@@ -11,6 +11,7 @@ import os
 import threading
 import weakref
 from collections import deque
+from collections.abc import Callable
 from collections.abc import Iterable
 from datetime import UTC
 from datetime import datetime
@@ -114,22 +115,12 @@ def register_housekeeping_task(state: GenevaState) -> Any:
     if interval is None:
         return None
     minutes = int(interval.total_seconds() // 60)
-    app = state.app
 
     def due(moment: datetime) -> bool:
         # Huey passes naive UTC datetimes.
         return int((moment - _EPOCH).total_seconds() // 60) % minutes == 0
 
-    _claim_name(state.huey, HOUSEKEEPING)
-
-    @state.huey.periodic_task(due, name=HOUSEKEEPING, retries=0)  # type: ignore[untyped-decorator]
-    def run_housekeeping() -> None:
-        with app.app_context():
-            clock.sync(state.ext.engine())
-            housekeeping.run(state.ext)
-
-    _claim_name(state.huey, HOUSEKEEPING, run_housekeeping)
-    return run_housekeeping
+    return _register_periodic(state, HOUSEKEEPING, due, housekeeping.run)
 
 
 def register_schedules_task(state: GenevaState) -> Any:
@@ -141,21 +132,32 @@ def register_schedules_task(state: GenevaState) -> Any:
     """
     if not schedules.scheduled_classes(state.ext):
         return None
-    app = state.app
-    _claim_name(state.huey, SCHEDULES)
-
-    @state.huey.periodic_task(_every_minute, name=SCHEDULES, retries=0)  # type: ignore[untyped-decorator]
-    def run_schedules() -> None:
-        with app.app_context():
-            clock.sync(state.ext.engine())
-            schedules.run(state.ext)
-
-    _claim_name(state.huey, SCHEDULES, run_schedules)
-    return run_schedules
+    return _register_periodic(state, SCHEDULES, _every_minute, schedules.run)
 
 
 def _every_minute(moment: datetime) -> bool:
     return True
+
+
+def _register_periodic(
+    state: GenevaState, name: str, due: Callable[[datetime], bool], job: Callable[[Any], Any]
+) -> Any:
+    """Register ``job(ext)`` as the Huey periodic task ``name``, run in the app's context.
+
+    Its thresholds and ticks are the database's time, so the clock's offset is kept
+    fresh first (a statement once a minute at most).
+    """
+    app = state.app
+    _claim_name(state.huey, name)
+
+    @state.huey.periodic_task(due, name=name, retries=0)  # type: ignore[untyped-decorator]
+    def run_periodic() -> None:
+        with app.app_context():
+            clock.sync(state.ext.engine())
+            job(state.ext)
+
+    _claim_name(state.huey, name, run_periodic)
+    return run_periodic
 
 
 def send(state: GenevaState, triggers: Iterable[Trigger]) -> None:
