@@ -6,6 +6,7 @@ from .errors import ConfigurationError
 from .errors import DefinitionError
 from .errors import GenevaError
 from .errors import InvalidStateError
+from .errors import OutputError
 from .errors import SignalError
 from .errors import StepExecutionError
 from .errors import StepNotDefinedError
@@ -36,6 +37,7 @@ __all__ = [
     "HousekeepingSummary",
     "InvalidStateError",
     "OperationResult",
+    "OutputError",
     "Signal",
     "SignalError",
     "StepExecutionError",

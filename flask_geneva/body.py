@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import outputs
 from . import results
 from . import signals
 from . import unit
@@ -183,11 +184,23 @@ def _perform(ext: Geneva, run: Run) -> _Performed:
     performed: _Performed
     with watching_writes() as wrote:
         try:
+            output: Any = None
+            item_count: int | None = None
             try:
-                returned = run.step.body(workflow)()
+                returned = run.step.body(workflow)(**_inputs(ext, run))
                 if returned is not None and inspect.isawaitable(returned):
                     _refuse_awaitable(returned)
                 signal = _swallowed(run, None)
+                if signal is None:
+                    config = ext.get_state().config
+                    item_count = outputs.checked(
+                        returned,
+                        run.record.step_name,
+                        run.cls.__geneva_definition__.graph,
+                        max_bytes=config.max_output_bytes,
+                        max_items=config.max_map_items,
+                    )
+                    output = returned
             except FlowSignal as raised:
                 signal, workflow._geneva_flow = raised, None
             # The body's writes are flushed here, so a constraint they break is the
@@ -200,7 +213,8 @@ def _perform(ext: Geneva, run: Run) -> _Performed:
             if not keep:
                 session.rollback()
             if signal is None:
-                performed = _Performed(StepResult("success"), "completed", keep_writes=keep)
+                result = StepResult("success", output=output, item_count=item_count)
+                performed = _Performed(result, "completed", keep_writes=keep)
             else:
                 result = results.from_signal(signal, None, "flow_control")
                 performed = _Performed(result, signal.action, keep_writes=keep)
@@ -241,6 +255,20 @@ def _perform(ext: Geneva, run: Run) -> _Performed:
         duration=performed.duration,
     )
     return performed
+
+
+def _inputs(ext: Geneva, run: Run) -> dict[str, Any]:
+    """Set a map item on the workflow; return the body's parameters (ancestors' outputs)."""
+    assert run.step is not None
+    step, workflow = run.step, run.workflow
+    if step.for_each is None and not step.parameters:
+        return {}
+    conn = ext.db.session.connection(bind_arguments={"mapper": ext.Workflow})
+    index = run.record.item_index
+    if step.for_each is not None and index is not None:
+        workflow.item_index = index
+        workflow.item = outputs.item(conn, ext.tables, run.workflow_id, step.for_each, index)
+    return {name: workflow.output_of(name) for name in step.parameters}
 
 
 def _refuse_awaitable(returned: Any) -> None:

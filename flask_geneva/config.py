@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "GENEVA_HOUSEKEEPING_INTERVAL": timedelta(minutes=5),
     "GENEVA_ADMIN_LOGS_URL": None,
     "GENEVA_MAX_SIGNAL_PAYLOAD": 64 * 1024,
+    "GENEVA_MAX_OUTPUT_BYTES": 256 * 1024,
+    "GENEVA_MAX_MAP_ITEMS": 10_000,
 }
 
 
@@ -58,6 +60,10 @@ class GenevaConfig:
     admin_logs_url: str | None
     #: The largest signal payload stored, in bytes of its JSON text.
     max_signal_payload: int = 64 * 1024
+    #: The largest step output stored, in bytes of its JSON text.
+    max_output_bytes: int = 256 * 1024
+    #: The most items a map step's producer may return.
+    max_map_items: int = 10_000
 
     @classmethod
     def from_mapping(cls, config: Any) -> GenevaConfig:
@@ -82,11 +88,9 @@ class GenevaConfig:
                 "GENEVA_MAX_RECOVERIES must be a whole number of recoveries (0 or more) or "
                 f"None for no limit, got {max_recoveries!r}"
             )
-        max_payload = config["GENEVA_MAX_SIGNAL_PAYLOAD"]
-        if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
-            raise ConfigurationError(
-                f"GENEVA_MAX_SIGNAL_PAYLOAD must be a positive number of bytes, got {max_payload!r}"
-            )
+        max_payload = _positive(config, "GENEVA_MAX_SIGNAL_PAYLOAD", "number of bytes")
+        max_output = _positive(config, "GENEVA_MAX_OUTPUT_BYTES", "number of bytes")
+        max_items = _positive(config, "GENEVA_MAX_MAP_ITEMS", "number of items")
         return cls(
             huey=config["GENEVA_HUEY"],
             huey_name=str(config["GENEVA_HUEY_NAME"]),
@@ -102,7 +106,16 @@ class GenevaConfig:
             housekeeping_interval=_interval(config),
             admin_logs_url=config["GENEVA_ADMIN_LOGS_URL"],
             max_signal_payload=max_payload,
+            max_output_bytes=max_output,
+            max_map_items=max_items,
         )
+
+
+def _positive(config: Any, name: str, what: str) -> int:
+    value = config[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive {what}, got {value!r}")
+    return value
 
 
 #: The shortest ``GENEVA_HEARTBEAT_INTERVAL``: beats are database writes.

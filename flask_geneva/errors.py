@@ -67,3 +67,13 @@ class SignalError(GenevaError, ValueError):
     The payload must be JSON-serialisable and at most ``GENEVA_MAX_SIGNAL_PAYLOAD``
     bytes as JSON; the message names the limit.
     """
+
+
+class OutputError(GenevaError, ValueError):
+    """A step's return value cannot be stored as its output.
+
+    It must be JSON-serialisable and at most ``GENEVA_MAX_OUTPUT_BYTES`` bytes as JSON;
+    a map step's producer must return a list of at most ``GENEVA_MAX_MAP_ITEMS``
+    elements. Raised in the step's body, so its exception policy applies; the message
+    names the step and the limit.
+    """

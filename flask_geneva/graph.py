@@ -53,6 +53,12 @@ class StepGraph:
         for index, definition in enumerate(sequence):
             if definition.after is not None:
                 for name in definition.after:
+                    if name not in self.steps and name == definition.for_each:
+                        raise DefinitionError(
+                            f"{class_name}.{definition.name}: for_each={name!r} is not a "
+                            "step of this class; it must name the step whose returned list "
+                            "this step maps over"
+                        )
                     if name not in self.steps:
                         raise DefinitionError(
                             f"{class_name}.{definition.name}: after={name!r} references "
@@ -75,6 +81,43 @@ class StepGraph:
         self.roots: tuple[str, ...] = tuple(n for n, p in preds.items() if not p)
         #: Steps in an order where each comes after all its predecessors.
         self.topological_order: tuple[str, ...] = self._toposort()
+        ancestors: dict[str, frozenset[str]] = {}
+        for name in self.topological_order:
+            found: set[str] = set()
+            for pred in preds[name]:
+                found |= ancestors[pred] | {pred}
+            ancestors[name] = frozenset(found)
+        #: Each step's ancestors: every step that must be done before it runs, the only
+        #: ones whose outputs it may read.
+        self.ancestors: Mapping[str, frozenset[str]] = ancestors
+        for definition in sequence:
+            self._check_data(definition)
+        #: The map steps, and the producer each maps over.
+        self.maps: Mapping[str, str] = {
+            d.name: d.for_each for d in sequence if d.for_each is not None
+        }
+        #: The steps whose output a map step runs over: their list is checked when stored.
+        self.producers: frozenset[str] = frozenset(self.maps.values())
+
+    def _check_data(self, definition: StepDefinition) -> None:
+        """A map step's producer and a body's parameters must name ancestors."""
+        where = f"{self.class_name}.{definition.name}"
+        ancestors = self.ancestors[definition.name]
+        producer = definition.for_each
+        if producer is not None and producer not in ancestors:
+            problem = "is not a step" if producer not in self.steps else "is not an ancestor"
+            raise DefinitionError(
+                f"{where}: for_each={producer!r} {problem} of this step; a map step runs over "
+                "the list an ancestor returned (for_each= alone implies after= that step)"
+            )
+        for parameter in definition.parameters:
+            if parameter not in ancestors:
+                known = ", ".join(sorted(ancestors)) or "none"
+                raise DefinitionError(
+                    f"{where}: parameter {parameter!r} names no ancestor of this step; a "
+                    "step's parameters receive the outputs of the ancestors they name "
+                    f"(its ancestors: {known})"
+                )
 
     def _toposort(self) -> tuple[str, ...]:
         remaining = {name: len(p) for name, p in self.predecessors.items()}

@@ -3,7 +3,8 @@
 Uniqueness rules live in the database, per dialect:
 
 * one *ongoing* workflow per (type, hero_type, hero_id) unless ``allow_multiple``;
-* one *active* (scheduled or in progress) execution per (workflow, step).
+* one *active* (scheduled, in progress or waiting) execution per (workflow, step,
+  item): a map step has one per item, every other step one.
 
 PostgreSQL and SQLite get partial unique indexes. MySQL/MariaDB have no partial
 indexes, so each rule becomes a stored generated column that is 1 while the rule
@@ -41,6 +42,9 @@ ACTIVE_WHERE = "state IN ('scheduled', 'in_progress', 'waiting')"
 #: The rule as 0.1 wrote it (before ``waiting``): the revision that creates the tables
 #: keeps it, and the signals revision replaces it with :data:`ACTIVE_WHERE`.
 ACTIVE_WHERE_0_1 = "state IN ('scheduled', 'in_progress')"
+#: The item of the active rule: a map step's item index, -1 for every other row (a
+#: NULL would never collide, and the rule would not hold for them).
+ACTIVE_ITEM = "coalesce(item_index, -1)"
 
 #: The ``info`` key naming the migration revision that adds a column or index.
 REVISION_KEY = "geneva_revision"
@@ -52,6 +56,12 @@ SCHEDULES = "0.2 schedule ticks"
 #: in the rule "one active execution per (workflow, step)").
 SIGNALS = "0.2 signals"
 SIGNALS_TABLE = "geneva_signals"
+#: The 0.2 revision that adds data along the edges: outputs, map items and cursors
+#: (the columns below, and the item in the rule "one active execution per (workflow,
+#: step, item)").
+DATA = "0.2 data along the edges"
+#: The item a row of a step that is not a map step counts as, in the active rule.
+NO_ITEM = -1
 
 
 def _id_type() -> sa.types.TypeEngine[int]:
@@ -143,6 +153,24 @@ def execution_columns(workflows_table: str = WORKFLOWS_TABLE) -> list[sa.Column[
         # started_at + stuck_after, so the (state, started_at) index bounds the search,
         # and an index on it would turn every beat into an index write.
         sa.Column("heartbeat_at", _timestamp(), nullable=True, info={REVISION_KEY: LEASES}),
+        # 0.2, data along the edges: what the body returned (JSON; NULL for None)...
+        sa.Column("output", sa.JSON(none_as_null=True), nullable=True, info={REVISION_KEY: DATA}),
+        # ...for a map step's item, its position in the producer's list (NULL otherwise)...
+        sa.Column("item_index", sa.Integer(), nullable=True, info={REVISION_KEY: DATA}),
+        # ...for a producer's completed execution, how many items its list holds...
+        sa.Column("item_count", sa.Integer(), nullable=True, info={REVISION_KEY: DATA}),
+        # ...for a resumable step, the last checkpointed cursor and the checkpoints
+        # counted by this execution, and the execution it continues.
+        sa.Column("cursor", sa.JSON(none_as_null=True), nullable=True, info={REVISION_KEY: DATA}),
+        sa.Column(
+            "iterations",
+            sa.Integer(),
+            nullable=False,
+            server_default="0",
+            info={REVISION_KEY: DATA},
+        ),
+        # Not a foreign key: an id of the same table, kept as history.
+        sa.Column("continues_id", _id_type(), nullable=True, info={REVISION_KEY: DATA}),
     ]
 
 
@@ -187,12 +215,17 @@ def schedule_ticks_table(metadata: sa.MetaData) -> sa.Table:
 
 
 def execution_indexes(
-    table: str = EXECUTIONS_TABLE, *, active_where: str = ACTIVE_WHERE
+    table: str = EXECUTIONS_TABLE, *, active_where: str = ACTIVE_WHERE, items: bool = True
 ) -> list[sa.Index]:
     """Return the indexes of the step executions table.
 
     :param active_where: the states that hold a step's slot (0.1's for its revision).
+    :param items: the active rule is per (workflow, step, item), as from :data:`DATA`
+        on; False gives the rule per (workflow, step) of the revisions before it.
     """
+    active_key: list[Any] = ["workflow_id", "step_name"]
+    if items:
+        active_key.append(sa.text(ACTIVE_ITEM))
     return [
         sa.Index(f"ix_{table}_workflow_id_id", "workflow_id", "id"),
         sa.Index(f"ix_{table}_state_scheduled_for", "state", "scheduled_for"),
@@ -200,8 +233,7 @@ def execution_indexes(
         sa.Index(f"ix_{table}_step_name_state", "step_name", "state"),
         sa.Index(
             f"uq_{table}_active",
-            "workflow_id",
-            "step_name",
+            *active_key,
             unique=True,
             postgresql_where=sa.text(active_where),
             sqlite_where=sa.text(active_where),
@@ -214,22 +246,43 @@ def mysql_unique_ddl(
     executions: str = EXECUTIONS_TABLE,
     *,
     active_where: str = ACTIVE_WHERE,
+    items: bool = True,
 ) -> list[str]:
     """Return the MySQL/MariaDB statements that add the generated columns and unique keys."""
     return [
         f"ALTER TABLE {workflows} ADD COLUMN ongoing_flag TINYINT AS "
         f"(CASE WHEN {ONGOING_WHERE} THEN 1 END) STORED, "
         f"ADD UNIQUE INDEX uq_{workflows}_ongoing (type, hero_type, hero_id, ongoing_flag)",
-        mysql_active_ddl(executions, active_where),
+        mysql_active_ddl(executions, active_where)
+        if not items
+        else mysql_active_item_ddl(executions, active_where),
     ]
 
 
 def mysql_active_ddl(executions: str = EXECUTIONS_TABLE, active_where: str = ACTIVE_WHERE) -> str:
-    """The MySQL/MariaDB statement adding "one active execution per (workflow, step)"."""
+    """The MySQL/MariaDB statement adding "one active execution per (workflow, step)".
+
+    The rule before :data:`DATA`: its revisions render it so.
+    """
     return (
         f"ALTER TABLE {executions} ADD COLUMN active_flag TINYINT AS "
         f"(CASE WHEN {active_where} THEN 1 END) STORED, "
         f"ADD UNIQUE INDEX uq_{executions}_active (workflow_id, step_name, active_flag)"
+    )
+
+
+def mysql_active_item_ddl(
+    executions: str = EXECUTIONS_TABLE, active_where: str = ACTIVE_WHERE
+) -> str:
+    """The MySQL/MariaDB statement adding "one active execution per (workflow, step, item)".
+
+    The generated column holds the item (:data:`ACTIVE_ITEM`) while the row is active,
+    NULL otherwise.
+    """
+    return (
+        f"ALTER TABLE {executions} ADD COLUMN active_item INT AS "
+        f"(CASE WHEN {active_where} THEN {ACTIVE_ITEM} END) STORED, "
+        f"ADD UNIQUE INDEX uq_{executions}_active (workflow_id, step_name, active_item)"
     )
 
 

@@ -106,6 +106,12 @@ class ExecutionRecord:
     updated_at: datetime | None = None
     #: The lease's last refresh while the body ran (None: not yet, or a 0.1 row).
     heartbeat_at: datetime | None = None
+    #: A map step's item: its index in the producer's list (None: not a map item).
+    item_index: int | None = None
+    #: On a producer's completed execution: how many items its output list holds.
+    item_count: int | None = None
+    #: For a resumable step: the execution this one continues (set when it is created).
+    continues_id: int | None = None
     changes: dict[str, Any] = field(default_factory=dict)
     trigger: bool = False
 
@@ -139,6 +145,10 @@ class StepResult:
     then: str = "pause"
     #: The exception itself, when one caused this result (not stored; reported).
     exception: BaseException | None = None
+    #: For ``success``: what the body returned, checked storable as JSON (None: nothing).
+    output: Any = None
+    #: For ``success`` of a map step's producer: how many items its output list holds.
+    item_count: int | None = None
 
 
 @dataclass(frozen=True)

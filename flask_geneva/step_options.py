@@ -7,6 +7,7 @@ step.
 
 from __future__ import annotations
 
+import inspect
 from datetime import timedelta
 from typing import Any
 
@@ -81,6 +82,89 @@ def stuck_after(value: Any, where: str) -> timedelta | None:
             f"{where}: invalid stuck_after {value!r}: it must be between {low} and {high}"
         )
     return delta
+
+
+def map_options(opts: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check ``for_each`` and ``max_parallel`` (that the producer is an ancestor: the graph)."""
+    for_each = opts.get("for_each")
+    max_parallel = opts.get("max_parallel")
+    if for_each is None:
+        if max_parallel is not None:
+            raise DefinitionError(
+                f"{where}: max_parallel= applies only to a map step; add for_each='step' "
+                "(the step whose list it maps over) or remove it"
+            )
+        return {}
+    if not isinstance(for_each, str) or not for_each:
+        raise DefinitionError(
+            f"{where}: for_each= must name the step whose returned list this step maps "
+            f"over, got {for_each!r}"
+        )
+    if max_parallel is not None and (
+        isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
+    ):
+        raise DefinitionError(
+            f"{where}: max_parallel= must be a positive whole number of items (or None for "
+            f"no limit), got {max_parallel!r}"
+        )
+    return dict(for_each=for_each, max_parallel=max_parallel)
+
+
+def resumable_options(opts: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check ``resumable``, ``max_iterations`` and ``max_runtime``."""
+    resumable = opts.get("resumable", False)
+    max_iterations = opts.get("max_iterations")
+    max_runtime = opts.get("max_runtime")
+    if not isinstance(resumable, bool):
+        raise DefinitionError(f"{where}: resumable= must be True or False, got {resumable!r}")
+    if not resumable:
+        for option, value in (("max_iterations", max_iterations), ("max_runtime", max_runtime)):
+            if value is not None:
+                raise DefinitionError(
+                    f"{where}: {option}= applies only to a resumable step; add "
+                    "resumable=True or remove it"
+                )
+        return {}
+    if max_iterations is not None and (
+        isinstance(max_iterations, bool)
+        or not isinstance(max_iterations, int)
+        or max_iterations < 1
+    ):
+        raise DefinitionError(
+            f"{where}: max_iterations= must be a positive whole number of checkpoints (or "
+            f"None for no limit), got {max_iterations!r}"
+        )
+    runtime: timedelta | None = None
+    if max_runtime is not None:
+        try:
+            runtime = to_wait(max_runtime)
+        except (TypeError, ValueError) as exc:
+            raise DefinitionError(f"{where}: invalid max_runtime: {exc}") from None
+        if runtime <= timedelta(0):
+            raise DefinitionError(f"{where}: max_runtime= must be longer than zero")
+    return dict(resumable=True, max_iterations=max_iterations, max_runtime=runtime)
+
+
+def parameters(func: Any, where: str) -> tuple[str, ...]:
+    """The names of a step body's parameters after ``self`` (checked against the graph later)."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return ()
+    found = list(signature.parameters.values())[1:]
+    for parameter in found:
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise DefinitionError(
+                f"{where}: a step takes only parameters named after its ancestors (each "
+                f"receives that step's output), not {parameter}"
+            )
+        if parameter.kind == parameter.POSITIONAL_ONLY:
+            raise DefinitionError(
+                f"{where}: parameter {parameter.name!r} is positional-only; a step's "
+                "parameters are passed by name (each receives the output of the ancestor "
+                "it names)"
+            )
+    return tuple(p.name for p in found)
 
 
 def as_list(value: Any, where: str) -> list[Any]:

@@ -24,6 +24,9 @@ from .policy import ExceptionPolicy
 from .policy import to_wait
 from .step_options import as_list
 from .step_options import build_policy
+from .step_options import map_options
+from .step_options import parameters
+from .step_options import resumable_options
 from .step_options import stuck_after
 from .step_options import wait_options
 from .synchronous import check_condition_runs
@@ -87,6 +90,11 @@ def step(
     timeout: timedelta | int | float | None = None,
     on_timeout: str = "pause",
     matching: Callable[[Any], Any] | None = None,
+    for_each: str | None = None,
+    max_parallel: int | None = None,
+    resumable: bool = False,
+    max_iterations: int | None = None,
+    max_runtime: timedelta | int | float | None = None,
 ) -> Callable[[StepBody], StepDeclaration] | StepDeclaration: ...
 
 
@@ -143,6 +151,17 @@ def step(
         ``"skip"``, or ``"run"`` (the body runs with ``self.received_signal`` None).
     :param matching: with ``wait_for``: a callable taking the payload; only signals it
         accepts are consumed by this step.
+    :param for_each: makes a *map step*: it runs once per element of the list that this
+        ancestor step returned (``self.item``, ``self.item_index``), and implies
+        ``after=`` that step when ``after=`` is not given (see ``docs/data.md``).
+    :param max_parallel: with ``for_each``: at most this many items scheduled or running
+        at once (default: no limit).
+    :param resumable: the body checkpoints its progress (``self.checkpoint(value)``,
+        ``self.cursor``) and resumes from the last checkpoint.
+    :param max_iterations: with ``resumable``: checkpoints per execution before it ends
+        as ``continued`` and a new execution carries on from the cursor.
+    :param max_runtime: with ``resumable``: the same, after this long (timedelta or
+        seconds).
     """
     # Options are validated when the class is built, so errors name the class and step.
     if func is not None:
@@ -170,6 +189,11 @@ _OPTION_NAMES = frozenset(
         "timeout",
         "on_timeout",
         "matching",
+        "for_each",
+        "max_parallel",
+        "resumable",
+        "max_iterations",
+        "max_runtime",
     }
 )
 
@@ -204,6 +228,16 @@ class StepDefinition:
     on_timeout: str = "pause"
     #: Which payloads it accepts (None: any).
     matching: Callable[[Any], Any] | None = None
+    #: A map step: the ancestor whose returned list it runs over (None: not a map step).
+    for_each: str | None = None
+    #: At most this many of its items scheduled or running at once (None: no limit).
+    max_parallel: int | None = None
+    #: A resumable step checkpoints a cursor; each execution runs up to these limits.
+    resumable: bool = False
+    max_iterations: int | None = None
+    max_runtime: timedelta | None = None
+    #: The body's parameters after ``self``: each names an ancestor, whose output it gets.
+    parameters: tuple[str, ...] = ()
 
     def accepts(self, payload: Any) -> bool:
         """Whether this step takes a signal with ``payload`` (its ``matching``).
@@ -313,8 +347,11 @@ def build_definition(
         )
 
     after = opts.get("after")
+    mapped = map_options(opts, where)
     after_names: tuple[str, ...] | None
-    if after is None:
+    if after is None and mapped:
+        after_names = (mapped["for_each"],)  # a map step follows the step it maps over
+    elif after is None:
         after_names = None
     else:
         items = [after] if isinstance(after, str | StepDeclaration) else as_list(after, where)
@@ -336,6 +373,9 @@ def build_definition(
         source=_source_of(declaration.func),
         stuck_after=stuck_after(opts.get("stuck_after"), where),
         **wait_options(opts, where),
+        **mapped,
+        **resumable_options(opts, where),
+        parameters=parameters(declaration.func, where),
     )
 
 

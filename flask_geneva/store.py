@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from .map_rules import MapProgress
 from .models import SIGNALS_TABLE
 from .models import is_mysql
 from .records import ExecutionRecord
@@ -55,6 +56,8 @@ class Tables:
             e.c.started_at,
             e.c.updated_at,
             e.c.heartbeat_at,
+            e.c.item_index,
+            e.c.item_count,
         )
         now: sa.BindParameter[Any] = sa.bindparam("p_now")
         wid: sa.BindParameter[Any] = sa.bindparam("p_wid")
@@ -113,13 +116,20 @@ class Tables:
         latest = (
             sa.select(sa.func.max(e.c.id))
             .where(e.c.workflow_id == wid)
-            .group_by(e.c.step_name)
+            .group_by(e.c.step_name, e.c.item_index)
             .scalar_subquery()
         )
+        # A map step's done items are counted (map_progress), not read: a map may have
+        # thousands, and the rules need only those not done.
+        done = sa.or_(
+            e.c.state == StepState.SKIPPED,
+            sa.and_(e.c.state == StepState.COMPLETED, e.c.outcome == "success"),
+        )
+        wanted = sa.and_(e.c.id.in_(latest), sa.or_(e.c.item_index.is_(None), sa.not_(done)))
         #: The workflow row with the latest execution of each step, in one statement.
         self._snapshot = (
             sa.select(*w.c, *[c.label(_E + c.name) for c in self.record_columns])
-            .select_from(w.outerjoin(e, sa.and_(e.c.workflow_id == w.c.id, e.c.id.in_(latest))))
+            .select_from(w.outerjoin(e, sa.and_(e.c.workflow_id == w.c.id, wanted)))
             .where(w.c.id == wid)
             .order_by(e.c.id)
         )
@@ -130,8 +140,18 @@ class Tables:
         self.lock_workflow = sa.select(w).where(w.c.id == wid).with_for_update()
         self.latest_records = (
             sa.select(*[c.label(_E + c.name) for c in self.record_columns])
-            .where(e.c.workflow_id == wid, e.c.id.in_(latest))
+            .where(e.c.workflow_id == wid, wanted)
             .order_by(e.c.id)
+        )
+        #: Per map step: how many items are done, and the highest item with a row.
+        self.map_progress = (
+            sa.select(
+                e.c.step_name,
+                sa.func.count(sa.distinct(sa.case((done, e.c.item_index)))),
+                sa.func.max(e.c.item_index),
+            )
+            .where(e.c.workflow_id == wid, e.c.item_index.is_not(None))
+            .group_by(e.c.step_name)
         )
         # PostgreSQL's claim in one statement: the workflow UPDATE runs first (the
         # execution UPDATE waits on its result), so the lock order holds.
@@ -196,6 +216,14 @@ def signals(conn: Connection, tables: Tables, workflow_id: int) -> list[SignalRe
     ]
 
 
+def map_progress(conn: Connection, tables: Tables, workflow_id: int) -> dict[str, MapProgress]:
+    """Each map step's items: how many are done, the highest index with a row."""
+    return {
+        name: MapProgress(done=int(done), highest=int(highest))
+        for name, done, highest in conn.execute(tables.map_progress, {"p_wid": workflow_id})
+    }
+
+
 def _record(m: Mapping[str, Any] | sa.RowMapping) -> ExecutionRecord:
     return ExecutionRecord(
         id=m["e_id"],
@@ -209,6 +237,8 @@ def _record(m: Mapping[str, Any] | sa.RowMapping) -> ExecutionRecord:
         started_at=m["e_started_at"],
         updated_at=m["e_updated_at"],
         heartbeat_at=m["e_heartbeat_at"],
+        item_index=m["e_item_index"],
+        item_count=m["e_item_count"],
     )
 
 
@@ -389,6 +419,8 @@ def _persist_signals(
 
 
 def _insert_values(workflow_id: int, record: ExecutionRecord, now: Any) -> dict[str, Any]:
+    # Every row gets the same keys (one INSERT for a fan-out); what the rules decided
+    # for a new record (an error, an output, its end) is in its changes.
     values = {
         "workflow_id": workflow_id,
         "step_name": record.step_name,
@@ -398,6 +430,9 @@ def _insert_values(workflow_id: int, record: ExecutionRecord, now: Any) -> dict[
         "attempt": record.attempt,
         "consecutive_reattempts": record.consecutive_reattempts,
         "huey_task_id": record.huey_task_id,
+        "item_index": record.item_index,
+        "item_count": record.item_count,
+        "continues_id": record.continues_id,
         "created_at": now,
         "updated_at": now,
         "started_at": None,
@@ -406,7 +441,13 @@ def _insert_values(workflow_id: int, record: ExecutionRecord, now: Any) -> dict[
         "failed_at": None,
         "canceled_at": None,
         "skipped_at": None,
+        "error_class": None,
+        "error_message": None,
+        "error_traceback": None,
+        "output": None,
     }
     if record.state != StepState.SCHEDULED:
         values.update(finished_at=now, **{f"{record.state}_at": now})
+    values.update((k, v) for k, v in record.changes.items() if k in values)
+    record.changes = {}
     return values

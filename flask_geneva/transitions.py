@@ -26,6 +26,8 @@ from typing import Any
 
 from .errors import InvalidStateError
 from .graph import StepGraph
+from .map_rules import MapProgress
+from .map_rules import MapRules
 from .records import ErrorInfo
 from .records import ExecutionRecord
 from .records import SignalRecord
@@ -43,11 +45,13 @@ from .states import is_ongoing
 __all__ = ["ErrorInfo", "ExecutionRecord", "StepResult", "Transition"]
 
 
-class Transition(SignalRules):
+class Transition(SignalRules, MapRules):
     """Changes to one workflow and its executions, decided under its row lock.
 
     ``records`` holds the latest execution of each step, oldest first (an active
-    execution is always its step's latest: the unique index allows one per step).
+    execution is always its step's latest: the unique index allows one per step);
+    for a map step, the latest execution of each item not done (``maps`` counts the
+    done ones; see :mod:`~flask_geneva.map_rules`).
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class Transition(SignalRules):
         *,
         priority: int | None = None,
         signals: list[SignalRecord] | None = None,
+        maps: dict[str, MapProgress] | None = None,
     ) -> None:
         self.graph = graph
         self.state = workflow_state
@@ -68,6 +73,8 @@ class Transition(SignalRules):
         self.priority = priority
         #: The workflow's signals, oldest first (empty unless the snapshot read them).
         self.signals: list[SignalRecord] = signals if signals is not None else []
+        #: The map steps' done items, counted by the snapshot.
+        self.maps: dict[str, MapProgress] = maps if maps is not None else {}
         self.workflow_changes: dict[str, Any] = {}
 
     # -- views -------------------------------------------------------------------------
@@ -78,20 +85,32 @@ class Transition(SignalRules):
                 return record
         return None
 
-    def latest(self, step_name: str) -> ExecutionRecord | None:
+    def latest(self, step_name: str, item_index: int | None = None) -> ExecutionRecord | None:
+        """The latest execution of a step (of one item of a map step, or its own row)."""
         for record in reversed(self.records):
-            if record.step_name == step_name:
+            if record.step_name == step_name and record.item_index == item_index:
                 return record
         return None
 
     def latest_by_step(self) -> dict[str, ExecutionRecord]:
+        """Each step's latest execution of its own (a map step's items are apart)."""
         latest: dict[str, ExecutionRecord] = {}
         for record in self.records:
-            latest[record.step_name] = record
+            if record.item_index is None:
+                latest[record.step_name] = record
         return latest
 
     def done_steps(self) -> set[str]:
-        return {name for name, r in self.latest_by_step().items() if r.is_done}
+        done = {name for name, r in self.latest_by_step().items() if r.is_done}
+        if self.graph is not None:
+            done.update(name for name in self.graph.maps if self.map_done(name))
+        return done
+
+    def started_steps(self) -> set[str]:
+        """Steps with an execution (a map step: of its own, or of an item)."""
+        started = {r.step_name for r in self.records}
+        started.update(name for name, p in self.maps.items() if p.highest >= 0)
+        return started
 
     def scheduled(self) -> list[ExecutionRecord]:
         return [r for r in self.records if r.state == StepState.SCHEDULED]
@@ -111,10 +130,13 @@ class Transition(SignalRules):
         return [
             name
             for name in self.graph.steps
-            if name in latest
-            and not latest[name].is_done
-            and not latest[name].is_active
+            if name not in done
             and all(p in done for p in self.graph.predecessors[name])
+            and (
+                self.pending_items(name)
+                if name in self.graph.maps
+                else name in latest and not latest[name].is_done and not latest[name].is_active
+            )
         ]
 
     def due_or_failed(self, *, waiting: bool = True) -> list[str]:
@@ -168,9 +190,15 @@ class Transition(SignalRules):
         consecutive_reattempts: int = 0,
         state: str = StepState.SCHEDULED,
         trigger: bool = True,
+        item_index: int | None = None,
     ) -> ExecutionRecord:
-        """Create a new execution of ``step_name`` (scheduled unless told otherwise)."""
-        previous = self.latest(step_name)
+        """Create a new execution of ``step_name`` (scheduled unless told otherwise).
+
+        :param state: ``skipped`` or ``completed`` (a map step with no items) create
+            it ended.
+        :param item_index: the item of a map step it runs for.
+        """
+        previous = self.latest(step_name, item_index)
         record = ExecutionRecord(
             id=None,
             step_name=step_name,
@@ -180,9 +208,12 @@ class Transition(SignalRules):
             attempt=previous.attempt + 1 if previous else 1,
             consecutive_reattempts=consecutive_reattempts,
             trigger=trigger and state == StepState.SCHEDULED,
+            item_index=item_index,
         )
-        if state != StepState.SCHEDULED:
-            record.outcome = Outcome.SKIPPED if state == StepState.SKIPPED else None
+        if state == StepState.SKIPPED:
+            record.outcome = Outcome.SKIPPED
+        elif state == StepState.COMPLETED:
+            record.outcome = Outcome.SUCCESS
         self.records.append(record)
         return record
 
@@ -211,10 +242,17 @@ class Transition(SignalRules):
         """Create executions for steps that became ready; finish when all steps are done."""
         if self.graph is None or not is_ongoing(self.state):
             return
-        started = {r.step_name for r in self.records}
+        # A map step with no items is done at once: its successors are ready in turn.
+        while ready := self.graph.ready_steps(self.done_steps(), self.started_steps()):
+            for name in ready:
+                if name in self.graph.maps:
+                    self.start_map(name)
+                else:
+                    self.add(name, due=self.now + self.graph.steps[name].wait)
         done = self.done_steps()
-        for name in self.graph.ready_steps(done, started):
-            self.add(name, due=self.now + self.graph.steps[name].wait)
+        for name in self.graph.maps:
+            if name not in done and self.map_started(name):
+                self.release_items(name)  # the room an item left, or a resume
         if len(done) == len(self.graph) and not any(r.is_active for r in self.records):
             self.set_state(WorkflowState.FINISHED)
 
@@ -241,8 +279,9 @@ class Transition(SignalRules):
             elif record.scheduled_for < NO_TIMEOUT:
                 self.retrigger(record)
         for name in self.pending_steps():
-            self.add(name, due=self.now)
-        self.advance()
+            if self.graph is None or name not in self.graph.maps:
+                self.add(name, due=self.now)
+        self.advance()  # a map step's pending items are released there, within its room
         self.settle_state()
 
     def apply(self, record: ExecutionRecord, result: StepResult, *, body_ran: bool = True) -> None:
@@ -257,8 +296,10 @@ class Transition(SignalRules):
         action = result.action
         if action == "success":
             self.end(record, StepState.COMPLETED, Outcome.SUCCESS)
+            self.keep_output(record, result)
         elif action == "finish":
             self.end(record, StepState.COMPLETED, Outcome.SUCCESS)
+            self.keep_output(record, result)
             if is_ongoing(self.state):
                 self.cancel_scheduled()
                 self.set_state(WorkflowState.FINISHED)
@@ -282,6 +323,14 @@ class Transition(SignalRules):
         self.advance()
         self.settle_state()
 
+    def keep_output(self, record: ExecutionRecord, result: StepResult) -> None:
+        """Store what the body returned with its outcome (and a producer's item count)."""
+        if result.output is not None:
+            record.changes["output"] = result.output
+        if result.item_count is not None:
+            record.item_count = result.item_count
+            record.changes["item_count"] = result.item_count
+
     def _reattempt(self, record: ExecutionRecord, result: StepResult) -> None:
         metadata: dict[str, Any] = {"reattempt_reason": result.reason or "flow_control"}
         if result.error is not None:
@@ -300,6 +349,7 @@ class Transition(SignalRules):
                 record.step_name,
                 due=self.now + result.wait,
                 consecutive_reattempts=record.consecutive_reattempts + (1 if counts else 0),
+                item_index=record.item_index,
             )
 
     def recover(
@@ -336,7 +386,10 @@ class Transition(SignalRules):
             self.stop(then)
         elif self.state in RUNNABLE_WORKFLOW_STATES:
             self.add(
-                record.step_name, due=self.now, consecutive_reattempts=record.consecutive_reattempts
+                record.step_name,
+                due=self.now,
+                consecutive_reattempts=record.consecutive_reattempts,
+                item_index=record.item_index,
             )
         self.advance()
         self.settle_state()

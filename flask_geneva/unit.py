@@ -217,6 +217,11 @@ def _snapshot(ext: Geneva, conn: Connection, workflow_id: int, *, signals: bool)
         found_signals = store.signals(conn, ext.tables, workflow_id)
     else:
         found_signals = []
+    maps = (
+        store.map_progress(conn, ext.tables, workflow_id)
+        if definition is not None and definition.graph.maps
+        else None
+    )
     transition = Transition(
         definition.graph if definition is not None else None,
         row["state"],
@@ -224,5 +229,6 @@ def _snapshot(ext: Geneva, conn: Connection, workflow_id: int, *, signals: bool)
         clock.now(),
         priority=definition.job_options.get("priority") if definition is not None else None,
         signals=found_signals,
+        maps=maps,
     )
     return Snapshot(row, cls, transition)

@@ -32,6 +32,7 @@ from .flow import SkipSignal
 from .hero import reference
 from .logging import tagged
 from .models import BASE_IDENTITY
+from .outputs import StepData
 from .states import TERMINAL_WORKFLOW_STATES
 from .states import WorkflowState
 
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from .records import Signal
 
 
-class WorkflowBase:
+class WorkflowBase(StepData):
     """Behaviour shared by every workflow class (mixed into ``geneva.Workflow``).
 
     Class attributes an application may set:

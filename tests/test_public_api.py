@@ -70,6 +70,7 @@ def test_the_package_exports_exactly_the_documented_names() -> None:
         "HousekeepingSummary",
         "InvalidStateError",
         "OperationResult",
+        "OutputError",
         "Signal",
         "SignalError",
         "StepExecutionError",
