@@ -113,6 +113,10 @@ def _target(transition: Transition, operation: str, step: str | None) -> str:
 
 
 def _skip_or_reattempt(transition: Transition, operation: str, step: str) -> None:
+    assert transition.graph is not None
+    if step in transition.graph.maps:
+        _skip_or_reattempt_map(transition, operation, step)
+        return
     latest = transition.latest(step)
     scheduled = latest is not None and latest.state == StepState.SCHEDULED
     if operation == "skip" and latest is not None and latest.state == StepState.WAITING:
@@ -129,6 +133,28 @@ def _skip_or_reattempt(transition: Transition, operation: str, step: str) -> Non
         transition.add(step, due=transition.now)
     if transition.state == WorkflowState.PAUSED:
         transition.resume()
+    else:
+        transition.advance()
+        transition.settle_state()
+
+
+def _skip_or_reattempt_map(transition: Transition, operation: str, step: str) -> None:
+    """Skip a whole map step, or reattempt its failed items (and run its due ones now).
+
+    Skip: its scheduled items are canceled and the step counts as skipped (its
+    successors run; its output is None); items already running finish. Reattempt: only
+    the items that failed or were canceled run again, within ``max_parallel``; the
+    items done stay done.
+    """
+    if operation == "skip":
+        transition.skip_map(step)
+    else:
+        for record in transition.items(step).values():
+            if record.state == StepState.SCHEDULED:
+                transition.due_now(record)
+                transition.retrigger(record)
+    if transition.state == WorkflowState.PAUSED:
+        transition.resume()  # releases the failed items again
     else:
         transition.advance()
         transition.settle_state()

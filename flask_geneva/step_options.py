@@ -100,6 +100,11 @@ def map_options(opts: dict[str, Any], where: str) -> dict[str, Any]:
             f"{where}: for_each= must name the step whose returned list this step maps "
             f"over, got {for_each!r}"
         )
+    if opts.get("wait_for") is not None:
+        raise DefinitionError(
+            f"{where}: a map step cannot wait for a signal (each signal is consumed by one "
+            "execution); wait in a step before it, or in the producer"
+        )
     if max_parallel is not None and (
         isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
     ):

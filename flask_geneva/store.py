@@ -113,12 +113,12 @@ class Tables:
         self.claim_execution_returning = self.claim_execution.returning(
             *[c.label(_E + c.name) for c in self.record_columns]
         )
-        latest = (
+        latest_ids = (
             sa.select(sa.func.max(e.c.id))
             .where(e.c.workflow_id == wid)
             .group_by(e.c.step_name, e.c.item_index)
-            .scalar_subquery()
         )
+        latest = latest_ids.scalar_subquery()
         # A map step's done items are counted (map_progress), not read: a map may have
         # thousands, and the rules need only those not done.
         done = sa.or_(
@@ -133,7 +133,6 @@ class Tables:
             .where(w.c.id == wid)
             .order_by(e.c.id)
         )
-        self._snapshots: dict[str, sa.Select[Any]] = {}
         #: PostgreSQL's snapshot: lock, then read in a second statement. In READ
         #: COMMITTED one statement would read the executions from the snapshot taken
         #: before it waited for the lock, and miss what the previous holder committed.
@@ -142,6 +141,21 @@ class Tables:
             sa.select(*[c.label(_E + c.name) for c in self.record_columns])
             .where(e.c.workflow_id == wid, wanted)
             .order_by(e.c.id)
+        )
+        #: MySQL/MariaDB's, after the same lock: a locking read, its subquery included.
+        #: In REPEATABLE READ a plain subquery reads the snapshot of the transaction's
+        #: first read (a step body's), and would miss the executions other workers
+        #: created since (the items a map released).
+        locked_latest = latest_ids.with_for_update().scalar_subquery()
+        self.latest_records_mysql = (
+            sa.select(*[c.label(_E + c.name) for c in self.record_columns])
+            .where(
+                e.c.workflow_id == wid,
+                e.c.id.in_(locked_latest),
+                sa.or_(e.c.item_index.is_(None), sa.not_(done)),
+            )
+            .order_by(e.c.id)
+            .with_for_update()
         )
         #: Per map step: how many items are done, and the highest item with a row.
         self.map_progress = (
@@ -185,19 +199,6 @@ class Tables:
             .limit(sa.bindparam("p_limit"))
         )
 
-    def snapshot_statement(self, dialect: str) -> sa.Select[Any]:
-        """The snapshot read, locking the workflow row the way ``dialect`` can."""
-        found = self._snapshots.get(dialect)
-        if found is None:
-            if is_mysql(dialect):
-                # No FOR UPDATE OF: the execution rows read are locked too, after the
-                # workflow row (it is read first, by its primary key).
-                found = self._snapshot.with_for_update()
-            else:  # SQLite: the transaction's BEGIN IMMEDIATE holds the write lock
-                found = self._snapshot
-            self._snapshots[dialect] = found
-        return found
-
 
 def signals(conn: Connection, tables: Tables, workflow_id: int) -> list[SignalRecord]:
     """The workflow's signals, oldest first (the caller holds the workflow's lock)."""
@@ -217,10 +218,18 @@ def signals(conn: Connection, tables: Tables, workflow_id: int) -> list[SignalRe
 
 
 def map_progress(conn: Connection, tables: Tables, workflow_id: int) -> dict[str, MapProgress]:
-    """Each map step's items: how many are done, the highest index with a row."""
+    """Each map step's items: how many are done, the highest index with a row.
+
+    A locking read on MySQL/MariaDB: in REPEATABLE READ a plain one would read the
+    snapshot of the transaction's first read (a body's), and miss the items other
+    workers ended and released since.
+    """
+    statement = tables.map_progress
+    if is_mysql(conn.dialect.name):
+        statement = statement.with_for_update()
     return {
         name: MapProgress(done=int(done), highest=int(highest))
-        for name, done, highest in conn.execute(tables.map_progress, {"p_wid": workflow_id})
+        for name, done, highest in conn.execute(statement, {"p_wid": workflow_id})
     }
 
 
@@ -251,20 +260,21 @@ def snapshot(
 ) -> tuple[dict[str, Any], list[ExecutionRecord]] | None:
     """Lock the workflow row and read it with its steps' latest executions, oldest first.
 
-    One statement with ``FOR UPDATE`` on MySQL/MariaDB (a locking read sees the latest
-    committed rows) and on SQLite (the transaction's ``BEGIN IMMEDIATE`` is the lock);
-    two on PostgreSQL (see :attr:`Tables.lock_workflow`).
+    One statement on SQLite (the transaction's ``BEGIN IMMEDIATE`` is the lock); two on
+    PostgreSQL (see :attr:`Tables.lock_workflow`) and on MySQL/MariaDB, whose second is
+    a locking read down to its subquery (see :attr:`Tables.latest_records_mysql`).
     ``lock=False`` reads the same without a lock (the admin's buttons).
     """
     params = {"p_wid": workflow_id}
-    if lock and conn.dialect.name == "postgresql":
+    mysql = is_mysql(conn.dialect.name)
+    if lock and (mysql or conn.dialect.name == "postgresql"):
         locked = conn.execute(tables.lock_workflow, params).first()
         if locked is None:
             return None
-        found = conn.execute(tables.latest_records, params)
+        statement = tables.latest_records_mysql if mysql else tables.latest_records
+        found = conn.execute(statement, params)
         return dict(locked._mapping), [_record(row._mapping) for row in found]
-    statement = tables.snapshot_statement(conn.dialect.name) if lock else tables._snapshot
-    rows = [row._mapping for row in conn.execute(statement, params)]
+    rows = [row._mapping for row in conn.execute(tables._snapshot, params)]
     if not rows:
         return None
     records = [_record(m) for m in rows if m["e_id"] is not None]

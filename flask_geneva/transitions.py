@@ -412,8 +412,19 @@ class Transition(SignalRules, MapRules):
     def run_now(self, step_name: str) -> ExecutionRecord:
         """Make ``step_name`` due now without a trigger (the testing helpers run it).
 
-        Its scheduled execution is moved to now; otherwise a fresh one is created.
+        Its scheduled execution is moved to now; otherwise a fresh one is created. A map
+        step's first scheduled item is moved to now (its items are created as the
+        map releases them, never here).
         """
+        if self.graph is not None and step_name in self.graph.maps:
+            for record in self.items(step_name).values():
+                if record.state == StepState.SCHEDULED:
+                    self.due_now(record)
+                    return record
+            raise InvalidStateError(
+                f"Cannot run map step {step_name!r} now: none of its items is scheduled "
+                "(run its producer first; perform_next_step and speedrun run its items)"
+            )
         latest = self.latest(step_name)
         if latest is not None and latest.state == StepState.SCHEDULED:
             self.due_now(latest)

@@ -229,6 +229,8 @@ class WorkflowBase(StepData):
                 "idempotency_key is only defined inside a step body; outside one, use "
                 "idempotency_key_for('step')"
             )
+        if self.item_index is not None:  # each item of a map step has its own effect
+            return step_key(self, f"{self._geneva_step}[{self.item_index}]")
         return step_key(self, self._geneva_step)
 
     def idempotency_key_for(self, step_name: str) -> str:

@@ -164,3 +164,185 @@ def test_a_map_step_needs_an_ancestor_producer_and_a_positive_max_parallel():
         class NotAMap(geneva.Workflow):  # type: ignore[name-defined,misc]
             @step(max_parallel=2)
             def each(self) -> None: ...
+
+
+class Flaky(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """Items whose value is in ``fail`` raise; the policy is the default (pause)."""
+
+    fail: set[str] = set()
+    items: list[str] = ["a", "b", "c", "d"]
+
+    @step
+    def split(self) -> list[str]:
+        return Flaky.items
+
+    @step(for_each="split", max_parallel=2)
+    def each(self) -> str:
+        mark(self, "each", self.item)
+        if self.item in Flaky.fail:
+            raise RuntimeError(f"item {self.item} broke")
+        return self.item * 2
+
+    @step
+    def join(self, each: list[Any]) -> None:
+        mark(self, "join", each)
+
+
+def item_rows(workflow: Any, step_name: str = "each") -> list[tuple[Any, ...]]:
+    """(item index, state) of the map step's items (not its own row)."""
+    return [(r[1], r[2]) for r in executions(workflow) if r[0] == step_name and r[1] is not None]
+
+
+def test_a_failed_item_pauses_and_resume_runs_only_the_failed_item_again(app):
+    Flaky.fail, Flaky.items = {"b"}, ["a", "b", "c", "d"]
+    wf = Flaky.create()
+    perform_next_step(wf)
+    perform_next_step(wf)  # a
+    with pytest.raises(RuntimeError, match="item b broke"):
+        perform_next_step(wf)
+    assert wf.state == "paused"
+    assert speedrun(wf).state == "paused"  # nothing runs while paused
+    Flaky.fail = set()
+    wf.resume()
+    speedrun(wf)
+    assert wf.state == "finished"
+    # The failed run's writes were rolled back: every item wrote once.
+    assert sorted(m[1] for m in marks(wf) if m[0] == "each") == ["'a'", "'b'", "'c'", "'d'"]
+    assert sorted(item_rows(wf)) == [
+        (0, "completed"),
+        (1, "completed"),
+        (1, "failed"),
+        (2, "completed"),
+        (3, "completed"),
+    ]
+    assert marks(wf)[-1] == ("join", repr(["aa", "bb", "cc", "dd"]))
+    e = geneva.tables.executions
+    with db.engine.connect() as conn:
+        attempts = conn.execute(
+            sa.select(e.c.attempt).where(e.c.workflow_id == wf.id, e.c.item_index == 1)
+        ).scalars()
+        assert sorted(attempts) == [1, 2]
+
+
+def test_reattempt_of_a_map_step_reruns_only_its_failed_items(app):
+    Flaky.fail, Flaky.items = {"a", "c"}, ["a", "b", "c"]
+    wf = Flaky.create()
+    perform_next_step(wf)
+    with pytest.raises(RuntimeError):
+        perform_next_step(wf)  # a fails: paused, b is scheduled
+    Flaky.fail = {"c"}
+    wf.reattempt(step="each")
+    with pytest.raises(RuntimeError, match="item c broke"):
+        speedrun(wf)
+    Flaky.fail = set()
+    wf.reattempt()  # the map step is the one failed step: no name needed
+    speedrun(wf)
+    assert wf.state == "finished"
+    assert sorted(m[1] for m in marks(wf) if m[0] == "each") == ["'a'", "'b'", "'c'"]
+    assert sorted(item_rows(wf)) == [
+        (0, "completed"),
+        (0, "failed"),
+        (1, "completed"),
+        (2, "completed"),
+        (2, "failed"),
+    ]
+
+
+def test_skip_of_a_map_step_cancels_its_scheduled_items_and_the_join_gets_none(app):
+    Flaky.fail, Flaky.items = {"a"}, ["a", "b", "c"]
+    wf = Flaky.create()
+    perform_next_step(wf)
+    with pytest.raises(RuntimeError):
+        perform_next_step(wf)
+    wf.skip(step="each")
+    speedrun(wf)
+    assert wf.state == "finished"
+    assert sorted(item_rows(wf)) == [(0, "failed"), (1, "canceled")]
+    assert [r[2] for r in executions(wf) if r[0] == "each" and r[1] is None] == ["skipped"]
+    assert marks(wf)[-1] == ("join", "None")
+
+
+def test_cancel_cancels_every_scheduled_item(app):
+    Flaky.fail, Flaky.items = set(), ["a", "b", "c"]
+    wf = Flaky.create()
+    perform_next_step(wf)
+    wf.cancel()
+    assert wf.state == "canceled"
+    assert item_rows(wf) == [(0, "canceled"), (1, "canceled")]
+
+
+class Skipped(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step(skip_if=True)
+    def split(self) -> list[int]:
+        return [1]
+
+    @step(for_each="split")
+    def each(self) -> None:
+        mark(self, "each", self.item)
+
+    @step
+    def join(self, each: Any) -> None:
+        mark(self, "join", each)
+
+
+def test_a_skipped_producer_skips_the_map_step(app):
+    wf = Skipped.create()
+    speedrun(wf)
+    assert wf.state == "finished"
+    assert [(r[0], r[2]) for r in executions(wf)] == [
+        ("split", "skipped"),
+        ("each", "skipped"),
+        ("join", "completed"),
+    ]
+    assert marks(wf) == [("join", "None")]
+
+
+class Keys(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def split(self) -> list[int]:
+        return [10, 20]
+
+    @step(for_each="split")
+    def each(self) -> str:
+        return self.idempotency_key
+
+
+def test_each_item_has_its_own_idempotency_key(app):
+    wf = Keys.create()
+    speedrun(wf)
+    first, second = wf.output_of("each")
+    assert first != second
+
+
+def test_a_map_step_cannot_wait_for_a_signal():
+    with pytest.raises(DefinitionError, match="a map step cannot wait for a signal"):
+
+        class Waits(geneva.Workflow):  # type: ignore[name-defined,misc]
+            @step
+            def split(self) -> list[int]:
+                return []
+
+            @step(for_each="split", wait_for="go")
+            def each(self) -> None: ...
+
+
+def test_one_active_execution_per_workflow_step_and_item(app):
+    Pages.pages = ["x", "y"]
+    wf = Pages.create()
+    perform_next_step(wf)
+    e = geneva.tables.executions
+    row = dict(
+        workflow_id=wf.id,
+        step_name="summarise",
+        state="scheduled",
+        scheduled_for=wf.created_at,
+        created_at=wf.created_at,
+        updated_at=wf.created_at,
+    )
+    with pytest.raises(sa.exc.IntegrityError), db.engine.begin() as conn:
+        conn.execute(sa.insert(e).values(**row, item_index=1))
+    with db.engine.begin() as conn:  # another item, and the step's own row, are allowed
+        conn.execute(sa.insert(e).values(**row, item_index=7))
+        conn.execute(sa.insert(e).values(row))
+    with pytest.raises(sa.exc.IntegrityError), db.engine.begin() as conn:
+        conn.execute(sa.insert(e).values(row))
