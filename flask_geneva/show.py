@@ -39,17 +39,20 @@ def render(ext: Geneva, row: Mapping[str, Any], label: str) -> list[str]:
     # Not the JSON metadata column (not shown): invalid JSON there must not crash show.
     columns = [c for c in e.c if c.name not in ("metadata", "output")]
     with ext.engine().connect() as conn:
-        newest = list(
-            conn.execute(
+        newest = [
+            dict(r)
+            for r in conn.execute(
                 sa.select(*columns, *items.output_columns(e))
                 .where(e.c.workflow_id == row["id"], e.c.item_index.is_(None))
                 .order_by(e.c.id.desc())
                 .limit(MAX_EXECUTIONS + 1)
             ).mappings()
-        )
+        ]
         progress = items.map_progress(conn, ext.tables, row["id"], maps)
         failed_items = {
-            name: items.item_page(conn, ext.tables, row["id"], name, state="failed", limit=FAILED_ITEMS)[0]
+            name: items.item_page(
+                conn, ext.tables, row["id"], name, state="failed", limit=FAILED_ITEMS
+            )[0]
             for name, p in progress.items()
             if p.counts.get("failed")
         }

@@ -179,7 +179,11 @@ def test_show_prints_outputs_cut_and_escaped_and_each_map_steps_progress(app):
     out = invoke(app, "show", str(workflow.id)).output
     assert "\x1b" not in out  # control characters print escaped, never raw
     steps = out.split("Steps:\n")[1].split("\n\n")[0].splitlines()
-    assert steps[1].split(None, 2) == ["✗", "summarise", "map: 1/3 done · 1 failed · 1 scheduled  (after split)"]
+    assert steps[1].split(None, 2) == [
+        "✗",
+        "summarise",
+        "map: 1/3 done · 1 failed · 1 scheduled  (after split)",
+    ]
     table = out.split("Executions:\n")[1].split("\n\n")[0].splitlines()
     assert table[0].split()[-1] == "OUTPUT"
     assert table[1].endswith('["one", "bad", "three"]')  # split's output

@@ -190,7 +190,11 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
         if m.progress.counts.get("failed"):
             with ext.engine().connect() as conn:
                 found, _ = items.item_page(
-                    conn, ext.tables, workflow["id"], m.progress.step, state="failed",
+                    conn,
+                    ext.tables,
+                    workflow["id"],
+                    m.progress.step,
+                    state="failed",
                     limit=FAILED_ITEMS_SHOWN,
                 )
             failed.extend(present_row(x) for x in found)

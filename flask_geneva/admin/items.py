@@ -188,8 +188,7 @@ def map_progress(
     producers = set(maps.values())
     # The producers' latest successful rows: how many items their lists hold.
     for name, count in conn.execute(
-        sa.select(e.c.step_name, e.c.item_count)
-        .where(
+        sa.select(e.c.step_name, e.c.item_count).where(
             e.c.id.in_(
                 sa.select(sa.func.max(e.c.id))
                 .where(
@@ -265,8 +264,6 @@ def item_page(
             query = query.where(
                 sa.or_(e.c.state == StepState.SKIPPED, e.c.outcome == Outcome.SUCCESS)
             )
-    rows = [
-        dict(r._mapping) for r in conn.execute(query.order_by(e.c.item_index).limit(limit + 1))
-    ]
+    rows = [dict(r._mapping) for r in conn.execute(query.order_by(e.c.item_index).limit(limit + 1))]
     more = rows[limit - 1]["item_index"] if len(rows) > limit else None
     return rows[:limit], more

@@ -26,9 +26,9 @@ from ..states import is_ongoing
 from . import forms
 from . import items
 from .detail import MapView
-from .detail import present_row
 from .detail import load_detail
 from .detail import load_workflow
+from .detail import present_row
 from .htmx import client_digests
 from .htmx import is_htmx
 from .htmx import poll_response
@@ -159,9 +159,7 @@ def _items(ext: Geneva, workflow_id: int, step: str) -> str:
         rows, more = items.item_page(
             conn, ext.tables, workflow_id, step, state=state, after=after, limit=PAGE_SIZE
         )
-    view = MapView(
-        progress, display.map_progress(progress.total, progress.counts), [], more
-    )
+    view = MapView(progress, display.map_progress(progress.total, progress.counts), [], more)
     view.first.extend(present_row(x) for x in rows)
     return render_template(
         "geneva/items_page.html",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import time
-from html import unescape
 from datetime import timedelta
+from html import unescape
 from typing import Any
 from typing import ClassVar
 
@@ -110,7 +110,8 @@ def test_an_output_shows_escaped_as_one_line_and_whole_behind_details(app, admin
     cell = re.search(r'<td class="output">(.*?)</td>', html, re.S)
     assert cell is not None
     assert cell.group(1) == (
-        "<code>{&#34;html&#34;: &#34;&lt;script&gt;alert(1)&lt;/script&gt;&#34;, &#34;n&#34;: 1}</code>"
+        "<code>{&#34;html&#34;: &#34;&lt;script&gt;alert(1)&lt;/script&gt;&#34;, "
+        "&#34;n&#34;: 1}</code>"
     )
 
 
