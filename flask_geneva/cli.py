@@ -25,6 +25,7 @@ from . import display
 from . import housekeeping
 from . import queries
 from . import schedules
+from . import show
 from .errors import GenevaError
 from .migration import write_revisions
 from .operations import perform
@@ -263,65 +264,15 @@ def list_command(
 @geneva_cli.command("show")
 @click.argument("workflow_id", type=WORKFLOW_ID)
 def show_command(workflow_id: int) -> None:
-    """Show a workflow: its state, its position in the DAG, its executions, its last error."""
+    """Show a workflow: its state, its DAG with map progress, executions, outputs, last error."""
     ext = _ext()
-    w, e = ext.tables.workflows, ext.tables.executions
+    w = ext.tables.workflows
     with ext.engine().connect() as conn:
         row = conn.execute(sa.select(w).where(w.c.id == workflow_id)).mappings().first()
-        if row is None:
-            raise click.ClickException(f"no workflow with id {workflow_id}")
-        # Not the JSON metadata column (not shown): invalid JSON there must not crash show.
-        columns = [c for c in e.c if c.name != "metadata"]
-        executions = list(
-            conn.execute(sa.select(*columns).where(e.c.workflow_id == workflow_id).order_by(e.c.id))
-            .mappings()
-            .all()
-        )
-    cls = ext.registry.get(row["type"])
-    click.echo(f"{_class_label(row['type'])} {workflow_id}: {row['state']}")
-    click.echo(f"  hero:            {display.hero(row)}")
-    for column in ("created_at", "started_at", "transitioned_at", "updated_at"):
-        click.echo(f"  {column + ':':<16} {display.time(row[column])}")
-    latest = {x["step_name"]: x for x in executions}
-    click.echo("\nSteps:")
-    if cls is None:
-        click.echo(f"  (type {row['type']!r} names no workflow class in this process)")
-    else:
-        graph = cls.step_graph()
-        for name in graph.topological_order:
-            last = latest.get(name)
-            status = "not started" if last is None else display.execution_status(last)
-            after = graph.predecessors[name]
-            suffix = f"  (after {', '.join(after)})" if after else ""
-            click.echo(f"  {display.marker(last)} {name:<24} {status}{suffix}")
-    click.echo("\nExecutions:")
-    table: list[tuple[str, ...]] = [
-        ("ID", "STEP", "STATE", "OUTCOME", "ATTEMPT", "SCHEDULED FOR", "STARTED", "FINISHED")
-    ]
-    for x in executions:
-        table.append(
-            (
-                str(x["id"]),
-                x["step_name"],
-                x["state"],
-                x["outcome"] or "-",
-                str(x["attempt"]),
-                display.time(x["scheduled_for"]),
-                display.time(x["started_at"]),
-                display.time(x["finished_at"]),
-            )
-        )
-    for line in display.table(table, indent=2):
+    if row is None:
+        raise click.ClickException(f"no workflow with id {workflow_id}")
+    for line in show.render(ext, row, _class_label(row["type"])):
         click.echo(line)
-    failed = [x for x in executions if x["error_class"]]
-    if failed:
-        last_error = failed[-1]
-        click.echo(
-            f"\nLast error (execution {last_error['id']}, step {last_error['step_name']}):\n"
-            f"  {last_error['error_class']}: {last_error['error_message']}"
-        )
-        if last_error["error_traceback"]:
-            click.echo(last_error["error_traceback"].rstrip())
 
 
 # -- operations --------------------------------------------------------------------------------

@@ -6,12 +6,14 @@ what they return.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from .graph import StepGraph
+from .logging import escape
 from .records import Signal
 from .signal_rules import NO_TIMEOUT
 
@@ -114,3 +116,42 @@ def render_graph(name: str, graph: StepGraph, output: str = "text") -> list[str]
         start = f"after {', '.join(after)}" if after else "start"
         lines.append(f"  {step:<24} {start}{f', wait {wait}' if wait else ''}".rstrip())
     return lines
+
+
+#: The parts of a map step's progress after "done", in this order (non-zero ones only).
+PROGRESS_PARTS = ("running", "failed", "waiting", "scheduled", "canceled")
+
+
+def map_progress(total: int | None, counts: Mapping[str, int]) -> str:
+    """Return ``37/40 done · 2 running · 1 failed`` for a map step.
+
+    :param total: how many items the producer's list holds (None: not known yet, ``?``).
+    :param counts: items per kind (``done``, ``running``, ``failed``, ``waiting``,
+        ``scheduled``, ``canceled``), each item counted by its latest execution.
+    """
+    parts = [f"{counts.get('done', 0):,}/{'?' if total is None else f'{total:,}'} done"]
+    parts.extend(f"{counts[k]:,} {k}" for k in PROGRESS_PARTS if counts.get(k))
+    return " · ".join(parts)
+
+
+def cut(text: str, width: int) -> str:
+    """Return ``text`` with control characters escaped, cut to ``width`` characters (``…``)."""
+    text = escape(text)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def resumable(execution: Mapping[str, Any], width: int = 40) -> str:
+    """Return ``cursor 1234 · 5 iterations · continues #88`` ("" for a step never checkpointed).
+
+    The cursor shows as compact JSON, escaped and cut to ``width`` characters.
+    """
+    parts = []
+    cursor = execution.get("cursor")
+    if cursor is not None:
+        parts.append(f"cursor {cut(json.dumps(cursor, ensure_ascii=False), width)}")
+    iterations = execution.get("iterations") or 0
+    if iterations:
+        parts.append(f"{iterations:,} iteration{'s' if iterations != 1 else ''}")
+    if execution.get("continues_id") is not None:
+        parts.append(f"continues #{execution['continues_id']}")
+    return " · ".join(parts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from typing import ClassVar
 
 import pytest
 import sqlalchemy as sa
@@ -60,6 +61,24 @@ class AwaitApproval(geneva.Workflow):  # type: ignore[name-defined,misc]
 class Welcome(geneva.Workflow):  # type: ignore[name-defined,misc]
     @step
     def greet(self) -> None:
+        pass
+
+
+class Digest(geneva.Workflow):  # type: ignore[name-defined,misc]
+    pages: ClassVar[list[str]] = ["one", "bad", "three"]
+
+    @step
+    def split(self) -> list[str]:
+        return Digest.pages
+
+    @step(for_each="split")
+    def summarise(self) -> str:
+        if self.item == "bad":
+            raise ValueError(f"cannot summarise\x1b[2J item {self.item_index}")
+        return f"\x1b[31m{self.item}\x1b[0m " + "long " * 30
+
+    @step
+    def join(self, summarise: list[str]) -> None:
         pass
 
 
@@ -126,7 +145,7 @@ def test_list_shows_workflows_newest_first_and_filters_them(app):
 def test_list_rejects_an_unknown_class_or_state_in_one_line(app):
     Welcome.create()
     line = error_line(invoke(app, "list", "--class", "Nope"))
-    known = "AwaitApproval, FulfilOrder, Welcome"
+    known = "AwaitApproval, Digest, FulfilOrder, Welcome"
     assert line == f"Error: unknown workflow class 'Nope'; known classes: {known}"
     line = error_line(invoke(app, "list", "--state", "stuck"))
     assert line.startswith("Error: unknown workflow state(s) 'stuck'; expected any of ready")
@@ -151,6 +170,52 @@ def test_show_prints_the_dag_position_executions_and_last_error(app):
     assert "Last error (execution" in out and "step charge" in out
     assert "RuntimeError: card declined for order" in out
     assert 'raise RuntimeError("card declined for order")' in out  # the traceback
+
+
+def test_show_prints_outputs_cut_and_escaped_and_each_map_steps_progress(app):
+    workflow = Digest.create()
+    with pytest.raises(ValueError):
+        speedrun(workflow)
+    out = invoke(app, "show", str(workflow.id)).output
+    assert "\x1b" not in out  # control characters print escaped, never raw
+    steps = out.split("Steps:\n")[1].split("\n\n")[0].splitlines()
+    assert steps[1].split(None, 2) == [
+        "✗",
+        "summarise",
+        "map: 1/3 done · 1 failed · 1 scheduled  (after split)",
+    ]
+    table = out.split("Executions:\n")[1].split("\n\n")[0].splitlines()
+    assert table[0].split()[-1] == "OUTPUT"
+    assert table[1].endswith('["one", "bad", "three"]')  # split's output
+    assert len(table) == 2  # items are not rows: the map step's line counts them
+    assert "Failed items of summarise (1; the first 1):" in out
+    assert "item 1 (execution " in out
+    assert "ValueError: cannot summarise\\x1b[2J item 1" in out
+
+
+def test_show_cuts_a_long_output_and_shows_a_cursor(app):
+    Digest.pages = ["x"]
+    try:
+        workflow = Digest.create()
+        speedrun(workflow)
+    finally:
+        Digest.pages = ["one", "bad", "three"]
+    e = geneva.tables.executions
+    with db.engine.begin() as conn:
+        conn.execute(
+            e.update()
+            .where(e.c.workflow_id == workflow.id, e.c.step_name == "join")
+            .values(output="\x1b[2J" + "z" * 500, cursor={"id": 41}, iterations=2, continues_id=7)
+        )
+    out = invoke(app, "show", str(workflow.id)).output
+    assert "\x1b" not in out
+    steps = out.split("Steps:\n")[1].split("\n\n")[0].splitlines()
+    assert steps[1].split(None, 2) == ["✓", "summarise", "map: 1/1 done  (after split)"]
+    table = out.split("Executions:\n")[1].split("\n\n")[0].splitlines()
+    assert table[0].split()[-2:] == ["OUTPUT", "CURSOR"]
+    (join,) = [line for line in table if " join " in line]
+    assert '"\\u001b[2Jzzz' in join and "z" * 60 not in join and "…" in join
+    assert join.endswith('cursor {"id": 41} · 2 iterations · continues #7')
 
 
 def test_show_of_an_unknown_id_is_one_error_line(app):

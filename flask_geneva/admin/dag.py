@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 NODE_WIDTH = 180
+#: The width of every box when some show a progress line ("9,990/10,000 done · 5 running").
+WIDE_NODE_WIDTH = 250
 NODE_HEIGHT = 40
 COLUMN_GAP = 60
 ROW_GAP = 22
@@ -30,6 +32,8 @@ class Node:
     #: Whether the step is the one to look at (running or failed).
     focus: bool
     attempts: int
+    #: What the box says under its name instead of the state (a map step's progress).
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,14 +62,19 @@ def layout(
     predecessors: Mapping[str, Sequence[str]],
     latest_states: Mapping[str, str],
     attempts: Mapping[str, int] | None = None,
+    details: Mapping[str, str] | None = None,
 ) -> Layout:
     """Return the layout of a DAG.
 
     :param predecessors: each step (in definition order) with the steps it waits for.
     :param latest_states: the latest execution state per step (missing: ``pending``).
     :param attempts: how many executions each step has had.
+    :param details: a line to show under a step's name instead of its state (map
+        steps: their progress); the boxes widen to :data:`WIDE_NODE_WIDTH` for it.
     """
     attempts = attempts or {}
+    details = details or {}
+    width_of = WIDE_NODE_WIDTH if details else NODE_WIDTH
     column: dict[str, int] = {}
 
     def depth(name: str, trail: tuple[str, ...] = ()) -> int:
@@ -84,25 +93,26 @@ def layout(
         nodes[name] = Node(
             name=name,
             state=state,
-            x=MARGIN + col * (NODE_WIDTH + COLUMN_GAP),
+            x=MARGIN + col * (width_of + COLUMN_GAP),
             y=MARGIN + row * (NODE_HEIGHT + ROW_GAP),
             focus=state in ("in_progress", "failed"),
             attempts=attempts.get(name, 0),
+            detail=details.get(name, ""),
         )
     edges = []
     for name, preds in predecessors.items():
         for pred in preds:
             if pred in nodes:
-                edges.append(Edge(pred, name, _curve(nodes[pred], nodes[name])))
+                edges.append(Edge(pred, name, _curve(nodes[pred], nodes[name], width_of)))
     columns = max(rows_in, default=-1) + 1
     rows = max(rows_in.values(), default=0)
-    width = 2 * MARGIN + max(columns, 1) * NODE_WIDTH + max(columns - 1, 0) * COLUMN_GAP
+    width = 2 * MARGIN + max(columns, 1) * width_of + max(columns - 1, 0) * COLUMN_GAP
     height = 2 * MARGIN + max(rows, 1) * NODE_HEIGHT + max(rows - 1, 0) * ROW_GAP
-    return Layout(list(nodes.values()), edges, width, height)
+    return Layout(list(nodes.values()), edges, width, height, node_width=width_of)
 
 
-def _curve(a: Node, b: Node) -> str:
-    x1, y1 = a.x + NODE_WIDTH, a.y + NODE_HEIGHT // 2
+def _curve(a: Node, b: Node, node_width: int) -> str:
+    x1, y1 = a.x + node_width, a.y + NODE_HEIGHT // 2
     x2, y2 = b.x, b.y + NODE_HEIGHT // 2
     mid = (x1 + x2) // 2
     return f"M{x1},{y1} C{mid},{y1} {mid},{y2} {x2 - 6},{y2}"

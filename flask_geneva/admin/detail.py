@@ -19,12 +19,14 @@ import sqlalchemy as sa
 
 from .. import clock
 from .. import commands
+from .. import display
 from .. import store
 from ..signal_rules import NO_TIMEOUT
 from ..states import StepState
 from ..states import is_ongoing
 from ..transitions import Transition
 from . import dag
+from . import items
 from . import present
 from . import source
 
@@ -39,6 +41,23 @@ MAX_SIGNALS = 50
 #: :data:`MAX_PAYLOAD_SHOWN`) when expanded.
 PAYLOAD_PREVIEW = 80
 MAX_PAYLOAD_SHOWN = 8_000
+#: The detail page lists this many items of each map step (the items page has the rest).
+ITEMS_SHOWN = 20
+#: ... and shows at most this many failed items of each map step as failures.
+FAILED_ITEMS_SHOWN = 3
+
+
+@dataclass
+class MapView:
+    """A map step on the detail page: its progress, and its first items."""
+
+    progress: items.MapProgress
+    #: ``37/40 done · 2 running · 1 failed``.
+    text: str
+    #: The first :data:`ITEMS_SHOWN` items (each its latest execution), by item index.
+    first: list[dict[str, Any]]
+    #: The item index to continue after on the items page (None: all are shown).
+    more: int | None
 
 
 @dataclass(frozen=True)
@@ -74,8 +93,14 @@ class Detail:
 
     workflow: Mapping[str, Any]
     cls: type[Any] | None
+    #: The executions of the workflow's steps, not of map items (the newest, oldest first).
     executions: list[dict[str, Any]]
     truncated: bool
+    #: Each map step that has started, with its progress and its first items.
+    maps: dict[str, MapView]
+    #: The executions table, newest first: ("execution", row) and ("map", MapView),
+    #: a map step where its newest item is.
+    table: list[tuple[str, Any]]
     latest: dict[str, dict[str, Any]]
     hero_text: str | None
     hero_problem: str | None
@@ -109,27 +134,35 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
     now = clock.now()
     e = ext.tables.executions
     # Not the JSON metadata column: the page does not show it, and a row whose metadata is
-    # not valid JSON (a hand edit on SQLite) must not make the page fail to render.
-    columns = [c for c in e.c if c.name != "metadata"]
+    # not valid JSON (a hand edit on SQLite) must not make the page fail to render. The
+    # output is read cut (items.output_columns): a table never carries a 256 KiB value.
+    # Map items are not rows of this table: a map step shows as one row (see maps).
+    columns = [c for c in e.c if c.name not in ("metadata", "output")]
     query = (
-        sa.select(*columns)
-        .where(e.c.workflow_id == workflow["id"])
+        sa.select(*columns, *items.output_columns(e))
+        .where(e.c.workflow_id == workflow["id"], e.c.item_index.is_(None))
         .order_by(e.c.id.desc())
         .limit(MAX_EXECUTIONS + 1)
     )
+    cls = ext.registry.get(workflow["type"])
+    graph = cls.__geneva_definition__.graph if cls is not None else None
     with ext.engine().connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(query)]
+        maps = _maps(conn, ext, workflow["id"], graph.maps if graph is not None else {})
     truncated = len(rows) > MAX_EXECUTIONS
     executions = list(reversed(rows[:MAX_EXECUTIONS]))
+    for x in executions:
+        present_row(x)
     since = _waiting_since(ext, [x["id"] for x in executions if x["state"] == StepState.WAITING])
     latest: dict[str, dict[str, Any]] = {}
     attempts: dict[str, int] = {}
     for x in executions:
         latest[x["step_name"]] = x
         attempts[x["step_name"]] = attempts.get(x["step_name"], 0) + 1
-
-    cls = ext.registry.get(workflow["type"])
-    graph = cls.__geneva_definition__.graph if cls is not None else None
+    states = {k: v["state"] for k, v in latest.items()}
+    for name, m in maps.items():
+        if m.progress.items:
+            states[name] = m.progress.state
     for x in executions:
         if x["state"] == StepState.WAITING:
             definition = graph.steps.get(x["step_name"]) if graph is not None else None
@@ -142,7 +175,7 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
     predecessors: dict[str, tuple[str, ...]] = dict(graph.predecessors) if graph is not None else {}
     for name in latest:  # steps no longer in the class still show, unconnected
         predecessors.setdefault(name, ())
-    layout = dag.layout(predecessors, {k: v["state"] for k, v in latest.items()}, attempts)
+    layout = dag.layout(predecessors, states, attempts, {k: m.text for k, m in maps.items()})
 
     hero_text, hero_problem = _hero(ext, workflow)
     values = {
@@ -152,9 +185,20 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
         "hero_id": workflow["hero_id"],
     }
     failures = []
-    for x in latest.values():
-        if x["state"] != "failed":
-            continue
+    failed = [x for x in latest.values() if x["state"] == "failed"]
+    for m in maps.values():
+        if m.progress.counts.get("failed"):
+            with ext.engine().connect() as conn:
+                found, _ = items.item_page(
+                    conn,
+                    ext.tables,
+                    workflow["id"],
+                    m.progress.step,
+                    state="failed",
+                    limit=FAILED_ITEMS_SHOWN,
+                )
+            failed.extend(present_row(x) for x in found)
+    for x in failed:
         definition = graph.steps.get(x["step_name"]) if graph is not None else None
         excerpt = source.step_excerpt(definition, x["error_traceback"]) if definition else None
         failures.append(
@@ -181,12 +225,15 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
         cls=cls,
         executions=executions,
         truncated=truncated,
+        maps=maps,
+        table=_table(executions, maps),
         latest=latest,
         hero_text=hero_text,
         hero_problem=hero_problem,
         layout=layout,
-        timeline=present.timeline(executions[-50:], workflow["created_at"], now),
-        reasons=present.waiting_reasons(workflow["state"], list(latest.values()), now),
+        timeline=present.timeline(_spans(executions, maps)[-50:], workflow["created_at"], now),
+        reasons=present.waiting_reasons(workflow["state"], list(latest.values()), now)
+        + [f"map step `{k}`: {m.text}" for k, m in maps.items() if m.progress.state != "completed"],
         failures=failures,
         signals=signal_rows,
         more_signals=more_signals,
@@ -194,6 +241,58 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
         logs_url=present.logs_url(logs_template, values),
         now=now,
     )
+
+
+def present_row(x: dict[str, Any]) -> dict[str, Any]:
+    """Add what a row shows beyond its columns: its output, its cursor and iterations."""
+    x["output"] = items.output_text(x.pop("output_text", None))
+    x["resumable"] = display.resumable(x)
+    return x
+
+
+def _maps(conn: Any, ext: Geneva, workflow_id: int, maps: Mapping[str, str]) -> dict[str, MapView]:
+    """The map steps that have started (any item, or a row of their own)."""
+    found = {}
+    for name, progress in items.map_progress(conn, ext.tables, workflow_id, maps).items():
+        if not progress.items:
+            continue
+        first, more = items.item_page(conn, ext.tables, workflow_id, name, limit=ITEMS_SHOWN)
+        text = display.map_progress(progress.total, progress.counts)
+        found[name] = MapView(progress, text, [present_row(x) for x in first], more)
+    return found
+
+
+def _table(executions: list[dict[str, Any]], maps: dict[str, MapView]) -> list[tuple[str, Any]]:
+    """The executions table's rows, newest first, each map step where its newest item is."""
+    entries: list[tuple[int, str, Any]] = [(x["id"], "execution", x) for x in executions]
+    entries.extend((m.progress.newest_id, "map", m) for m in maps.values())
+    entries.sort(key=lambda entry: entry[0], reverse=True)
+    return [(kind, value) for _, kind, value in entries]
+
+
+def _spans(executions: list[dict[str, Any]], maps: dict[str, MapView]) -> list[dict[str, Any]]:
+    """The timeline's rows, oldest first: a map step is one bar over all of its items."""
+    rows = list(executions)
+    for name, m in maps.items():
+        p = m.progress
+        done = p.state in ("completed", "failed", "canceled")
+        rows.append(
+            {
+                "id": p.newest_id,
+                "step_name": name,
+                "state": p.state if done or p.started_at is None else "in_progress",
+                "outcome": m.text,
+                "attempt": 1,
+                "created_at": p.created_at,
+                "scheduled_for": p.scheduled_for,
+                "started_at": p.started_at,
+                "finished_at": p.finished_at if done else None,
+                "map_items": p.items,
+                "resumable": "",
+            }
+        )
+    rows.sort(key=lambda x: (x["created_at"], x["id"]))
+    return rows
 
 
 def _waiting_since(ext: Geneva, ids: list[int]) -> dict[int, datetime]:

@@ -19,12 +19,16 @@ from flask import render_template
 from flask import request
 
 from .. import clock
+from .. import display
 from .. import queries
 from .. import schedules
 from ..states import is_ongoing
 from . import forms
+from . import items
+from .detail import MapView
 from .detail import load_detail
 from .detail import load_workflow
+from .detail import present_row
 from .htmx import client_digests
 from .htmx import is_htmx
 from .htmx import poll_response
@@ -102,6 +106,22 @@ def register(bp: Blueprint, ext: Geneva) -> None:
     def workflow_detail(workflow_id: str) -> Any:
         return _detail(ext, forms.workflow_id(workflow_id))
 
+    @bp.get("/workflows/<workflow_id>/steps/<step>/items")
+    def map_items(workflow_id: str, step: str) -> str:
+        return _items(ext, forms.workflow_id(workflow_id), step)
+
+    @bp.get("/workflows/<workflow_id>/executions/<execution_id>/output")
+    def execution_output(workflow_id: str, execution_id: str) -> Response:
+        wid = forms.workflow_id(workflow_id)
+        eid = forms.number("execution id", execution_id, low=1, status=404)
+        with ext.engine().connect() as conn:
+            try:
+                text = items.whole_output(conn, ext.tables, wid, eid)
+            except LookupError as error:
+                abort(404, description=str(error))
+        # Plain text (and nosniff, from security): the browser shows it, never runs it.
+        return Response(text, mimetype="text/plain")
+
 
 def _detail(ext: Geneva, workflow_id: int) -> Any:
     workflow = load_workflow(ext, workflow_id)
@@ -115,6 +135,40 @@ def _detail(ext: Geneva, workflow_id: int) -> Any:
         )
         return poll_response(html, ongoing=detail.ongoing)
     return render_template("geneva/workflow_detail.html", oob=False, digests={}, **context)
+
+
+def _items(ext: Geneva, workflow_id: int, step: str) -> str:
+    """A map step's items, filtered by state, a page at a time (keyset on the item index)."""
+    forms.text("step", step)
+    workflow = load_workflow(ext, workflow_id)
+    if workflow is None:
+        abort(404, description=f"No workflow with id {workflow_id}.")
+    cls = ext.registry.get(workflow["type"])
+    maps = cls.__geneva_definition__.graph.maps if cls is not None else {}
+    if step not in maps:
+        abort(404, description=f"Workflow {workflow_id} has no map step {step!r}.")
+    state = request.args.get("state") or None
+    if state is not None and state not in items.ITEM_FILTERS:
+        abort(
+            400,
+            description=f"state: {state[:64]!r} is not one of {', '.join(items.ITEM_FILTERS)}.",
+        )
+    after = forms.optional_number("after", request.args.get("after"), low=0)
+    with ext.engine().connect() as conn:
+        progress = items.map_progress(conn, ext.tables, workflow_id, {step: maps[step]})[step]
+        rows, more = items.item_page(
+            conn, ext.tables, workflow_id, step, state=state, after=after, limit=PAGE_SIZE
+        )
+    view = MapView(progress, display.map_progress(progress.total, progress.counts), [], more)
+    view.first.extend(present_row(x) for x in rows)
+    return render_template(
+        "geneva/items_page.html",
+        x=view,
+        d=dict(workflow=workflow, now=clock.now()),
+        item_state=state,
+        filters=items.ITEM_FILTERS,
+        first_page=after is None,
+    )
 
 
 @dataclass(frozen=True)

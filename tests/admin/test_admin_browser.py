@@ -379,3 +379,48 @@ def _screenshots(page: Any, live: str) -> None:
     page.screenshot(path=str(folder / "admin-overview.png"), full_page=True)
     page.goto(f"{live}/workflows")
     page.screenshot(path=str(folder / "admin-list.png"), full_page=True)
+
+
+class BatchWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """A map step over 12 rows, two at a time, and one long output."""
+
+    @step
+    def split(self) -> list[int]:
+        return list(range(12))
+
+    @step(for_each="split", max_parallel=2)
+    def load(self) -> dict[str, Any]:
+        return {"row": self.item, "note": "<script>window.__pwned = true</script>"}
+
+    @step
+    def report(self, load: list[Any]) -> list[Any]:
+        return load
+
+
+def test_a_map_shows_its_progress_and_an_output_expands(watched, live):
+    workflow = BatchWorkflow.create()
+    _wait_for_state(workflow.id, "finished")
+    page = watched.page
+    page.goto(f"{live}/workflows/{workflow.id}")
+    node = page.locator('g.node[data-step="load"]')
+    assert node.get_attribute("data-state") == "completed"
+    assert node.locator("text.progress").inner_text() == "12/12 done"
+    # Items are collapsed under their step: opening the map's row lists the first 12.
+    items_row = page.locator('tr.map-row[data-map="load"]')
+    assert not page.locator('tr[data-item="3"]').is_visible()
+    items_row.locator("summary").first.click()
+    assert page.locator('tr[data-item="3"]').is_visible()
+    # The report's output is a long list: a cut line that expands into the whole value.
+    report = page.locator("tr[data-execution]", has_text="report").first
+    value = report.locator("details.output-value")
+    assert value.locator("summary").inner_text().endswith("…")
+    assert not value.locator("pre").is_visible()
+    value.locator("summary").click()
+    assert value.locator("pre").is_visible()
+    assert "<script>window.__pwned = true</script>" in value.locator("pre").inner_text()
+    assert page.evaluate("window.__pwned") is None
+    page.locator('a:text("all items")').click()
+    page.wait_for_url("**/steps/load/items")
+    assert page.locator("#geneva-progress").inner_text() == "12/12 done"
+    page.locator('a[data-filter="done"]').click()
+    assert page.locator("tr[data-item]").count() == 12
