@@ -85,6 +85,15 @@ class Document(db.Model):  # type: ignore[name-defined,misc]
         return str(self.filename)
 
 
+class SearchEntry(db.Model):  # type: ignore[name-defined,misc]
+    """A document in the demo's search index, written by :class:`ReindexDocuments`."""
+
+    __tablename__ = "demo_search_index"
+    document_id = sa.Column(sa.Integer, primary_key=True)
+    words = sa.Column(sa.Integer)
+    indexed_at = sa.Column(sa.DateTime, nullable=False)
+
+
 class Mail(db.Model):  # type: ignore[name-defined,misc]
     """The local outbox: every e-mail the demo "sends" lands here."""
 

@@ -27,6 +27,7 @@ from .models import GatewayCall
 from .models import GatewayCharge
 from .models import Mail
 from .models import Reconciliation
+from .models import SearchEntry
 from .models import Switches
 from .models import Transfer
 from .models import User
@@ -34,6 +35,7 @@ from .models import db
 from .models import geneva
 from .workflows import DocumentPipeline
 from .workflows import OnboardingWorkflow
+from .workflows import ReindexDocuments
 from .workflows import TransferWorkflow
 
 bp = Blueprint("demo", __name__)
@@ -163,6 +165,20 @@ def upload() -> Response:
     return redirect(url_for(".home"))
 
 
+@bp.post("/reindex")
+def reindex() -> Response:
+    """Start the re-index (a resumable step); one at a time."""
+    w = geneva.Workflow
+    ongoing = db.session.scalar(
+        sa.select(w.id).where(
+            w.type == "ReindexDocuments", w.state.not_in(("finished", "canceled"))
+        )
+    )
+    if ongoing is None:
+        ReindexDocuments.create()
+    return redirect(url_for(".home"))
+
+
 @bp.post("/switches/<name>")
 def toggle(name: str) -> Response:
     if name in Switches.NAMES:
@@ -235,4 +251,8 @@ def _status() -> dict[str, Any]:
             sa.select(Reconciliation).order_by(Reconciliation.id.desc()).limit(1)
         ).first(),
         "outbox_size": db.session.scalar(sa.select(sa.func.count()).select_from(Mail)),
+        "indexed": db.session.scalar(sa.select(sa.func.count()).select_from(SearchEntry)),
+        "reindex": db.session.scalars(
+            sa.select(w).where(w.type == "ReindexDocuments").order_by(w.id.desc()).limit(1)
+        ).first(),
     }

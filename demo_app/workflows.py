@@ -1,4 +1,4 @@
-"""The demo's workflows: a money transfer, an onboarding drip, a document DAG, a schedule.
+"""The demo's workflows: a transfer, an onboarding drip, a document DAG, a re-index, a schedule.
 
 Each step is an ordinary method that a worker runs later; flask-geneva records every
 attempt as a row, so the admin can show what happened and an operator can resume.
@@ -17,8 +17,10 @@ from flask_geneva import ExceptionPolicy
 from flask_geneva import step
 
 from . import fakes
+from .models import Document
 from .models import GatewayCharge
 from .models import Reconciliation
+from .models import SearchEntry
 from .models import Settlement
 from .models import Transfer
 from .models import db
@@ -149,19 +151,32 @@ def work(low: float, high: float) -> None:
 
 
 class DocumentPipeline(geneva.Workflow):  # type: ignore[name-defined,misc]
-    """extract → (thumbnails ∥ text analysis ∥ virus scan) → publish.
+    """extract → (summarise each page ∥ thumbnails ∥ text analysis ∥ virus scan) → publish.
 
-    The three middle steps run at the same time on different worker threads; publish
-    waits for all three (a join). A file whose name contains "eicar" fails the virus
-    scan, which cancels the workflow: it is never published.
+    Data flows along the edges: ``extract`` returns the pages, ``summarise_page`` is a
+    map step that runs once per page (at most three at once), and ``publish`` receives
+    every page's summary, in page order, as a parameter. The four middle branches run
+    at the same time on different worker threads; publish waits for all of them. A
+    file whose name contains "eicar" fails the virus scan, which cancels the workflow:
+    it is never published.
     """
 
     @step
-    def extract(self) -> None:
+    def extract(self) -> list[dict[str, object]]:
         work(1, 2)
         rng = random.Random(self.hero.filename)
-        self.hero.pages = rng.randint(1, 40)
-        self.hero.words = self.hero.pages * rng.randint(200, 500)
+        self.hero.pages = rng.randint(2, 12)
+        return [
+            {"page": n, "text": " ".join(rng.choices(WORDS, k=rng.randint(200, 500)))}
+            for n in range(1, self.hero.pages + 1)
+        ]
+
+    @step(for_each="extract", max_parallel=3)
+    def summarise_page(self) -> dict[str, object]:
+        work(0.3, 0.8)
+        words = str(self.item["text"]).split()
+        common = max(set(words), key=words.count)
+        return {"page": self.item["page"], "words": len(words), "about": common}
 
     # Thumbnails of a big file can take long; the worker renews its lease while the body
     # runs, so this is how long a *silent* worker is trusted, not how long the step may
@@ -172,9 +187,10 @@ class DocumentPipeline(geneva.Workflow):  # type: ignore[name-defined,misc]
         self.hero.thumbnails = self.hero.pages
 
     @step(after="extract")
-    def analyse_text(self) -> None:
+    def analyse_text(self, extract: list[dict[str, object]]) -> str:
         work(1, 3)
         self.hero.language = random.Random(self.hero.filename).choice(["en", "fr", "de"])
+        return f"{len(extract)} pages in {self.hero.language}"
 
     @step(after="extract")
     def scan_for_viruses(self) -> None:
@@ -183,9 +199,46 @@ class DocumentPipeline(geneva.Workflow):  # type: ignore[name-defined,misc]
         if self.hero.infected:
             self.cancel()  # quarantine: never publish
 
-    @step(after=["make_thumbnails", "analyse_text", "scan_for_viruses"])
-    def publish(self) -> None:
+    @step(after=["summarise_page", "make_thumbnails", "analyse_text", "scan_for_viruses"])
+    def publish(self, summarise_page: list[dict[str, object]]) -> dict[str, object]:
+        self.hero.words = sum(int(str(page["words"])) for page in summarise_page)
         self.hero.published_at = utcnow()
+        return {
+            "words": self.hero.words,
+            "contents": [f"p.{page['page']}: {page['about']}" for page in summarise_page],
+        }
+
+
+#: The vocabulary of the demo's generated documents.
+WORDS = (
+    "invoice payment ledger settlement refund quarter audit balance transfer account "
+    "forecast revenue expense budget contract supplier customer report summary review"
+).split()
+
+
+class ReindexDocuments(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """Re-index every document, a few at a time: a resumable step with a visible cursor.
+
+    The cursor is the last document id indexed. Each checkpoint commits that
+    document's index row with the cursor; after five the execution ends as
+    ``continued`` and a new one carries on from the cursor, so other work runs in
+    between. A worker killed half-way resumes after the last checkpoint: no document
+    is indexed twice.
+    """
+
+    @step(resumable=True, max_iterations=5)
+    def reindex(self) -> int:
+        after = self.cursor or 0
+        documents = db.session.scalars(
+            sa.select(Document).where(Document.id > after).order_by(Document.id)
+        )
+        for document in documents:
+            work(0.1, 0.3)
+            db.session.merge(
+                SearchEntry(document_id=document.id, words=document.words, indexed_at=utcnow())
+            )
+            self.checkpoint(document.id)
+        return int(self.cursor or 0)
 
 
 class Reconcile(geneva.Workflow):  # type: ignore[name-defined,misc]

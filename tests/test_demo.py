@@ -589,18 +589,27 @@ def test_the_document_dag_fans_out_and_joins_before_publishing(client: FlaskClie
     quarantined = wait_for(workflow_of(infected))
 
     assert published.state == "finished"
-    steps = {e.step_name: e for e in published.executions}
+    steps = {e.step_name: e for e in published.executions if e.item_index is None}
+    pages = [e for e in published.executions if e.step_name == "summarise_page"]
     branches = [steps[name] for name in ("make_thumbnails", "analyse_text", "scan_for_viruses")]
-    assert all(b.started_at >= steps["extract"].finished_at for b in branches)
-    assert steps["publish"].started_at >= max(b.finished_at for b in branches)
+    assert all(b.started_at >= steps["extract"].finished_at for b in branches + pages)
+    assert steps["publish"].started_at >= max(b.finished_at for b in branches + pages)
     db.session.refresh(clean)
     assert clean.published_at is not None and clean.thumbnails == clean.pages
+    # Data along the edges: one summary per page, in page order, joined by publish.
+    assert sorted(e.item_index for e in pages) == list(range(clean.pages))
+    summaries = published.output_of("summarise_page")
+    assert [s["page"] for s in summaries] == list(range(1, clean.pages + 1))
+    assert clean.words == sum(s["words"] for s in summaries)
+    assert len(published.output_of("publish")["contents"]) == clean.pages
 
     assert quarantined.state == "canceled"
     assert executions(quarantined, "publish") == []
     db.session.refresh(infected)
     assert infected.infected and infected.published_at is None
-    assert_admin_shows(client, published, "make_thumbnails", "analyse_text", "scan_for_viruses")
+    assert_admin_shows(
+        client, published, "summarise_page", "make_thumbnails", "analyse_text", "scan_for_viruses"
+    )
 
 
 def test_start_100_creates_a_hundred_transfers_each_with_its_workflow(

@@ -38,6 +38,7 @@ from flask_geneva.migration import REVISIONS
 from flask_geneva.migration import MigrationError
 from flask_geneva.migration import render_revision
 from flask_geneva.migration import write_revisions
+from flask_geneva.testing import perform_next_step
 from flask_geneva.testing import speedrun
 
 db = SQLAlchemy()
@@ -54,6 +55,20 @@ class SignalledWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
     @step(wait_for="confirmed")
     def confirm(self) -> None:
         pass
+
+
+class MappedWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def split(self) -> list[int]:
+        return [1, 2, 3]
+
+    @step(for_each="split", max_parallel=2)
+    def double(self) -> int:
+        return int(self.item) * 2
+
+    @step
+    def total(self, double: list[int]) -> int:
+        return sum(double)
 
 
 class UpgradedWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
@@ -378,7 +393,8 @@ def test_a_0_1_database_with_live_workflows_upgrades_runs_them_and_downgrades(ap
     assert written in new
     assert f"down_revision = {REVISION_0_1_ID!r}" in written.read_text()
     upgrade(migrations)
-    assert "heartbeat_at" in schema()["geneva_step_executions"]["columns"]
+    columns = schema()["geneva_step_executions"]["columns"]
+    assert {"heartbeat_at", "output", "item_index", "cursor", "continues_id"} <= set(columns)
     assert table_names() == ALL_TABLES
 
     # The execution a 0.1 worker left in progress two hours ago has no heartbeat: its
@@ -424,11 +440,29 @@ def test_a_0_1_database_with_live_workflows_upgrades_runs_them_and_downgrades(ap
     assert waits.signal("confirmed", payload={"ok": True}).consumed_step == "confirm"
     speedrun(waits)
     assert waits.state == "finished"
+
+    # On the upgraded tables a step returns data and a map step runs one execution per
+    # item, with two of them active at once (the active rule is per item now).
+    mapped = MappedWorkflow.create()
+    perform_next_step(mapped)
+    with db.engine.connect() as conn:
+        active = conn.execute(
+            sa.select(e.c.item_index).where(
+                e.c.workflow_id == mapped.id, e.c.step_name == "double", e.c.state == "scheduled"
+            )
+        ).scalars()
+        assert sorted(active) == [0, 1]
+    speedrun(mapped)
+    assert (mapped.state, mapped.output_of("total")) == ("finished", 12)
+    assert mapped.output_of("double") == [2, 4, 6]
+    db.session.execute(sa.delete(geneva.Workflow).where(geneva.Workflow.id == mapped.id))
+    db.session.commit()
     before = count_rows()
     db.session.remove()
 
     downgrade(migrations, REVISION_0_1_ID)
     assert "heartbeat_at" not in schema()["geneva_step_executions"]["columns"]
+    assert "output" not in schema()["geneva_step_executions"]["columns"]
     assert "geneva_schedule_ticks" not in table_names()
     assert "geneva_signals" not in schema()
     assert count_rows() == before == (5, 10)
