@@ -242,13 +242,14 @@ class Transition(SignalRules, MapRules):
         """Create executions for steps that became ready; finish when all steps are done."""
         if self.graph is None or not is_ongoing(self.state):
             return
-        # A map step with no items is done at once: its successors are ready in turn.
         while ready := self.graph.ready_steps(self.done_steps(), self.started_steps()):
             for name in ready:
                 if name in self.graph.maps:
                     self.start_map(name)
                 else:
                     self.add(name, due=self.now + self.graph.steps[name].wait)
+            if not any(name in self.graph.maps for name in ready):
+                break  # else a map step with no items may be done at once: look again
         done = self.done_steps()
         for name in self.graph.maps:
             if name not in done and self.map_started(name):
