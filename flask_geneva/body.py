@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from . import outputs
 from . import results
+from . import resumable
 from . import signals
 from . import unit
 from .flow import FlowSignal
@@ -180,6 +181,7 @@ def _perform(ext: Geneva, run: Run) -> _Performed:
     workflow._geneva_context = run.log
     workflow._geneva_step = run.record.step_name
     workflow._geneva_flow = None
+    resumable.begin(workflow, run)
     started = time.perf_counter()
     performed: _Performed
     with watching_writes() as wrote:
@@ -241,6 +243,7 @@ def _perform(ext: Geneva, run: Run) -> _Performed:
         finally:
             workflow._geneva_context = None
             workflow._geneva_step = None
+            workflow._geneva_resume = None
     performed.wrote = wrote[0]
     performed.duration = time.perf_counter() - started
     signals.send(

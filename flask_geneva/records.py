@@ -133,7 +133,8 @@ class StepResult:
     ``action`` is one of: ``success``, ``finish``, ``skip``, ``reattempt``, ``cancel``,
     ``pause`` (in-step flow control or a precondition), ``failed`` (an exception whose
     policy ends in ``then`` = ``pause`` or ``cancel``), ``drop`` (cancel the execution
-    alone: the workflow was not runnable when it was claimed).
+    alone: the workflow was not runnable when it was claimed), ``continue`` (a
+    resumable step's checkpoint ended the execution; a new one continues it).
     """
 
     action: str
@@ -149,6 +150,9 @@ class StepResult:
     output: Any = None
     #: For ``success`` of a map step's producer: how many items its output list holds.
     item_count: int | None = None
+    #: For ``continue``: the cursor checkpointed last and the execution's iterations.
+    cursor: Any = None
+    iterations: int = 0
 
 
 @dataclass(frozen=True)

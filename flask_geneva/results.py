@@ -58,6 +58,10 @@ def from_exception(
 def from_signal(signal: FlowSignal, error: ErrorInfo | None, reason: str) -> StepResult:
     if isinstance(signal, ReattemptSignal):
         return StepResult("reattempt", wait=signal.wait, error=error, reason=reason)
+    if signal.action == "continue":
+        # A resumable step's checkpoint (flask_geneva.resumable.ContinueSignal).
+        cursor, iterations = getattr(signal, "cursor", None), getattr(signal, "iterations", 0)
+        return StepResult("continue", cursor=cursor, iterations=iterations)
     if signal.action == "pause" and error is not None:
         return StepResult("failed", error=error, then="pause")
     if signal.action == "cancel" and error is not None:

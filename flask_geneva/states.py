@@ -41,6 +41,10 @@ class Outcome(StrEnum):
     #: On a scheduled execution only: made due by an ``on_timeout="run"`` timeout, so it
     #: runs without a signal (``received_signal`` is None) instead of waiting again.
     TIMED_OUT = "timed_out"
+    #: A resumable step reached ``max_iterations`` or ``max_runtime`` at a checkpoint
+    #: (or its worker was stopping): ended ``completed``, and a new execution of the
+    #: same step continues from the stored cursor.
+    CONTINUED = "continued"
 
 
 #: Workflow states that will never change again.

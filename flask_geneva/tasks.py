@@ -238,4 +238,30 @@ def make_consumer(
 ) -> Any:
     """Return a Huey consumer with flask-geneva's low-latency defaults."""
     settings = dict(CONSUMER_DEFAULTS, **options)
-    return huey.create_consumer(workers=workers, worker_type=worker_type, **settings)
+    consumer = huey.create_consumer(workers=workers, worker_type=worker_type, **settings)
+    _consumers[consumer] = os.getpid()
+    return consumer
+
+
+#: The consumers :func:`make_consumer` built, with the process that built them.
+_consumers: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def stopping(huey: Huey) -> bool:
+    """Whether the consumer running this step is shutting down gracefully.
+
+    Huey's consumer sets its ``stop_flag`` on a graceful stop (SIGINT, or
+    ``consumer.stop(graceful=True)``) and waits for the running tasks. A resumable
+    step's next checkpoint reads it and ends the execution with a continuation, so
+    the shutdown does not wait for the whole step. The consumer is the one whose
+    worker thread runs this, or, in a process worker, the consumer it was forked from.
+    """
+    current = threading.current_thread()
+    pid = os.getpid()
+    for consumer, built_in in list(_consumers.items()):
+        if consumer.huey is not huey:
+            continue
+        forked = consumer.environment.forks and built_in != pid
+        if forked or any(t is current for _, t in consumer.worker_threads):
+            return bool(consumer.stop_flag.is_set())
+    return False

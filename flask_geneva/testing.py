@@ -12,6 +12,14 @@ ones for executions already run, so a worker started later does no harm.
         wf = PaymentWorkflow.create(hero=payment)
         speedrun(wf)
         assert_workflow_state(wf, "finished")
+
+A resumable step (``@step(resumable=True)``): :func:`perform_next_step` runs one
+execution up to its end or up to the checkpoint where it continues (outcome
+``continued``; the continuation is the next scheduled execution), and
+:func:`assert_cursor` checks the cursor it last stored::
+
+    perform_next_step(wf)
+    assert_cursor(wf, "backfill", 100)
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ W = TypeVar("W", bound=WorkflowBase)
 
 __all__ = [
     "abandon_next_step",
+    "assert_cursor",
     "assert_step_executed",
     "assert_waiting_for",
     "assert_workflow_state",
@@ -90,7 +99,9 @@ def perform_next_step(workflow: WorkflowBase) -> StepExecutionBase | None:
     """Run the workflow's earliest scheduled execution now, even if its wait has not passed.
 
     Commits ``db.session`` first (see the module docstring). Exceptions raised by the
-    step propagate after their outcome is recorded. A paused, finished or canceled
+    step propagate after their outcome is recorded. A resumable step runs up to the end
+    of this execution: its end, or the checkpoint where it continues (``continued``);
+    the continuation is the next scheduled execution. A paused, finished or canceled
     workflow runs nothing: a paused workflow's scheduled executions wait for resume.
 
     :return: the execution that ran (a ``StepExecution``), or None if nothing ran.
@@ -235,6 +246,51 @@ def assert_step_executed(
         raise AssertionError(
             f"expected step {step_name!r} of {type(workflow).__name__} id={workflow.id} to "
             f"have an execution in state {str(state)!r}; found {states or 'no executions'}"
+        )
+
+
+def assert_cursor(
+    workflow: WorkflowBase, step_name: str, value: Any, *, item_index: int | None = None
+) -> None:
+    """Assert that resumable step ``step_name`` last checkpointed ``value``.
+
+    The cursor its next execution starts from: the latest one stored on any of its
+    executions (of map item ``item_index``, for a map step). ``None`` asserts that it
+    has not checkpointed yet.
+    """
+    ext = _ext(workflow)
+    graph = type(workflow).step_graph()
+    name = type(workflow).__name__
+    if step_name not in graph:
+        raise AssertionError(
+            f"Step '{step_name}' is not defined in {name}. Available steps: "
+            f"{', '.join(graph.steps)}"
+        )
+    if not graph.steps[step_name].resumable:
+        raise AssertionError(
+            f"step {step_name!r} of {name} is not resumable (@step(resumable=True)): "
+            "it has no cursor"
+        )
+    e = ext.tables.executions
+    item = e.c.item_index.is_(None) if item_index is None else e.c.item_index == item_index
+    query = (
+        sa.select(e.c.cursor)
+        .where(
+            e.c.workflow_id == workflow.id,
+            e.c.step_name == step_name,
+            item,
+            e.c.cursor.is_not(None),
+        )
+        .order_by(e.c.id.desc())
+        .limit(1)
+    )
+    with ext.engine().connect() as conn:
+        found = conn.execute(query).scalar()
+    if found != value:
+        of = f"step {step_name!r}" + (f" item {item_index}" if item_index is not None else "")
+        raise AssertionError(
+            f"expected the cursor of {of} of {name} id={workflow.id} to be {value!r}, but it "
+            f"is {found!r}" + (" (no checkpoint yet)" if found is None else "")
         )
 
 

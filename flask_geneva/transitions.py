@@ -32,6 +32,7 @@ from .records import ErrorInfo
 from .records import ExecutionRecord
 from .records import SignalRecord
 from .records import StepResult
+from .resumable_rules import ResumableRules
 from .scheduling import Trigger
 from .scheduling import new_task_id
 from .signal_rules import NO_TIMEOUT
@@ -45,7 +46,7 @@ from .states import is_ongoing
 __all__ = ["ErrorInfo", "ExecutionRecord", "StepResult", "Transition"]
 
 
-class Transition(SignalRules, MapRules):
+class Transition(SignalRules, MapRules, ResumableRules):
     """Changes to one workflow and its executions, decided under its row lock.
 
     ``records`` holds the latest execution of each step, oldest first (an active
@@ -308,6 +309,8 @@ class Transition(SignalRules, MapRules):
             self.end(record, StepState.SKIPPED, Outcome.SKIPPED, error=result.error)
         elif action == "reattempt":
             self._reattempt(record, result)
+        elif action == "continue":
+            self.continue_step(record, result)
         elif action in ("cancel", "pause"):
             self.end(record, StepState.CANCELED, Outcome.CANCELED)
             self.stop(action)

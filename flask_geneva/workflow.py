@@ -33,6 +33,7 @@ from .hero import reference
 from .logging import tagged
 from .models import BASE_IDENTITY
 from .outputs import StepData
+from .resumable import Resumable
 from .states import TERMINAL_WORKFLOW_STATES
 from .states import WorkflowState
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from .records import Signal
 
 
-class WorkflowBase(StepData):
+class WorkflowBase(StepData, Resumable):
     """Behaviour shared by every workflow class (mixed into ``geneva.Workflow``).
 
     Class attributes an application may set:
