@@ -179,6 +179,38 @@ class SoakWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
 
 STEPS = ("receive", "check", "reserve", "ship")
 
+#: The iterations of :class:`SoakWalk`'s resumable step, and the one a kill test holds.
+WALK_ITERATIONS = 10
+WALK_HOLD_AT = 5
+
+
+class SoakWalk(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """One resumable step: an effect row per iteration, committed with its checkpoint.
+
+    With ``SOAK_HOLD`` present, iteration ``WALK_HOLD_AT`` writes its row (flushed,
+    not committed) and waits: a kill there must lose that row alone.
+    """
+
+    @step(resumable=True)
+    def walk(self) -> None:
+        for index in range((self.cursor or 0) + 1, WALK_ITERATIONS + 1):
+            append_run(f"{self.id} walk {index} {os.getpid()}\n")
+            db.session.add(
+                SoakEffect(
+                    workflow_id=self.id,
+                    step_name=f"walk {index}",
+                    execution_id=running_execution(self, "walk"),
+                    idempotency_key=self.idempotency_key,
+                    pid=os.getpid(),
+                )
+            )
+            db.session.flush()
+            if index == WALK_HOLD_AT and HOLD and os.path.exists(HOLD):
+                Path(HOLD + ".reached").touch()
+                while os.path.exists(HOLD):
+                    time.sleep(0.02)
+            self.checkpoint(index)
+
 
 def create_app() -> Flask:
     """Build the soak app from the environment."""

@@ -244,3 +244,49 @@ def test_a_worker_told_to_stop_now_gives_its_running_step_back(
     assert released >= 1
     assert Counter(p[1] for p in runs)["receive"] == released + 1
     assert sorted(s for s, _, _, _ in effect_rows()) == sorted(soak_app.STEPS)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql", "mariadb"], indirect=True)
+def test_a_resumable_step_killed_mid_iteration_resumes_from_its_last_checkpoint(
+    soak: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGKILL while iteration 5 has written its row (uncommitted): after recovery the
+    step goes on from cursor 4; rows 1-4 are not written again, row 5 is written once."""
+    log = Path(soak["SOAK_LOG"])
+    hold = Path(soak["SOAK_HOLD"])
+    hold.touch()
+    reached = Path(soak["SOAK_HOLD"] + ".reached")
+    workflow_id = soak_app.SoakWalk.create().id
+
+    worker = start_worker(soak, tmp_path, "thread")
+    try:
+        wait_until(reached.exists)
+        stop(worker, signal.SIGKILL)
+    finally:
+        stop(worker, signal.SIGKILL)
+    hold.unlink()
+    walked = [s for s, _, _, _ in effect_rows()]
+    assert sorted(walked) == sorted(f"walk {i}" for i in range(1, soak_app.WALK_HOLD_AT))
+
+    recovered = 0
+
+    def housekeeping_recovers() -> bool:
+        nonlocal recovered
+        recovered += housekeeping.run(soak_app.geneva).stuck_reattempted
+        return recovered > 0
+
+    wait_until(housekeeping_recovers, timeout=10)
+    worker = start_worker(soak, tmp_path, "thread")
+    try:
+        wait_until(lambda: workflow_state(workflow_id) == "finished")
+    finally:
+        stop(worker, signal.SIGINT)
+    assert worker.returncode == 0
+    rows = Counter(s for s, _, _, _ in effect_rows())
+    assert rows == Counter(f"walk {i}" for i in range(1, soak_app.WALK_ITERATIONS + 1))
+    # Iteration 5 ran twice (the killed run and the resumed one); no other ran again.
+    runs = Counter(line.split()[2] for line in log.read_text().splitlines())
+    assert runs == Counter({str(i): 2 if i == soak_app.WALK_HOLD_AT else 1 for i in range(1, 11)})
+    history = executions(workflow_id)
+    assert history[0] == ("walk", "failed", "recovered")
+    assert history[-1] == ("walk", "completed", "success")
