@@ -50,6 +50,7 @@ from demo_app.models import GatewayCall  # noqa: E402
 from demo_app.models import GatewayCharge  # noqa: E402
 from demo_app.models import Mail  # noqa: E402
 from demo_app.models import Reconciliation  # noqa: E402
+from demo_app.models import SearchEntry  # noqa: E402
 from demo_app.models import Settlement  # noqa: E402
 from demo_app.models import Switches  # noqa: E402
 from demo_app.models import Transfer  # noqa: E402
@@ -610,6 +611,28 @@ def test_the_document_dag_fans_out_and_joins_before_publishing(client: FlaskClie
     assert_admin_shows(
         client, published, "summarise_page", "make_thumbnails", "analyse_text", "scan_for_viruses"
     )
+
+
+def test_reindex_walks_every_document_with_a_resumable_step_in_continuations(
+    client: FlaskClient,
+) -> None:
+    for name in ("a.pdf", "b.pdf", "c.pdf", "d.pdf", "e.pdf", "f.pdf"):
+        db.session.add(Document(filename=name, words=10))
+    db.session.commit()
+    documents = db.session.scalar(sa.select(sa.func.count()).select_from(Document))
+    assert client.post("/reindex").status_code == 302
+    w = geneva.Workflow
+    flow = db.session.scalars(
+        sa.select(w).where(w.type == "ReindexDocuments").order_by(w.id.desc())
+    ).first()
+    wait_for(flow, timeout=60)
+    assert reread(flow).state == "finished"
+    indexed = db.session.scalar(sa.select(sa.func.count()).select_from(SearchEntry))
+    assert indexed == documents
+    outcomes = [e.outcome for e in flow.executions]
+    assert outcomes[-1] == "success" and "continued" in outcomes  # five per execution
+    assert flow.executions[-1].continues_id == flow.executions[-2].id
+    assert_admin_shows(client, flow, "reindex", "continues #")
 
 
 def test_start_100_creates_a_hundred_transfers_each_with_its_workflow(
