@@ -15,6 +15,12 @@ then each workflow started one by one), it measures:
 - a raw Huey chain of three no-op tasks per item on the same queue storage;
 - DBOS (PostgreSQL rows only) from its own virtualenv, ``bench/dbos_compare.py``.
 
+Then, for the thread configurations (``--no-maps`` skips it), ``bench/maps.py``: one map
+of ``--map-items`` no-op items (1,000 by default, to keep the whole run short; the
+script alone defaults to 10,000) with ``max_parallel=None`` and 8, against as many
+one-step workflows, in items/s; and ``bench/cost.py``'s output sizes (None, 1 KiB,
+64 KiB, 256 KiB) in ms and statements per step, per database.
+
 Every measurement runs in a subprocess of its own, so engines share no state, one after
 another so they never compete with each other. Each uses a server database and Huey
 queue names of its own (``bench_geneva_<pid>``, ``bench_dbos_<pid>``, Redis database 14,
@@ -35,6 +41,8 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import Any
+
+from . import all_data as data
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DBOS_VENV = ROOT / ".bench-venv-dbos"
@@ -332,6 +340,8 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=1800, help="per measurement (s)")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--map-items", type=int, default=1000, help="items of the map measurement")
+    parser.add_argument("--no-maps", action="store_true", help="skip maps and output sizes")
     args = parser.parse_args()
 
     if args.setup_dbos:
@@ -361,7 +371,9 @@ def main() -> None:
     systems = [*engines, *([] if args.no_huey else ["huey"]), *(["dbos"] if use_dbos else [])]
     started = time.time()
     cells = measure_all(args, configs, modes, systems, engines)
+    maps, outputs = ({}, {}) if args.no_maps else data.measure(args, configs, CONFIGS, _run)
     print_table(args, configs, modes, engines, cells, time.time() - started)
+    data.print_tables(args, maps, outputs, CONFIGS)
     if args.json is not None:
         figures = [
             {
@@ -378,6 +390,8 @@ def main() -> None:
             "workers": args.workers,
             "engines": {key: str(path) for key, path in engines.items()},
             "cells": figures,
+            "maps": maps,
+            "outputs": outputs,
         }
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
 

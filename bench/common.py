@@ -77,6 +77,14 @@ class ThreeSteps(geneva.Workflow):  # type: ignore[misc,name-defined]
         _mark(self, "third", time.time())
 
 
+class OneStep(geneva.Workflow):  # type: ignore[misc,name-defined]
+    """One no-op step: the unit a map item is compared with (one claim, body, finalize)."""
+
+    @step
+    def only(self) -> None:
+        pass
+
+
 class FanOut(geneva.Workflow):  # type: ignore[misc,name-defined]
     """A root, eight parallel branches and a join."""
 
@@ -134,7 +142,8 @@ def fresh_database(url: str) -> bool:
     return True
 
 
-def make_app(db_url: str, huey_url: str) -> Flask:
+def make_app(db_url: str, huey_url: str, config: dict[str, Any] | None = None) -> Flask:
+    """A throwaway app on ``db_url`` and ``huey_url`` (plus ``config``), tables made afresh."""
     fresh_database(db_url)
     app = Flask("geneva_bench", instance_path=tempfile.mkdtemp(prefix="geneva-bench-i-"))
     app.config.update(
@@ -142,6 +151,7 @@ def make_app(db_url: str, huey_url: str) -> Flask:
         GENEVA_HUEY=huey_url,
         GENEVA_HUEY_NAME=f"geneva-bench-{RUN_TOKEN}",
     )
+    app.config.update(config or {})
     if db_url.startswith("postgresql"):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_size": 20}
     db.init_app(app)

@@ -10,11 +10,16 @@ Then signal delivery: the claim of a step that waits for a signal (it goes to
 ``waiting``), one ``wf.signal(...)`` to that waiting workflow (SPEC: one short
 transaction), the same delivery again (a duplicate, by idempotency key), and the woken
 step's run, which consumes the signal.
+
+Then output size: a one-step workflow whose body returns None, or a string of 1 KiB,
+64 KiB or 256 KiB (stored as JSON on its execution), in ms per step (the executor's
+whole run of it, in this thread) and statements per step.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from collections import Counter
 from typing import Any
 
@@ -68,6 +73,22 @@ class AwaitsSignal(common.geneva.Workflow):  # type: ignore[misc,name-defined]
     @step(wait_for="settled")
     def record(self) -> None:
         pass
+
+
+class Returns(common.geneva.Workflow):  # type: ignore[misc,name-defined]
+    """One step whose output is ``size`` bytes of JSON: a string (None when 0)."""
+
+    size = 0
+
+    @step
+    def produce(self) -> str | None:
+        size = type(self).size
+        return "x" * (size - 2) if size else None  # the JSON adds its two quotes
+
+
+#: Output sizes measured, in bytes of JSON (0: the body returns None). 256 KiB is the
+#: largest GENEVA_MAX_OUTPUT_BYTES allows by default.
+OUTPUT_SIZES = {"None": 0, "1 KiB": 1024, "64 KiB": 64 * 1024, "256 KiB": 256 * 1024}
 
 
 SCENARIOS: dict[str, tuple[type, str | None]] = {
@@ -194,6 +215,37 @@ def measure_signals(app: Any, rounds: int = 20) -> dict[str, tuple[float, float,
     }
 
 
+def measure_outputs(app: Any, rounds: int = 20) -> dict[str, tuple[float, float, float]]:
+    """Per output size: ms per step, statements and commits per step (``rounds`` each)."""
+    results = {}
+    with app.app_context():
+        engine = common.geneva.engine()
+        e = common.geneva.tables.executions
+        for label, size in OUTPUT_SIZES.items():
+            Returns.size = size
+            workflows = [Returns.create() for _ in range(rounds)]
+            with engine.connect() as conn:
+                ids = list(
+                    conn.execute(
+                        sa.select(e.c.id)
+                        .where(e.c.workflow_id.in_([w.id for w in workflows]))
+                        .order_by(e.c.id)
+                    ).scalars()
+                )
+            with StatementCount(engine) as count:
+                started = time.perf_counter()
+                for execution_id in ids:
+                    common.geneva.execute(execution_id, ignore_schedule=True)
+                ms = (time.perf_counter() - started) * 1000 / rounds
+            for workflow in workflows:
+                common.db.session.refresh(workflow)
+                assert workflow.state == "finished", (label, workflow.state)
+                stored = workflow.output_of("produce")
+                assert len(stored or "") == max(size - 2, 0), (label, len(stored or ""))
+            results[label] = (ms, count.statements / rounds, count.commits / rounds)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", choices=sorted(common.DATABASES), default="sqlite")
@@ -211,6 +263,12 @@ def main() -> None:
     for label, (statements, commits, kinds) in measure_signals(app).items():
         detail = ", ".join(f"{k} {v / 20:.1f}" for k, v in sorted(kinds.items()))
         print(f"  {label:38s} {statements:5.1f} statements, {commits:.1f} commits  ({detail})")
+    print(f"{args.db}: output size (one step, its body's return value stored as JSON)")
+    for label, (ms, statements, commits) in measure_outputs(app).items():
+        print(
+            f"  returns {label:30s} {ms:5.1f} ms per step, {statements:.1f} statements, "
+            f"{commits:.1f} commits"
+        )
 
 
 if __name__ == "__main__":

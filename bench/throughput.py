@@ -32,6 +32,7 @@ from huey import SqliteHuey
 from . import common
 
 SHAPES: dict[str, tuple[Any, int]] = {
+    "one": (common.OneStep, 1),
     "three": (common.ThreeSteps, 3),
     "fanout": (common.FanOut, 10),
 }
