@@ -404,7 +404,7 @@ def test_a_map_shows_its_progress_and_an_output_expands(watched, live):
     page.goto(f"{live}/workflows/{workflow.id}")
     node = page.locator('g.node[data-step="load"]')
     assert node.get_attribute("data-state") == "completed"
-    assert node.locator("text.progress").inner_text() == "12/12 done"
+    assert node.locator("text.progress").text_content() == "12/12 done"
     # Items are collapsed under their step: opening the map's row lists the first 12.
     items_row = page.locator('tr.map-row[data-map="load"]')
     assert not page.locator('tr[data-item="3"]').is_visible()
