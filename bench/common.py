@@ -101,8 +101,10 @@ class FanOut(geneva.Workflow):  # type: ignore[misc,name-defined]
 
 def _server_statements(url: str, *statements: str) -> None:
     parsed = sa.make_url(url)
+    # A server-level connection, to a database that always exists (URL.set(database=None)
+    # would keep the bench database, which may not exist yet).
     admin_url = parsed.set(
-        database="postgres" if parsed.get_backend_name() == "postgresql" else None
+        database="postgres" if parsed.get_backend_name() == "postgresql" else "mysql"
     )
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:

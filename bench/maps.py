@@ -209,6 +209,12 @@ def main() -> None:
     )
     parser.add_argument("--finalize-only", action="store_true", help="skip the throughput")
     parser.add_argument("--throughput-only", action="store_true", help="skip the finalize")
+    parser.add_argument(
+        "--max-parallel",
+        default="none,8",
+        help="the maps to run: a comma-separated choice of none and 8 (default: both)",
+    )
+    parser.add_argument("--no-plain", action="store_true", help="skip the one-step workflows")
     parser.add_argument("--json", action="store_true", help="print one RESULT line as well")
     args = parser.parse_args()
     if args.items < 1:
@@ -216,26 +222,34 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if any(s < 2 for s in sizes):
         parser.error("--sizes must each be at least 2")
+    choices = {"none": None, "8": 8}
+    try:
+        limits = [choices[c.strip().lower()] for c in args.max_parallel.split(",") if c.strip()]
+    except KeyError as exc:
+        parser.error(f"--max-parallel: unknown choice {exc}; choose from none, 8")
     result: dict[str, Any] = {"db": args.db, "queue": args.queue, "workers": args.workers}
     if not args.finalize_only:
         label = f"{args.db}+{args.queue} items={args.items:,} workers={args.workers} threads"
-        plain = run_geneva(
-            args.db, args.queue, args.items, args.workers, shape="one", mode="outside"
-        )
-        result["plain_per_s"] = plain["steps_per_s"]
-        print(
-            f"{label}: {args.items:,} one-step workflows {plain['steps_per_s']:.0f}/s "
-            f"({plain['seconds']:.1f} s)",
-            flush=True,
-        )
-        for max_parallel in SHAPES:
+        plain = None
+        if not args.no_plain:
+            plain = run_geneva(
+                args.db, args.queue, args.items, args.workers, shape="one", mode="outside"
+            )
+            result["plain_per_s"] = plain["steps_per_s"]
+            print(
+                f"{label}: {args.items:,} one-step workflows {plain['steps_per_s']:.0f}/s "
+                f"({plain['seconds']:.1f} s)",
+                flush=True,
+            )
+        for max_parallel in limits:
             run = run_map(args.db, args.queue, args.items, args.workers, max_parallel)
             result[f"map_{max_parallel}_per_s"] = run["items_per_s"]
             result[f"map_{max_parallel}_producer_s"] = run["producer_seconds"]
             print(
                 f"{label}: map max_parallel={max_parallel} {run['items_per_s']:.0f} items/s "
                 f"({run['seconds']:.1f} s; ratio to one-step workflows "
-                f"{run['items_per_s'] / plain['steps_per_s']:.2f}; the producer's finalize, "
+                + (f"{run['items_per_s'] / plain['steps_per_s']:.2f}" if plain else "not run")
+                + "; the producer's finalize, "
                 f"releasing the first items, {run['producer_seconds'] * 1000:.0f} ms)",
                 flush=True,
             )
