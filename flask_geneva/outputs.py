@@ -12,7 +12,6 @@ once stored, so a map's list is parsed once per process and shared by its items.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING
@@ -23,6 +22,7 @@ import sqlalchemy as sa
 
 from .errors import InvalidStateError
 from .errors import OutputError
+from .records import json_size
 from .states import Outcome
 from .states import StepState
 
@@ -42,15 +42,14 @@ def checked(
     if value is None and step not in graph.producers:
         return None
     try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as error:
+        size, _ = json_size(value)
+    except ValueError as error:
         raise OutputError(
             f"step {step!r} returned {type(value).__name__} that cannot be stored as its "
             f"output: {error}. A step's output is stored as JSON (at most "
             f"GENEVA_MAX_OUTPUT_BYTES={max_bytes:,} bytes): return dicts, lists, strings, "
             "numbers, booleans or None, or store the data in your own table and return its id"
         ) from None
-    size = len(text.encode("utf-8"))
     if size > max_bytes:
         raise OutputError(
             f"step {step!r} returned {size:,} bytes of JSON, over GENEVA_MAX_OUTPUT_BYTES="

@@ -6,6 +6,7 @@ with them, :mod:`~flask_geneva.store` reads and writes them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
@@ -88,6 +89,25 @@ def storable(text: str, *, chars: int | None = None, limit: int = MAX_ERROR_BYTE
     head = encoded[: room * 2 // 3].decode("utf-8", "ignore")
     tail = encoded[len(encoded) - room // 3 :].decode("utf-8", "ignore")
     return f"{head}{note}{tail}"
+
+
+def json_size(value: Any) -> tuple[int, bool]:
+    """``value`` as the JSON text a column stores: its size in UTF-8 bytes, and whether
+    it holds a NUL character (which PostgreSQL's JSON cannot store).
+
+    :raises ValueError: ``value`` is not JSON (an object JSON cannot encode, a NaN or an
+        infinity, a cycle, nesting too deep); the message says why.
+    """
+    try:
+        # The separators the JSON columns write with (SQLAlchemy's json.dumps defaults).
+        text = json.dumps(value, allow_nan=False, default=_not_json)
+    except (TypeError, ValueError, RecursionError) as error:
+        raise ValueError(str(error)) from None
+    return len(text.encode("utf-8")), "\\u0000" in text
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} {value!r} is not JSON")
 
 
 @dataclass

@@ -19,7 +19,6 @@ write path (:mod:`~flask_geneva.resumable_rules` decides).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import Any
@@ -31,6 +30,7 @@ from . import clock
 from .errors import InvalidStateError
 from .errors import OutputError
 from .flow import FlowSignal
+from .records import json_size
 from .states import StepState
 
 if TYPE_CHECKING:
@@ -86,14 +86,13 @@ def checked(value: Any, step: str, *, max_bytes: int) -> None:
             "says where to go on from, such as the last id done"
         )
     try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as error:
+        size, _ = json_size(value)
+    except ValueError as error:
         raise OutputError(
             f"step {step!r} checkpointed {type(value).__name__} that cannot be stored as its "
             f"cursor: {error}. A cursor is stored as JSON (at most GENEVA_MAX_OUTPUT_BYTES="
             f"{max_bytes:,} bytes): checkpoint a dict, list, string, number or boolean"
         ) from None
-    size = len(text.encode("utf-8"))
     if size > max_bytes:
         raise OutputError(
             f"step {step!r} checkpointed {size:,} bytes of JSON, over GENEVA_MAX_OUTPUT_BYTES="

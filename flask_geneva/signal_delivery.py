@@ -10,7 +10,6 @@ oldest waiting execution that accepts it due; its trigger is sent after the comm
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -23,6 +22,7 @@ from .errors import SignalError
 from .logging import tagged
 from .records import Signal
 from .records import SignalRecord
+from .records import json_size
 from .states import TERMINAL_WORKFLOW_STATES
 
 if TYPE_CHECKING:
@@ -109,29 +109,24 @@ def check(ext: Geneva, name: Any, payload: Any, idempotency_key: Any) -> None:
         )
     limit = ext.get_state().config.max_signal_payload
     try:
-        text = json.dumps(payload, allow_nan=False, default=_refuse)
-    except (TypeError, ValueError, RecursionError) as error:
+        size, nul = json_size(payload)
+    except ValueError as error:
         raise SignalError(
             f"the payload of signal {name!r} is not JSON-serialisable ({error}); give a "
             f"dict, list, str, number, bool or None (at most {limit} bytes as JSON, "
             "GENEVA_MAX_SIGNAL_PAYLOAD)"
         ) from None
-    size = len(text.encode("utf-8"))
     if size > limit:
         raise SignalError(
             f"the payload of signal {name!r} is {size} bytes as JSON, over the limit of "
             f"{limit} bytes (GENEVA_MAX_SIGNAL_PAYLOAD); store the data in your own table "
             "and send its id"
         )
-    if "\\u0000" in text and ext.engine().dialect.name == "postgresql":
+    if nul and ext.engine().dialect.name == "postgresql":
         raise SignalError(
             f"the payload of signal {name!r} holds a NUL character, which PostgreSQL's "
             "JSON cannot store"
         )
-
-
-def _refuse(value: Any) -> Any:
-    raise TypeError(f"{type(value).__name__} {value!r} is not JSON")
 
 
 def ongoing_for(ext: Geneva, cls: type[Any], hero: Any) -> int:
