@@ -25,6 +25,7 @@ from .errors import OutputError
 from .records import json_size
 from .states import Outcome
 from .states import StepState
+from .store import done_clause
 
 if TYPE_CHECKING:
     from .graph import StepGraph
@@ -42,7 +43,7 @@ def checked(
     if value is None and step not in graph.producers:
         return None
     try:
-        size, _ = json_size(value)
+        size, nul = json_size(value)
     except ValueError as error:
         raise OutputError(
             f"step {step!r} returned {type(value).__name__} that cannot be stored as its "
@@ -50,6 +51,12 @@ def checked(
             f"GENEVA_MAX_OUTPUT_BYTES={max_bytes:,} bytes): return dicts, lists, strings, "
             "numbers, booleans or None, or store the data in your own table and return its id"
         ) from None
+    if nul:
+        raise OutputError(
+            f"step {step!r} returned a value holding a NUL character, which PostgreSQL's "
+            "JSON cannot store (refused on every database alike): escape or drop it. A "
+            f"step's output is JSON of at most GENEVA_MAX_OUTPUT_BYTES={max_bytes:,} bytes"
+        )
     if size > max_bytes:
         raise OutputError(
             f"step {step!r} returned {size:,} bytes of JSON, over GENEVA_MAX_OUTPUT_BYTES="
@@ -72,13 +79,6 @@ def checked(
     return len(value)
 
 
-def _done(e: sa.Table) -> Any:
-    return sa.or_(
-        e.c.state == StepState.SKIPPED,
-        sa.and_(e.c.state == StepState.COMPLETED, e.c.outcome == Outcome.SUCCESS),
-    )
-
-
 def read(conn: Any, tables: Tables, workflow_id: int, step: str, *, is_map: bool) -> Any:
     """The output of ``step``'s latest done execution (None if skipped or not done).
 
@@ -87,7 +87,7 @@ def read(conn: Any, tables: Tables, workflow_id: int, step: str, *, is_map: bool
     output its own row holds (None, or ``[]``).
     """
     e = tables.executions
-    where = (e.c.workflow_id == workflow_id, e.c.step_name == step, _done(e))
+    where = (e.c.workflow_id == workflow_id, e.c.step_name == step, done_clause(e))
     row = conn.execute(
         sa.select(e.c.state, e.c.output)
         .where(*where, e.c.item_index.is_(None))

@@ -86,13 +86,18 @@ def checked(value: Any, step: str, *, max_bytes: int) -> None:
             "says where to go on from, such as the last id done"
         )
     try:
-        size, _ = json_size(value)
+        size, nul = json_size(value)
     except ValueError as error:
         raise OutputError(
             f"step {step!r} checkpointed {type(value).__name__} that cannot be stored as its "
             f"cursor: {error}. A cursor is stored as JSON (at most GENEVA_MAX_OUTPUT_BYTES="
             f"{max_bytes:,} bytes): checkpoint a dict, list, string, number or boolean"
         ) from None
+    if nul:
+        raise OutputError(
+            f"step {step!r} checkpointed a value holding a NUL character, which "
+            "PostgreSQL's JSON cannot store (refused on every database alike)"
+        )
     if size > max_bytes:
         raise OutputError(
             f"step {step!r} checkpointed {size:,} bytes of JSON, over GENEVA_MAX_OUTPUT_BYTES="

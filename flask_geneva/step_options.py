@@ -105,14 +105,17 @@ def map_options(opts: dict[str, Any], where: str) -> dict[str, Any]:
             f"{where}: a map step cannot wait for a signal (each signal is consumed by one "
             "execution); wait in a step before it, or in the producer"
         )
-    if max_parallel is not None and (
-        isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
-    ):
-        raise DefinitionError(
-            f"{where}: max_parallel= must be a positive whole number of items (or None for "
-            f"no limit), got {max_parallel!r}"
-        )
+    _limit(max_parallel, where, "max_parallel", "items")
     return dict(for_each=for_each, max_parallel=max_parallel)
+
+
+def _limit(value: Any, where: str, option: str, what: str) -> None:
+    """Refuse a count limit that is not None or a positive whole number."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise DefinitionError(
+            f"{where}: {option}= must be a positive whole number of {what} (or None for "
+            f"no limit), got {value!r}"
+        )
 
 
 def resumable_options(opts: dict[str, Any], where: str) -> dict[str, Any]:
@@ -130,15 +133,7 @@ def resumable_options(opts: dict[str, Any], where: str) -> dict[str, Any]:
                     "resumable=True or remove it"
                 )
         return {}
-    if max_iterations is not None and (
-        isinstance(max_iterations, bool)
-        or not isinstance(max_iterations, int)
-        or max_iterations < 1
-    ):
-        raise DefinitionError(
-            f"{where}: max_iterations= must be a positive whole number of checkpoints (or "
-            f"None for no limit), got {max_iterations!r}"
-        )
+    _limit(max_iterations, where, "max_iterations", "checkpoints")
     runtime: timedelta | None = None
     if max_runtime is not None:
         try:

@@ -20,6 +20,7 @@ from .records import ExecutionRecord
 from .records import SignalRecord
 from .scheduling import Trigger
 from .states import RUNNABLE_WORKFLOW_STATES
+from .states import Outcome
 from .states import StepState
 from .states import WorkflowState
 from .transitions import Transition
@@ -121,10 +122,7 @@ class Tables:
         latest = latest_ids.scalar_subquery()
         # A map step's done items are counted (map_progress), not read: a map may have
         # thousands, and the rules need only those not done.
-        done = sa.or_(
-            e.c.state == StepState.SKIPPED,
-            sa.and_(e.c.state == StepState.COMPLETED, e.c.outcome == "success"),
-        )
+        done = done_clause(e)
         wanted = sa.and_(e.c.id.in_(latest), sa.or_(e.c.item_index.is_(None), sa.not_(done)))
         #: The workflow row with the latest execution of each step, in one statement.
         self._snapshot = (
@@ -215,6 +213,18 @@ def signals(conn: Connection, tables: Tables, workflow_id: int) -> list[SignalRe
         )
         for m in conn.execute(tables.signals_of, {"p_wid": workflow_id}).mappings()
     ]
+
+
+def done_clause(executions: sa.Table) -> sa.ColumnElement[bool]:
+    """An execution that makes its step (or item) done: completed with success, or skipped.
+
+    The SQL twin of :attr:`~flask_geneva.records.ExecutionRecord.is_done`.
+    """
+    e = executions
+    return sa.or_(
+        e.c.state == StepState.SKIPPED,
+        sa.and_(e.c.state == StepState.COMPLETED, e.c.outcome == Outcome.SUCCESS),
+    )
 
 
 def map_progress(conn: Connection, tables: Tables, workflow_id: int) -> dict[str, MapProgress]:

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from ..states import Outcome
 from ..states import StepState
+from ..store import done_clause
 
 if TYPE_CHECKING:
     from ..store import Tables
@@ -261,9 +262,7 @@ def item_page(
     if state is not None:
         query = query.where(e.c.state.in_(ITEM_FILTERS[state]))
         if state == "done":
-            query = query.where(
-                sa.or_(e.c.state == StepState.SKIPPED, e.c.outcome == Outcome.SUCCESS)
-            )
+            query = query.where(done_clause(e))
     rows = [dict(r._mapping) for r in conn.execute(query.order_by(e.c.item_index).limit(limit + 1))]
     more = rows[limit - 1]["item_index"] if len(rows) > limit else None
     return rows[:limit], more

@@ -424,3 +424,10 @@ def test_a_map_shows_its_progress_and_an_output_expands(watched, live):
     assert page.locator("#geneva-progress").inner_text() == "12/12 done"
     page.locator('a[data-filter="done"]').click()
     assert page.locator("tr[data-item]").count() == 12
+    target = os.environ.get("GENEVA_ADMIN_SCREENSHOTS")
+    if target:  # the manual's picture of a map step, and the same page on a phone
+        page.goto(f"{live}/workflows/{workflow.id}")
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.screenshot(path=str(Path(target) / "admin-map.png"), full_page=True)
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.screenshot(path=str(Path(target) / "admin-map-390.png"), full_page=True)

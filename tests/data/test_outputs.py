@@ -150,6 +150,8 @@ class Unstorable(geneva.Workflow):  # type: ignore[name-defined,misc]
             return object()
         if Unstorable.kind == "nan":
             return float("nan")
+        if Unstorable.kind == "nul":
+            return {"name": "bad\x00byte"}
         return "x" * 3000
 
 
@@ -159,6 +161,7 @@ class Unstorable(geneva.Workflow):  # type: ignore[name-defined,misc]
         ("object", "cannot be stored as its output"),
         ("nan", "Out of range float values are not JSON compliant"),
         ("big", "over GENEVA_MAX_OUTPUT_BYTES=2,000"),
+        ("nul", "holding a NUL character, which PostgreSQL's JSON cannot store"),
     ],
 )
 def test_an_output_that_cannot_be_stored_fails_the_step_naming_it_and_the_limit(app, kind, message):

@@ -271,6 +271,7 @@ class Bad(geneva.Workflow):  # type: ignore[name-defined,misc]
         ({1, 2}, "cannot be stored as its cursor"),
         (float("nan"), "cannot be stored as its cursor"),
         ("x" * 300_000, "over GENEVA_MAX_OUTPUT_BYTES=262,144"),
+        ("page\x00token", "holding a NUL character"),
     ],
 )
 def test_a_bad_checkpoint_value_fails_the_step_naming_it(app, value, message):
