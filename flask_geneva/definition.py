@@ -67,6 +67,15 @@ class WorkflowDefinition:
     #: Whether a step waits for a signal: then every locked snapshot reads the
     #: workflow's signals too (one more statement; classes without one never pay it).
     waits: bool = False
+    #: ``removed_steps``: names of steps the class no longer defines whose executions
+    #: are skipped (the workflow carries on with the current graph).
+    removed_steps: frozenset[str] = frozenset()
+    #: ``skip_undefined_steps``: every step the class does not define is skipped so.
+    skip_undefined_steps: bool = False
+
+    def skips(self, step_name: str) -> bool:
+        """Whether an execution of ``step_name``, which the class does not define, is skipped."""
+        return self.skip_undefined_steps or step_name in self.removed_steps
 
 
 def build(cls: type, parent: WorkflowDefinition | None) -> WorkflowDefinition:
@@ -119,6 +128,8 @@ def build(cls: type, parent: WorkflowDefinition | None) -> WorkflowDefinition:
         identity=identity,
         **_schedule(cls, name, identity),
         waits=any(d.wait_for is not None for d in definitions),
+        removed_steps=_removed_steps(cls, name, graph),
+        skip_undefined_steps=_flag(cls, name, "skip_undefined_steps"),
     )
 
 
@@ -259,30 +270,61 @@ def _schedule(cls: type, name: str, identity: str | None) -> dict[str, Any]:
     }
 
 
+def _removed_steps(cls: type, name: str, graph: StepGraph) -> frozenset[str]:
+    """Check ``removed_steps`` (inherited like any attribute): names the class lacks."""
+    raw = getattr(cls, "removed_steps", ())
+    if isinstance(raw, str) or not isinstance(raw, list | tuple | set | frozenset):
+        raise DefinitionError(
+            f"{name}: removed_steps must be a tuple of step names such as "
+            f"('old_name',), got {raw!r}"
+        )
+    for removed in raw:
+        if not isinstance(removed, str) or not removed:
+            raise DefinitionError(
+                f"{name}: removed_steps must hold step names (non-empty strings), got {removed!r}"
+            )
+        if removed in graph:
+            raise DefinitionError(
+                f"{name}.{removed}: step {removed!r} is both defined and listed in "
+                "removed_steps; remove it from removed_steps (or remove the step)"
+            )
+    return frozenset(raw)
+
+
+def _flag(cls: type, name: str, attribute: str) -> bool:
+    value = getattr(cls, attribute, False)
+    if not isinstance(value, bool):
+        raise DefinitionError(f"{name}: {attribute} must be True or False, got {value!r}")
+    return value
+
+
 def _job_options(cls: type, name: str, parent: WorkflowDefinition | None) -> dict[str, Any]:
     """Merge ``step_job_options`` down the inheritance chain (a subclass's keys win)."""
     job_options = dict(parent.job_options if parent else {})
     own = cls.__dict__.get("step_job_options")
     if own is None:
         return job_options
-    if not isinstance(own, Mapping):
-        raise DefinitionError(
-            f"{name}: step_job_options must be a dict such as {{'priority': 10}}, got {own!r}"
-        )
-    unknown = set(own) - JOB_OPTIONS
-    if unknown:
-        raise DefinitionError(
-            f"{name}: unknown step_job_options {sorted(map(str, unknown))}; "
-            f"supported: {sorted(JOB_OPTIONS)}"
-        )
-    priority = own.get("priority")
-    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
-        raise DefinitionError(
-            f"{name}: step_job_options priority must be an integer (higher runs first), "
-            f"got {priority!r}"
-        )
+    problem = job_options_problem(own)
+    if problem is not None:
+        raise DefinitionError(f"{name}: {problem}")
     job_options.update(own)
     return job_options
+
+
+def job_options_problem(options: Any) -> str | None:
+    """What is wrong with a ``step_job_options`` dict (a class's, or one ``create``'s)."""
+    if not isinstance(options, Mapping):
+        return f"step_job_options must be a dict such as {{'priority': 10}}, got {options!r}"
+    unknown = set(options) - JOB_OPTIONS
+    if unknown:
+        return (
+            f"unknown step_job_options {sorted(map(str, unknown))}; "
+            f"supported: {sorted(JOB_OPTIONS)}"
+        )
+    priority = options.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        return f"step_job_options priority must be an integer (higher runs first), got {priority!r}"
+    return None
 
 
 def _policies(cls: type, name: str) -> tuple[ExceptionPolicy, ...]:

@@ -51,6 +51,7 @@ from .records import ExecutionRecord
 from .records import SignalRecord
 from .records import StepResult
 from .scheduling import Trigger
+from .scheduling import job_priority
 from .scheduling import new_task_id
 from .signal_rules import NO_TIMEOUT
 from .states import RUNNABLE_WORKFLOW_STATES
@@ -183,7 +184,7 @@ def _unclaimed(ext: Geneva, state: GenevaState, execution_id: int) -> ExecutionR
         # Early trigger (an operator moved scheduled_for later, or a clock is skewed):
         # run nothing now and come back when it is due, under the same task id.
         cls = ext.registry.get(row["type"])
-        priority = cls.__geneva_definition__.job_options.get("priority") if cls else None
+        priority = job_priority(cls.__geneva_definition__ if cls else None, row["job_options"])
         task_id = record.huey_task_id or new_task_id()
         state.send([Trigger(execution_id, record.scheduled_for, task_id, priority)])
         report.status = "deferred"
@@ -220,7 +221,7 @@ def _timed_out(
         return report  # waits forever: a stray duplicate trigger
     if record.scheduled_for > clock.now() + EARLY_TOLERANCE:
         cls = ext.registry.get(row["type"])
-        priority = cls.__geneva_definition__.job_options.get("priority") if cls else None
+        priority = job_priority(cls.__geneva_definition__ if cls else None, row["job_options"])
         task_id = record.huey_task_id or new_task_id()
         state.send([Trigger(report.execution_id, record.scheduled_for, task_id, priority)])
         report.status = "deferred"

@@ -7,12 +7,31 @@ definition order with ``before_step=`` / ``after_step=`` insertions applied.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 
 from .errors import DefinitionError
 from .steps import StepDefinition
+
+
+def fingerprint(
+    sequence: Sequence[StepDefinition], predecessors: Mapping[str, tuple[str, ...]]
+) -> str:
+    """A short hash of what shapes a workflow's flow: its steps and their edges.
+
+    Step names in sequence order, each step's predecessors, and the options that
+    change what runs next (``for_each``, ``wait_for``, ``resumable``). Waits,
+    policies, conditions and bodies are left out: changing them leaves every running
+    workflow where it is. Two classes with the same flow share a fingerprint.
+    """
+    shape = [
+        [d.name, list(predecessors[d.name]), d.for_each, d.wait_for, d.resumable] for d in sequence
+    ]
+    text = json.dumps(shape, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 class StepGraph:
@@ -90,6 +109,10 @@ class StepGraph:
         #: Each step's ancestors: every step that must be done before it runs, the only
         #: ones whose outputs it may read.
         self.ancestors: Mapping[str, frozenset[str]] = ancestors
+        #: Each step's descendants: every step that runs after it (a rerun's reach).
+        self.descendants: Mapping[str, frozenset[str]] = {
+            name: frozenset(n for n, a in ancestors.items() if name in a) for name in self.steps
+        }
         for definition in sequence:
             self._check_data(definition)
         #: The map steps, and the producer each maps over.
@@ -98,6 +121,9 @@ class StepGraph:
         }
         #: The steps whose output a map step runs over: their list is checked when stored.
         self.producers: frozenset[str] = frozenset(self.maps.values())
+        #: What a workflow stores of its class's graph when it is created (see
+        #: :func:`fingerprint`).
+        self.fingerprint = fingerprint(sequence, preds)
 
     def _check_data(self, definition: StepDefinition) -> None:
         """A map step's producer and a body's parameters must name ancestors."""

@@ -20,6 +20,7 @@ from .models import BASE_IDENTITY
 from .models import EXECUTIONS_TABLE
 from .models import SIGNALS_TABLE
 from .models import WORKFLOWS_TABLE
+from .models import actions_table
 from .models import attach_mysql_ddl
 from .models import execution_columns
 from .models import execution_indexes
@@ -86,6 +87,7 @@ def build_models(db: Any, ext: Geneva) -> tuple[type[Any], type[Any]]:
     attach_mysql_ddl(workflows, executions_table)
     # Core only (no mapped class): delivery returns a read-only Signal (records.py).
     sa.Table(SIGNALS_TABLE, db.metadata, *signal_columns(), *signal_indexes())
+    actions_table(db.metadata)  # Core only: the operator actions (the audit)
 
     class StepExecution(StepExecutionBase, db.Model):  # type: ignore[misc]
         __table__ = executions_table

@@ -11,7 +11,9 @@ truth) and frozen into its file, as migrations must be:
   are left out of it, so it renders the same in every release;
 * each later one adds what its release added (``0.2 step leases``: the
   ``heartbeat_at`` column; ``0.2 schedule ticks``: the ``geneva_schedule_ticks``
-  table, marked in the table's own ``info``), and its downgrade removes it.
+  table, marked in the table's own ``info``; ``0.2 deploy safety``: fingerprints,
+  per-workflow job options, superseded executions and the operator actions table),
+  and its downgrade removes it.
 
 An app's ``migrations/versions`` holds those it has: each file carries its
 revision's marker line. The command writes the ones missing, in order, each revising
@@ -48,11 +50,13 @@ from .migration_render import render_signals
 from .models import ACTIVE_WHERE
 from .models import ACTIVE_WHERE_0_1
 from .models import DATA
+from .models import DEPLOYS
 from .models import EXECUTIONS_TABLE
 from .models import LEASES
 from .models import SCHEDULES
 from .models import SIGNALS
 from .models import WORKFLOWS_TABLE
+from .models import actions_table
 from .models import added_in
 from .models import execution_columns
 from .models import execution_indexes
@@ -98,6 +102,11 @@ REVISIONS: tuple[Revision, ...] = (
         DATA,
         "# flask-geneva revision: 0.2 data along the edges",
         "flask-geneva 0.2: data along the edges",
+    ),
+    Revision(
+        DEPLOYS,
+        "# flask-geneva revision: 0.2 deploy safety",
+        "flask-geneva 0.2: deploy safety and reruns",
     ),
 )
 
@@ -243,7 +252,7 @@ def tables_at(key: str) -> tuple[sa.Table, sa.Table]:
 
 def added_tables(key: str) -> list[sa.Table]:
     """The tables revision ``key`` creates (each names its revision in its ``info``)."""
-    tables = [schedule_ticks_table(sa.MetaData())]
+    tables = [schedule_ticks_table(sa.MetaData()), actions_table(sa.MetaData())]
     return [t for t in tables if added_in(t) == key]
 
 

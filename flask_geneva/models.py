@@ -62,6 +62,10 @@ SIGNALS_TABLE = "geneva_signals"
 DATA = "0.2 data along the edges"
 #: The item a row of a step that is not a map step counts as, in the active rule.
 NO_ITEM = -1
+#: The 0.2 revision that adds deploy safety and reruns: each workflow's graph
+#: fingerprint and job options, superseded executions, and the operator actions table.
+DEPLOYS = "0.2 deploy safety"
+ACTIONS_TABLE = "geneva_operator_actions"
 
 
 def _id_type() -> sa.types.TypeEngine[int]:
@@ -97,6 +101,11 @@ def workflow_columns() -> list[sa.Column[Any]]:
         sa.Column("updated_at", _timestamp(), nullable=False),
         sa.Column("started_at", _timestamp(), nullable=True),
         sa.Column("transitioned_at", _timestamp(), nullable=True),
+        # 0.2, deploy safety: the class's graph fingerprint when the workflow was created
+        # (NULL for rows made before it was recorded)...
+        sa.Column("fingerprint", sa.String(64), nullable=True, info={REVISION_KEY: DEPLOYS}),
+        # ...and ``create(step_job_options=)``: this workflow's own job options.
+        sa.Column("job_options", sa.JSON(), nullable=True, info={REVISION_KEY: DEPLOYS}),
     ]
 
 
@@ -109,6 +118,14 @@ def workflow_indexes(table: str = WORKFLOWS_TABLE) -> list[sa.Index]:
         # in the index, rows that share a timestamp need no sort.
         sa.Index(f"ix_{table}_state_transitioned_at_id", "state", "transitioned_at", "id"),
         sa.Index(f"ix_{table}_hero", "hero_type", "hero_id"),
+        # ``flask geneva check``: a class's ongoing workflows by fingerprint, from the index.
+        sa.Index(
+            f"ix_{table}_type_state_fingerprint",
+            "type",
+            "state",
+            "fingerprint",
+            info={REVISION_KEY: DEPLOYS},
+        ),
         sa.Index(
             f"uq_{table}_ongoing",
             "type",
@@ -171,6 +188,9 @@ def execution_columns(workflows_table: str = WORKFLOWS_TABLE) -> list[sa.Column[
         ),
         # Not a foreign key: an id of the same table, kept as history.
         sa.Column("continues_id", _id_type(), nullable=True, info={REVISION_KEY: DATA}),
+        # 0.2, reruns: set when a rerun replaced this execution's step (or item); the
+        # row stays as history, and the rules read only rows where it is NULL.
+        sa.Column("superseded_at", _timestamp(), nullable=True, info={REVISION_KEY: DEPLOYS}),
     ]
 
 
@@ -308,6 +328,43 @@ def signal_indexes(table: str = SIGNALS_TABLE) -> list[sa.Index]:
     # Deduplication, and (by its prefixes) a workflow's signals, and its signals of
     # one name: the reads of delivery and of a waiting step.
     return [sa.Index(f"uq_{table}_key", "workflow_id", "name", "idempotency_key", unique=True)]
+
+
+def action_columns(workflows_table: str = WORKFLOWS_TABLE) -> list[sa.Column[Any]]:
+    """Return fresh Column objects of the operator actions table (the audit)."""
+    return [
+        sa.Column("id", _id_type(), primary_key=True, autoincrement=True),
+        _workflow_id(workflows_table),
+        # pause | resume | cancel | skip | reattempt | signal | resume_at | rerun_from
+        sa.Column("action", sa.String(32), nullable=False),
+        sa.Column("step_name", sa.String(_NAME), nullable=True),
+        sa.Column("actor", sa.String(_NAME), nullable=True),
+        sa.Column("reason", sa.Text(), nullable=True),
+        # What the action changed, for the timeline (a rerun's steps, for instance).
+        sa.Column("detail", sa.JSON(), nullable=True),
+        sa.Column("created_at", _timestamp(), nullable=False),
+    ]
+
+
+def action_indexes(table: str = ACTIONS_TABLE) -> list[sa.Index]:
+    """Return the indexes of the operator actions table."""
+    return [
+        # A workflow's actions, in order (its page's timeline).
+        sa.Index(f"ix_{table}_workflow_id_id", "workflow_id", "id"),
+        # The workflows one actor acted on (the admin's filter).
+        sa.Index(f"ix_{table}_actor_workflow_id", "actor", "workflow_id"),
+    ]
+
+
+def actions_table(metadata: sa.MetaData) -> sa.Table:
+    """Build the operator actions table on ``metadata`` (added by revision :data:`DEPLOYS`)."""
+    return sa.Table(
+        ACTIONS_TABLE,
+        metadata,
+        *action_columns(),
+        *action_indexes(),
+        info={REVISION_KEY: DEPLOYS},
+    )
 
 
 def attach_mysql_ddl(workflows: sa.Table, executions: sa.Table) -> None:

@@ -15,12 +15,17 @@ import logging
 import uuid
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from .definition import WorkflowDefinition
 
 logger = logging.getLogger("flask_geneva")
 
@@ -37,6 +42,16 @@ class Trigger:
     #: The Huey task id, chosen before the row is written so no second write is needed.
     task_id: str
     priority: int | None = None
+
+
+def job_priority(definition: WorkflowDefinition | None, own: Mapping[str, Any] | None) -> Any:
+    """The Huey priority of a workflow's step tasks: its own ``step_job_options`` first.
+
+    :param own: the options stored with the workflow (``create(step_job_options=)``).
+    """
+    if own and own.get("priority") is not None:
+        return own["priority"]
+    return definition.job_options.get("priority") if definition is not None else None
 
 
 def new_task_id() -> str:

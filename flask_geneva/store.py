@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .map_rules import MapProgress
+from .models import ACTIONS_TABLE
 from .models import SIGNALS_TABLE
 from .models import is_mysql
 from .records import ExecutionRecord
@@ -43,8 +44,10 @@ class Tables:
         self.executions = e = executions
         #: The signals table (built beside the other two, on the same metadata).
         self.signals = sg = workflows.metadata.tables[SIGNALS_TABLE]
+        #: The operator actions (who did what, when and why), beside them too.
+        self.actions = ac = workflows.metadata.tables[ACTIONS_TABLE]
         #: Every table, parents first (``create_all`` and ``drop_all``).
-        self.all = [w, e, sg]
+        self.all = [w, e, sg, ac]
         self.record_columns = (
             e.c.id,
             e.c.step_name,

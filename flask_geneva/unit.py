@@ -38,6 +38,7 @@ from . import store
 from .errors import WorkflowNotFoundError
 from .records import ExecutionRecord
 from .scheduling import defer_until_commit
+from .scheduling import job_priority
 from .transaction import begin_sqlite_write
 from .transaction import run_locked
 from .transitions import Transition
@@ -150,7 +151,7 @@ def create(ext: Geneva, session: Session, workflow: Any, *, commit: bool) -> Tra
         workflow.state,
         [],
         workflow.created_at,
-        priority=definition.job_options.get("priority"),
+        priority=job_priority(definition, workflow.job_options),
     )
     transition.start()
     changes = dict(transition.workflow_changes)
@@ -227,7 +228,7 @@ def _snapshot(ext: Geneva, conn: Connection, workflow_id: int, *, signals: bool)
         row["state"],
         records,
         clock.now(),
-        priority=definition.job_options.get("priority") if definition is not None else None,
+        priority=job_priority(definition, row["job_options"]),
         signals=found_signals,
         maps=maps,
     )

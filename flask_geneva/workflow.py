@@ -94,6 +94,8 @@ class WorkflowBase(StepData, Resumable):
     updated_at: Any
     started_at: Any
     transitioned_at: Any
+    fingerprint: Any
+    job_options: Any
     executions: Any
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -123,7 +125,14 @@ class WorkflowBase(StepData, Resumable):
     # -- creation ------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, hero: Any = None, *, allow_multiple: bool = False, commit: bool = True) -> Self:
+    def create(
+        cls,
+        hero: Any = None,
+        *,
+        allow_multiple: bool = False,
+        commit: bool = True,
+        step_job_options: dict[str, Any] | None = None,
+    ) -> Self:
         """Persist a new workflow for ``hero`` and schedule its first step(s).
 
         The workflow and its first executions are added to ``db.session``. With
@@ -133,11 +142,18 @@ class WorkflowBase(StepData, Resumable):
 
         :param hero: a persisted mapped instance, or None.
         :param allow_multiple: allow another ongoing workflow of this class for the hero.
+        :param step_job_options: job options for this workflow's steps, over the class's
+            ``step_job_options`` (``{"priority": 10}``: this one order jumps the queue).
         :raises WorkflowExistsError: an ongoing workflow of this class has this hero.
+        :raises ValueError: ``step_job_options`` is not a dict of known options.
         """
         ext = cls._geneva
         if cls.__dict__.get("_geneva_base") or cls.__dict__.get("__abstract__"):
             raise GenevaError(f"{cls.__name__} is abstract; create one of its subclasses")
+        if step_job_options is not None:
+            problem = definition.job_options_problem(step_job_options)
+            if problem is not None:
+                raise ValueError(f"{cls.__name__}.create(): {problem}")
         ext.get_state()  # outside an app context, say so before touching the database
         session = ext.db.session
         hero_type, hero_id = reference(hero)
@@ -170,6 +186,8 @@ class WorkflowBase(StepData, Resumable):
             created_at=now,
             updated_at=now,
             transitioned_at=None,
+            fingerprint=cls.__geneva_definition__.graph.fingerprint,
+            job_options=dict(step_job_options) if step_job_options else None,
         )
         workflow.__dict__["_geneva_hero"] = hero
         session.add(workflow)

@@ -120,6 +120,7 @@ ALL_TABLES = {
     "geneva_workflows",
     "geneva_step_executions",
     "geneva_schedule_ticks",
+    "geneva_operator_actions",
     "geneva_signals",
 }
 
