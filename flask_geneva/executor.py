@@ -307,6 +307,10 @@ def _decide(ext: Geneva, run: Run) -> StepResult | None:
         )
     definition = cls.__geneva_definition__
     run.step = definition.graph.steps.get(run.record.step_name)
+    if run.step is None and definition.skips(run.record.step_name):
+        # removed_steps / skip_undefined_steps: skipped, and the workflow carries on
+        # with the ready steps of the current graph.
+        return StepResult("skip", reason="removed_step")
     if run.step is None:
         return results.failed(
             StepNotDefinedError(

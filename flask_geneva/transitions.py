@@ -255,7 +255,8 @@ class Transition(SignalRules, MapRules, ResumableRules):
         for name in self.graph.maps:
             if name not in done and self.map_started(name):
                 self.release_items(name)  # the room an item left, or a resume
-        if len(done) == len(self.graph) and not any(r.is_active for r in self.records):
+        # Every step of the graph (done may also name steps it no longer defines).
+        if done.issuperset(self.graph.steps) and not any(r.is_active for r in self.records):
             self.set_state(WorkflowState.FINISHED)
 
     def settle_state(self) -> None:
@@ -306,7 +307,10 @@ class Transition(SignalRules, MapRules, ResumableRules):
                 self.cancel_scheduled()
                 self.set_state(WorkflowState.FINISHED)
         elif action == "skip":
-            self.end(record, StepState.SKIPPED, Outcome.SKIPPED, error=result.error)
+            metadata = {"skip_reason": result.reason} if result.reason else None
+            self.end(
+                record, StepState.SKIPPED, Outcome.SKIPPED, error=result.error, metadata=metadata
+            )
         elif action == "reattempt":
             self._reattempt(record, result)
         elif action == "continue":
