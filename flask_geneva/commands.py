@@ -1,15 +1,19 @@
-"""The operator rules: what pause, resume, cancel, skip and reattempt do, and when.
+"""The operator rules: what pause, resume, cancel, skip, reattempt, resume_at and rerun_from do.
 
 Pure, like :mod:`~flask_geneva.transitions` (whose :class:`Transition` they change):
 the unit of work (:mod:`~flask_geneva.unit`) calls :func:`command` under the workflow
 row lock; :mod:`~flask_geneva.operations` only validates input and loops over ids; the
 admin draws its buttons from :func:`available` so a button shows exactly when the
-command would be accepted.
+command would be accepted. Every command is recorded with who gave it and why
+(:meth:`~flask_geneva.transitions.Transition.note`), in the same transaction.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from .errors import InvalidStateError
+from .rerun_rules import RERUN_STATES
 from .states import Outcome
 from .states import StepState
 from .states import WorkflowState
@@ -22,10 +26,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     "cancel": frozenset({WorkflowState.READY, WorkflowState.PERFORMING, WorkflowState.PAUSED}),
     "skip": frozenset({WorkflowState.READY, WorkflowState.PERFORMING, WorkflowState.PAUSED}),
     "reattempt": frozenset({WorkflowState.READY, WorkflowState.PERFORMING, WorkflowState.PAUSED}),
+    "resume_at": frozenset({WorkflowState.PAUSED}),
+    "rerun_from": RERUN_STATES,
 }
 
 #: Commands that need the workflow's class (its graph) to decide.
-NEEDS_GRAPH = frozenset({"resume", "skip", "reattempt"})
+NEEDS_GRAPH = frozenset({"resume", "skip", "reattempt", "resume_at", "rerun_from"})
+#: Commands that always name their step.
+NEEDS_STEP = frozenset({"resume_at", "rerun_from"})
 
 _REFUSED = {
     "pause": "Cannot pause a {state} workflow",
@@ -33,6 +41,10 @@ _REFUSED = {
     "cancel": "Cannot cancel a {state} workflow",
     "skip": "Cannot skip on a {state} workflow",
     "reattempt": "Cannot reattempt on a {state} workflow",
+    "resume_at": "Cannot resume a {state} workflow at a step (only a paused one)",
+    "rerun_from": (
+        "Cannot rerun a {state} workflow (only a paused, finished or canceled one: pause it first)"
+    ),
 }
 
 
@@ -42,8 +54,17 @@ def check(operation: str) -> None:
         raise ValueError(f"unknown operation {operation!r}; expected one of {', '.join(ALLOWED)}")
 
 
-def command(transition: Transition, operation: str, step: str | None = None) -> str | None:
+def command(
+    transition: Transition,
+    operation: str,
+    step: str | None = None,
+    *,
+    actor: str | None = None,
+    reason: str | None = None,
+) -> str | None:
     """Apply an operator command to ``transition``; return the step it targeted, if any.
+
+    The command is noted (``actor``, ``reason``) with what it changed.
 
     :raises InvalidStateError: not allowed in the current state, or ``step`` is missing,
         unknown, or neither due nor failed.
@@ -51,19 +72,36 @@ def command(transition: Transition, operation: str, step: str | None = None) -> 
     check(operation)
     if transition.state not in ALLOWED[operation]:
         raise InvalidStateError(_REFUSED[operation].format(state=transition.state))
+    target, detail = _apply(transition, operation, step)
+    transition.note(operation, step=target, actor=actor, reason=reason, detail=detail)
+    return target
+
+
+def _apply(
+    transition: Transition, operation: str, step: str | None
+) -> tuple[str | None, dict[str, Any] | None]:
     if operation == "pause":
         transition.set_state(WorkflowState.PAUSED)
-        return None
+        return None, None
     if operation == "cancel":
+        canceled = sorted({r.step_name for r in transition.scheduled() + transition.waiting()})
         transition.cancel_scheduled()
         transition.set_state(WorkflowState.CANCELED)
-        return None
+        return None, {"canceled": canceled} if canceled else None
     if operation == "resume":
         transition.resume()
-        return None
+        return None, None
+    if operation in NEEDS_STEP:
+        if step is None:
+            raise InvalidStateError(f"Cannot {operation.replace('_', ' ')}: name the step")
+        if operation == "resume_at":
+            skipped = transition.resume_at(step)
+            return step, {"skipped": skipped} if skipped else None
+        plan = transition.rerun_from(step)
+        return step, {"rerun": list(plan.rerun)}
     target = _target(transition, operation, step)
     _skip_or_reattempt(transition, operation, target)
-    return target
+    return target, None
 
 
 def available(transition: Transition) -> dict[str, list[str]]:
@@ -78,6 +116,13 @@ def available(transition: Transition) -> dict[str, list[str]]:
         candidates = _candidates(transition, operation) if transition.graph is not None else []
         if transition.state in ALLOWED[operation] and candidates:
             found[operation] = candidates
+    graph = transition.graph
+    if graph is not None and transition.state in ALLOWED["resume_at"]:
+        found["resume_at"] = list(graph.steps)
+    if graph is not None and transition.state in ALLOWED["rerun_from"]:
+        steps = [name for name in graph.steps if transition.rerun_plan(name).allowed]
+        if steps:
+            found["rerun_from"] = steps
     return found
 
 

@@ -87,7 +87,12 @@ def read(conn: Any, tables: Tables, workflow_id: int, step: str, *, is_map: bool
     output its own row holds (None, or ``[]``).
     """
     e = tables.executions
-    where = (e.c.workflow_id == workflow_id, e.c.step_name == step, done_clause(e))
+    where = (
+        e.c.workflow_id == workflow_id,
+        e.c.step_name == step,
+        e.c.superseded_at.is_(None),  # not a rerun's history
+        done_clause(e),
+    )
     row = conn.execute(
         sa.select(e.c.state, e.c.output)
         .where(*where, e.c.item_index.is_(None))
@@ -128,6 +133,7 @@ class _Lists:
                 e.c.workflow_id == workflow_id,
                 e.c.step_name == producer,
                 e.c.item_index.is_(None),
+                e.c.superseded_at.is_(None),
                 e.c.state == StepState.COMPLETED,
                 e.c.outcome == Outcome.SUCCESS,
             )

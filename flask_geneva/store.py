@@ -117,9 +117,11 @@ class Tables:
         self.claim_execution_returning = self.claim_execution.returning(
             *[c.label(_E + c.name) for c in self.record_columns]
         )
+        # Rows a rerun superseded are history: the rules never read them.
+        current = e.c.superseded_at.is_(None)
         latest_ids = (
             sa.select(sa.func.max(e.c.id))
-            .where(e.c.workflow_id == wid)
+            .where(e.c.workflow_id == wid, current)
             .group_by(e.c.step_name, e.c.item_index)
         )
         latest = latest_ids.scalar_subquery()
@@ -165,7 +167,7 @@ class Tables:
                 sa.func.count(sa.distinct(sa.case((done, e.c.item_index)))),
                 sa.func.max(e.c.item_index),
             )
-            .where(e.c.workflow_id == wid, e.c.item_index.is_not(None))
+            .where(e.c.workflow_id == wid, e.c.item_index.is_not(None), current)
             .group_by(e.c.step_name)
         )
         # PostgreSQL's claim in one statement: the workflow UPDATE runs first (the
@@ -191,11 +193,22 @@ class Tables:
         self.signals_of = (
             sa.select(sg).where(sg.c.workflow_id == wid).order_by(sg.c.id).with_for_update()
         )
+        #: A rerun: every current row of its steps becomes history.
+        self.supersede = (
+            sa.update(e)
+            .where(
+                e.c.workflow_id == wid,
+                e.c.step_name.in_(sa.bindparam("p_steps", expanding=True)),
+                current,
+            )
+            .values(superseded_at=now)
+        )
+        self.insert_action = sa.insert(ac)
         self.insert_signal = sa.insert(sg)
         self.update_signal = sa.update(sg).where(sg.c.id == sa.bindparam("p_id"))
         self.recent_outcomes = (
             sa.select(e.c.outcome)
-            .where(e.c.workflow_id == wid, e.c.step_name == sa.bindparam("p_step"))
+            .where(e.c.workflow_id == wid, e.c.step_name == sa.bindparam("p_step"), current)
             .order_by(e.c.id.desc())
             .limit(sa.bindparam("p_limit"))
         )
@@ -391,11 +404,15 @@ def persist(
     transition.assign_task_ids()
     now = transition.now
     new = [record for record in transition.records if record.id is None]
-    for record in transition.records:
+    for record in transition.retired + transition.records:
         if record.id is not None and record.changes:
             record.changes.setdefault("updated_at", now)
             conn.execute(tables.update_execution, {"p_id": record.id, **record.changes})
             record.changes = {}
+    if transition.superseded:  # before the inserts: the new rows are the current ones
+        steps = sorted(transition.superseded)
+        conn.execute(tables.supersede, {"p_wid": workflow_id, "p_steps": steps, "p_now": now})
+        transition.superseded = set()
     if new:
         rows = [_insert_values(workflow_id, record, now) for record in new]
         if len(rows) == 1:
@@ -407,6 +424,10 @@ def persist(
                 record.id = int(new_id)
     if transition.signals:
         _persist_signals(conn, tables, workflow_id, transition)
+    if transition.actions:
+        rows = [dict(action, workflow_id=workflow_id) for action in transition.actions]
+        conn.execute(tables.insert_action, rows)
+        transition.actions = []
     if transition.workflow_changes:
         values = dict(transition.workflow_changes, updated_at=now, p_id=workflow_id)
         conn.execute(tables.update_workflow, values)

@@ -32,6 +32,7 @@ from .records import ErrorInfo
 from .records import ExecutionRecord
 from .records import SignalRecord
 from .records import StepResult
+from .rerun_rules import RerunRules
 from .resumable_rules import ResumableRules
 from .scheduling import Trigger
 from .scheduling import new_task_id
@@ -46,7 +47,7 @@ from .states import is_ongoing
 __all__ = ["ErrorInfo", "ExecutionRecord", "StepResult", "Transition"]
 
 
-class Transition(SignalRules, MapRules, ResumableRules):
+class Transition(SignalRules, MapRules, ResumableRules, RerunRules):
     """Changes to one workflow and its executions, decided under its row lock.
 
     ``records`` holds the latest execution of each step, oldest first (an active
@@ -77,6 +78,12 @@ class Transition(SignalRules, MapRules, ResumableRules):
         #: The map steps' done items, counted by the snapshot.
         self.maps: dict[str, MapProgress] = maps if maps is not None else {}
         self.workflow_changes: dict[str, Any] = {}
+        #: A rerun's steps, whose rows are marked superseded (see rerun_rules).
+        self.superseded: set[str] = set()
+        #: Records taken out of ``records`` by a rerun, with changes still to write.
+        self.retired: list[ExecutionRecord] = []
+        #: Operator actions to record (the audit): who did what, when and why.
+        self.actions: list[dict[str, Any]] = []
 
     # -- views -------------------------------------------------------------------------
 
@@ -200,6 +207,15 @@ class Transition(SignalRules, MapRules, ResumableRules):
         :param item_index: the item of a map step it runs for.
         """
         previous = self.latest(step_name, item_index)
+        if previous is None:  # a rerun's step numbers on from its superseded rows
+            previous = next(
+                (
+                    r
+                    for r in reversed(self.retired)
+                    if (r.step_name, r.item_index) == (step_name, item_index)
+                ),
+                None,
+            )
         record = ExecutionRecord(
             id=None,
             step_name=step_name,
@@ -217,6 +233,27 @@ class Transition(SignalRules, MapRules, ResumableRules):
             record.outcome = Outcome.SUCCESS
         self.records.append(record)
         return record
+
+    def note(
+        self,
+        action: str,
+        *,
+        step: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Record an operator action with the change it made (written by ``persist``)."""
+        self.actions.append(
+            dict(
+                action=action,
+                step_name=step,
+                actor=actor,
+                reason=reason,
+                detail=detail,
+                created_at=self.now,
+            )
+        )
 
     def retrigger(self, record: ExecutionRecord) -> None:
         record.trigger = True

@@ -19,16 +19,12 @@ import sqlalchemy as sa
 from . import clock
 from . import definition
 from . import unit
+from .controls import Controls
 from .errors import DefinitionError
 from .errors import GenevaError
 from .errors import InvalidStateError
 from .errors import WorkflowExistsError
-from .flow import CancelSignal
-from .flow import FinishSignal
 from .flow import FlowSignal
-from .flow import PauseSignal
-from .flow import ReattemptSignal
-from .flow import SkipSignal
 from .hero import reference
 from .logging import tagged
 from .models import BASE_IDENTITY
@@ -38,14 +34,12 @@ from .states import TERMINAL_WORKFLOW_STATES
 from .states import WorkflowState
 
 if TYPE_CHECKING:
-    from datetime import timedelta
-
     from .extension import Geneva
     from .graph import StepGraph
     from .records import Signal
 
 
-class WorkflowBase(StepData, Resumable):
+class WorkflowBase(StepData, Resumable, Controls):
     """Behaviour shared by every workflow class (mixed into ``geneva.Workflow``).
 
     Class attributes an application may set:
@@ -263,67 +257,6 @@ class WorkflowBase(StepData, Resumable):
             raise ValueError(f"idempotency_key_for() takes a step name, got {step_name!r}")
         return step_key(self, step_name)
 
-    # -- flow control (inside a step) and operations (outside) ---------------------------
-
-    @property
-    def in_step(self) -> bool:
-        """True while this instance is running a step body (flow control raises)."""
-        return self._geneva_context is not None
-
-    def cancel(self) -> None:
-        """Inside a step: cancel the workflow. Outside: cancel it now."""
-        if self.in_step:
-            raise self._flow(CancelSignal())
-        self._operate("cancel")
-
-    def pause(self) -> None:
-        """Inside a step: pause; resume runs this step again. Outside: pause now."""
-        if self.in_step:
-            raise self._flow(PauseSignal())
-        self._operate("pause")
-
-    def skip(self, step: str | None = None) -> None:
-        """Inside a step: record it as skipped and go on. Outside: skip the due step.
-
-        :param step: outside a step, the step to skip; needed when several are due.
-        """
-        if self.in_step:
-            if step is not None:
-                raise TypeError("skip() inside a step skips the running step; it takes no name")
-            raise self._flow(SkipSignal())
-        self._operate("skip", step=step)
-
-    def reattempt(
-        self, wait: timedelta | int | float | None = None, *, step: str | None = None
-    ) -> None:
-        """Inside a step: run it again after ``wait``. Outside: run the due/failed step now.
-
-        :param wait: inside a step, the delay before the next attempt.
-        :param step: outside a step, the step to run; needed when several are due.
-        """
-        if self.in_step:
-            raise self._flow(ReattemptSignal(wait))
-        if wait is not None:
-            raise TypeError("reattempt(wait=) applies inside a step; outside, it runs now")
-        self._operate("reattempt", step=step)
-
-    def finish(self) -> None:
-        """Inside a step: complete it and finish the workflow, canceling the rest."""
-        if self.in_step:
-            raise self._flow(FinishSignal())
-        raise InvalidStateError("finish() can only be called inside a step; use cancel() outside")
-
-    def _flow(self, signal: FlowSignal) -> FlowSignal:
-        """Remember the flow-control call made in the running body, then raise it."""
-        self._geneva_flow = signal
-        return signal
-
-    def resume(self) -> None:
-        """Resume a paused workflow: re-trigger its scheduled steps, retry failed ones."""
-        if self.in_step:
-            raise InvalidStateError("resume() cannot be called inside a step")
-        self._operate("resume")
-
     # -- signals -------------------------------------------------------------------------
 
     def signal(
@@ -391,31 +324,6 @@ class WorkflowBase(StepData, Resumable):
         return deliver(
             ext, cls, workflow_id, name, payload, idempotency_key=idempotency_key, commit=commit
         )
-
-    def _operate(self, operation: str, **kwargs: Any) -> None:
-        from . import operations
-
-        operations.perform(self._geneva, operation, [self.id], **kwargs)
-        self._reload_committed()
-
-    def _reload_committed(self) -> None:
-        """Re-read this workflow's row on a fresh connection and keep it as committed state.
-
-        Not ``session.refresh()``: the caller's session may hold an open transaction
-        whose snapshot predates the change (MySQL/MariaDB's REPEATABLE READ), and would
-        show the old state.
-        """
-        w = self._geneva.tables.workflows
-        with self._geneva.engine().connect() as conn:
-            row = conn.execute(sa.select(w).where(w.c.id == self.id)).first()
-        if row is None:
-            return
-        from .mapping import set_row_values
-
-        set_row_values(self, row._mapping)
-        session = sa.inspect(self).session
-        if session is not None:
-            session.expire(self, ["executions"])
 
     def __repr__(self) -> str:
         hero = f" hero={self.hero_type}:{self.hero_id}" if self.hero_type else ""

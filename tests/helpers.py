@@ -314,5 +314,7 @@ def deploy(geneva: Any, workflow: Any, cls: type[Any]) -> None:
     """
     w = geneva.tables.workflows
     with geneva.db.engine.begin() as conn:
-        conn.execute(sa.update(w).where(w.c.id == _id(workflow)).values(type=cls.__geneva_identity__))
+        conn.execute(
+            sa.update(w).where(w.c.id == _id(workflow)).values(type=cls.__geneva_identity__)
+        )
     geneva.db.session.expunge_all()

@@ -33,6 +33,8 @@ from . import source
 if TYPE_CHECKING:
     from ..extension import Geneva
 
+#: The operations drawn as buttons above the graph (the others act on one step of it).
+BUTTONS = ("pause", "resume", "cancel", "skip", "reattempt")
 #: The detail page shows at most this many executions (the newest).
 MAX_EXECUTIONS = 200
 #: ... and at most this many signals (the newest).
@@ -113,6 +115,8 @@ class Detail:
     more_signals: bool
     #: operation → steps it can target (empty list: no step needed); only applicable ones.
     actions: dict[str, list[str]]
+    #: The steps "Re-run from here" applies to now (a rerun's rules accept them).
+    reruns: list[str]
     logs_url: str | None
     now: datetime
 
@@ -220,6 +224,7 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
                 ),
             )
         )
+    applicable = _actions(ext, workflow["id"], graph, now)
     return Detail(
         workflow=workflow,
         cls=cls,
@@ -237,7 +242,8 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
         failures=failures,
         signals=signal_rows,
         more_signals=more_signals,
-        actions=_actions(ext, workflow["id"], graph, now),
+        actions={op: steps for op, steps in applicable.items() if op in BUTTONS},
+        reruns=applicable.get("rerun_from", []),
         logs_url=present.logs_url(logs_template, values),
         now=now,
     )
