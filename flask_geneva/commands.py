@@ -61,10 +61,11 @@ def command(
     *,
     actor: str | None = None,
     reason: str | None = None,
-) -> str | None:
-    """Apply an operator command to ``transition``; return the step it targeted, if any.
+) -> dict[str, Any] | None:
+    """Apply an operator command to ``transition``; return what it changed, if anything.
 
-    The command is noted (``actor``, ``reason``) with what it changed.
+    The command is noted (``actor``, ``reason``, the step it targeted) with what it
+    changed: the returned detail.
 
     :raises InvalidStateError: not allowed in the current state, or ``step`` is missing,
         unknown, or neither due nor failed.
@@ -74,7 +75,7 @@ def command(
         raise InvalidStateError(_REFUSED[operation].format(state=transition.state))
     target, detail = _apply(transition, operation, step)
     transition.note(operation, step=target, actor=actor, reason=reason, detail=detail)
-    return target
+    return detail
 
 
 def _apply(

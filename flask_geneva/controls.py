@@ -105,8 +105,10 @@ class Controls:
         self._outside("resume")
         self._operate("resume", actor=actor, reason=reason)
 
-    def resume_at(self, step: str, *, actor: str | None = None, reason: str | None = None) -> None:
-        """Go on from ``step`` in a paused workflow, and nowhere else.
+    def resume_at(
+        self, step: str, *, actor: str | None = None, reason: str | None = None
+    ) -> list[str]:
+        """Go on from ``step`` in a paused workflow, and nowhere else; return the skipped.
 
         For a workflow stranded on a step a deploy removed: what is scheduled or
         waiting ends, every step not done that does not come after ``step`` is recorded
@@ -116,10 +118,13 @@ class Controls:
             step is running.
         """
         self._outside("resume_at")
-        self._operate("resume_at", step=step, actor=actor, reason=reason)
+        detail = self._operate("resume_at", step=step, actor=actor, reason=reason)
+        return list(detail.get("skipped", [])) if detail else []
 
-    def rerun_from(self, step: str, reason: str | None = None, *, actor: str | None = None) -> None:
-        """Run ``step`` and all its descendants again, with new executions.
+    def rerun_from(
+        self, step: str, reason: str | None = None, *, actor: str | None = None
+    ) -> tuple[str, ...]:
+        """Run ``step`` and all its descendants again, with new executions; return them.
 
         For a paused, finished or canceled workflow (a bug fixed after it ran): the old
         rows stay as history; the ancestors keep their executions and outputs; the
@@ -130,7 +135,8 @@ class Controls:
             rerun is running, the step has not run yet, or there is no such step.
         """
         self._outside("rerun_from")
-        self._operate("rerun_from", step=step, actor=actor, reason=reason)
+        detail = self._operate("rerun_from", step=step, actor=actor, reason=reason)
+        return tuple(detail["rerun"]) if detail else (step,)
 
     def rerun_plan(self, step: str) -> RerunPlan:
         """What :meth:`rerun_from` would re-run, keep and cancel; changes nothing.
@@ -160,11 +166,12 @@ class Controls:
                 "operator's command, given outside a step"
             )
 
-    def _operate(self, operation: str, **kwargs: Any) -> None:
+    def _operate(self, operation: str, **kwargs: Any) -> dict[str, Any] | None:
         from . import operations
 
-        operations.perform(self._geneva, operation, [self.id], **kwargs)
+        result = operations.perform(self._geneva, operation, [self.id], **kwargs)
         self._reload_committed()
+        return result.details.get(self.id)
 
     def _reload_committed(self) -> None:
         """Re-read this workflow's row on a fresh connection and keep it as committed state.

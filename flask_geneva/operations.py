@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field
 from typing import TYPE_CHECKING
+from typing import Any
 
 from . import commands
 from . import unit
@@ -35,6 +36,10 @@ class OperationResult:
     done: list[int] = field(default_factory=list)
     #: Ids it could not apply to, with the reason.
     errors: dict[int, str] = field(default_factory=dict)
+    #: What the command changed in each workflow it applied to, as the audit records it
+    #: (``{"rerun": [...]}``, ``{"skipped": [...]}``, ``{"canceled": [...]}``; None: nothing
+    #: beyond the command itself).
+    details: dict[int, dict[str, Any] | None] = field(default_factory=dict)
 
 
 def perform(
@@ -68,7 +73,7 @@ def perform(
     actor, reason = check_audit(actor, reason)
     result = OperationResult(operation)
 
-    def decide(snap: unit.Snapshot) -> str | None:
+    def decide(snap: unit.Snapshot) -> dict[str, Any] | None:
         if snap.transition.graph is None and operation in NEEDS_GRAPH:
             raise GenevaError(
                 f"workflow {snap.workflow['id']} has type {snap.workflow['type']!r}, which "
@@ -79,7 +84,7 @@ def perform(
 
     for workflow_id in workflow_ids:
         try:
-            unit.change(ext, workflow_id, decide)
+            result.details[workflow_id] = unit.change(ext, workflow_id, decide)
         except GenevaError as error:
             if raise_errors:
                 raise

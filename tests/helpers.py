@@ -306,15 +306,17 @@ def close(a: datetime | None, b: datetime, seconds: float = 2.0) -> bool:
     return a is not None and abs((a - b).total_seconds()) <= seconds
 
 
-def deploy(geneva: Any, workflow: Any, cls: type[Any]) -> None:
+def deploy(geneva: Any, workflow: Any, cls: type[Any]) -> Any:
     """Make ``workflow``'s row belong to ``cls``, as a deploy that changed its class would.
 
     One process cannot hold two versions of a class under one stored identity, so a
-    test defines the new version as another class and points the row at it.
+    test defines the new version as another class and points the row at it. Returns
+    the workflow loaded as ``cls`` (the old instance is detached).
     """
+    ident = _id(workflow)
     w = geneva.tables.workflows
     with geneva.db.engine.begin() as conn:
-        conn.execute(
-            sa.update(w).where(w.c.id == _id(workflow)).values(type=cls.__geneva_identity__)
-        )
+        conn.execute(sa.update(w).where(w.c.id == ident).values(type=cls.__geneva_identity__))
+    geneva.db.session.commit()  # a new snapshot (MariaDB's REPEATABLE READ keeps the old)
     geneva.db.session.expunge_all()
+    return geneva.db.session.get(cls, ident)
