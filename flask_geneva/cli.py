@@ -28,7 +28,6 @@ from . import schedules
 from . import show
 from .errors import GenevaError
 from .migration import write_revisions
-from .operations import perform
 from .tasks import make_consumer
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -275,70 +274,6 @@ def show_command(workflow_id: int) -> None:
         click.echo(line)
 
 
-# -- operations --------------------------------------------------------------------------------
-
-_PAST = {
-    "pause": "paused",
-    "resume": "resumed",
-    "cancel": "canceled",
-    "skip": "skipped",
-    "reattempt": "reattempted",
-}
-
-
-def _operation_command(operation: str, help_text: str) -> None:
-    @geneva_cli.command(operation, help=help_text)
-    @click.argument("workflow_ids", nargs=-1, type=WORKFLOW_ID)
-    @filter_options
-    @click.option("-y", "--yes", is_flag=True, help="Act on a filter without asking.")
-    def command(
-        workflow_ids: tuple[int, ...],
-        class_name: str | None,
-        states: tuple[str, ...],
-        hero: str | None,
-        step: str | None,
-        yes: bool,
-    ) -> None:
-        ext = _ext()
-        by_filter = any((class_name, states, hero))
-        step_name = step if operation in ("skip", "reattempt") else None
-        if workflow_ids and (by_filter or (step and step_name is None)):
-            raise click.ClickException("give workflow ids or filter options, not both")
-        if not workflow_ids and not (by_filter or step):
-            raise click.ClickException(
-                f"give workflow ids, or filter options (--class, --state, --hero, --step) "
-                f"to {operation} every matching workflow"
-            )
-        if workflow_ids:
-            batches: Any = [list(dict.fromkeys(workflow_ids))]
-        else:
-            selection = build_filter(class_name, states, hero, step)
-            total = queries.count_matching(ext, selection)
-            if total == 0:
-                click.echo("no workflows match")
-                return
-            if not yes:
-                click.confirm(f"{operation.capitalize()} {total} workflow(s)?", abort=True)
-            batches = queries.iter_ids(ext, selection, batch_size=200)
-        done, errors = 0, 0
-        for ids in batches:
-            result = perform(ext, operation, ids, step=step_name, raise_errors=False)
-            done += len(result.done)
-            for workflow_id, message in result.errors.items():
-                errors += 1
-                click.echo(f"workflow {workflow_id}: {message}", err=True)
-        click.echo(f"{_PAST[operation]} {done} workflow(s)")
-        if errors:
-            raise click.ClickException(f"{errors} workflow(s) not {_PAST[operation]}")
-
-
-_operation_command("pause", "Pause workflows; running steps finish, nothing new starts.")
-_operation_command("resume", "Resume paused workflows: re-run failed steps, re-send due ones.")
-_operation_command("cancel", "Cancel workflows and their scheduled steps.")
-_operation_command("skip", "Skip the due or failed step (--step names it when several are).")
-_operation_command("reattempt", "Run the due or failed step again now (--step: which one).")
-
-
 # -- signals -----------------------------------------------------------------------------------
 
 
@@ -406,3 +341,7 @@ def graph_command(class_name: str, output: str) -> None:
 def _class_label(stored_type: str) -> str:
     cls = _ext().registry.get(stored_type)
     return cls.__name__ if cls is not None else f"{stored_type} (no class)"
+
+
+# The operator commands register on the group when their module is imported.
+from . import cli_operator  # noqa: E402,F401

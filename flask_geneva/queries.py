@@ -22,6 +22,8 @@ early:
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Collection
 from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -217,6 +219,14 @@ def iter_ids(ext: Geneva, f: WorkflowFilter, batch_size: int = 500) -> Iterator[
         if len(ids) < batch_size:
             return
         before = ids[-1]
+
+
+def narrowed(f: WorkflowFilter, allowed: Collection[str]) -> WorkflowFilter | None:
+    """``f`` restricted to the ``allowed`` states (an operation's); None when none remain."""
+    states = [s for s in (f.states or ALL_STATES) if s in allowed]
+    if not states:
+        return None
+    return dataclasses.replace(f, states=tuple(states))
 
 
 def count_matching(ext: Geneva, f: WorkflowFilter, *, cap: int | None = None) -> int:

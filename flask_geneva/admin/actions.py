@@ -158,11 +158,7 @@ def _past(operation: str) -> str:
 
 def _narrow(f: queries.WorkflowFilter, operation: str) -> queries.WorkflowFilter | None:
     """Return the filter restricted to states the operation applies to (None: none do)."""
-    allowed = [s for s in queries.ALL_STATES if s in ALLOWED[operation]]
-    states = [s for s in f.states if s in allowed] if f.states else allowed
-    if not states:
-        return None
-    return queries.WorkflowFilter(**{**f.__dict__, "states": tuple(states)})
+    return queries.narrowed(f, ALLOWED[operation])
 
 
 def _preview(
