@@ -69,6 +69,7 @@ class WorkflowFilter:
     :param created_before: only workflows created before this naive UTC time.
     :param updated_after: only workflows updated at or after this naive UTC time.
     :param updated_before: only workflows updated before this naive UTC time.
+    :param actor: only workflows this operator acted on (their recorded actions' actor).
     """
 
     workflow_type: str | None = None
@@ -80,6 +81,7 @@ class WorkflowFilter:
     created_before: datetime | None = None
     updated_after: datetime | None = None
     updated_before: datetime | None = None
+    actor: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.states if s not in ALL_STATES]
@@ -115,6 +117,9 @@ def _conditions(ext: Geneva, f: WorkflowFilter) -> list[sa.ColumnElement[bool]]:
         where.append(w.updated_at < f.updated_before)
     if f.step is not None:
         where.append(_current_step_condition(ext, f.step))
+    if f.actor is not None:  # the (actor, workflow_id) index of the actions
+        a = ext.tables.actions.c
+        where.append(w.id.in_(sa.select(a.workflow_id).where(a.actor == f.actor)))
     return where
 
 
@@ -139,7 +144,7 @@ def _current_step_condition(ext: Geneva, step: str) -> sa.ColumnElement[bool]:
     e = ext.tables.executions
     latest_state = (
         sa.select(e.c.state)
-        .where(e.c.workflow_id == w.c.id, e.c.step_name == step)
+        .where(e.c.workflow_id == w.c.id, e.c.step_name == step, e.c.superseded_at.is_(None))
         .order_by(e.c.id.desc())
         .limit(1)
         .correlate(w)
@@ -147,7 +152,7 @@ def _current_step_condition(ext: Geneva, step: str) -> sa.ColumnElement[bool]:
     )
     condition = latest_state.in_(CURRENT_STEP_STATES)
     candidates = sa.select(e.c.workflow_id).where(
-        e.c.step_name == step, e.c.state.in_(CURRENT_STEP_STATES)
+        e.c.step_name == step, e.c.state.in_(CURRENT_STEP_STATES), e.c.superseded_at.is_(None)
     )
     counted = sa.select(sa.func.count()).select_from(
         candidates.limit(STEP_CANDIDATES_LIMIT).subquery()
@@ -363,7 +368,7 @@ def latest_executions(
     e = ext.tables.executions
     newest = (
         sa.select(sa.func.max(e.c.id))
-        .where(e.c.workflow_id.in_(list(workflow_ids)))
+        .where(e.c.workflow_id.in_(list(workflow_ids)), e.c.superseded_at.is_(None))
         .group_by(e.c.workflow_id, e.c.step_name)
     )
     columns = [c for c in e.c if c.name not in ("error_traceback", "metadata")]

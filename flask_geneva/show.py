@@ -60,7 +60,8 @@ def render(ext: Geneva, row: Mapping[str, Any], label: str) -> list[str]:
     lines = [f"{label} {row['id']}: {row['state']}", f"  hero:            {display.hero(row)}"]
     for column in ("created_at", "started_at", "transitioned_at", "updated_at"):
         lines.append(f"  {column + ':':<16} {display.time(row[column])}")
-    latest = {x["step_name"]: x for x in executions}
+    # A rerun's superseded rows are listed below as history, not as the step's state.
+    latest = {x["step_name"]: x for x in executions if x["superseded_at"] is None}
     lines.append("\nSteps:")
     if graph is None:
         lines.append(f"  (type {row['type']!r} names no workflow class in this process)")
@@ -124,7 +125,7 @@ def _table(executions: list[Mapping[str, Any]]) -> list[tuple[str, ...]]:
                 str(x["id"]),
                 x["step_name"],
                 x["state"],
-                x["outcome"] or "-",
+                (x["outcome"] or "-") + (" (superseded)" if x["superseded_at"] else ""),
                 str(x["attempt"]),
                 display.time(x["scheduled_for"]),
                 display.time(x["started_at"]),

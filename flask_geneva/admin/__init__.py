@@ -21,6 +21,7 @@ from flask import url_for
 from ..config import check_admin_settings
 from . import actions
 from . import present
+from . import reruns
 from . import security
 from . import views
 from .source import stylesheet
@@ -74,6 +75,7 @@ def make_blueprint(ext: Geneva) -> Blueprint:
 
     views.register(bp, ext)
     actions.register(bp, ext)
+    reruns.register(bp, ext)
     return bp
 
 

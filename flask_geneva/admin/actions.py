@@ -28,6 +28,7 @@ from ..commands import ALLOWED
 from ..errors import GenevaError
 from ..operations import perform
 from . import forms
+from . import security
 from .detail import load_detail
 from .detail import load_workflow
 from .htmx import is_htmx
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from ..extension import Geneva
 
 #: Operations offered on a single workflow and in bulk.
-SINGLE_OPERATIONS = ("pause", "resume", "cancel", "skip", "reattempt")
+SINGLE_OPERATIONS = ("pause", "resume", "cancel", "skip", "reattempt", "rerun_from")
 BULK_OPERATIONS = ("pause", "resume", "cancel")
 #: Bulk work per request: stop after this many seconds, then let the page continue.
 BULK_SECONDS = 2.0
@@ -91,12 +92,26 @@ def _act(ext: Geneva, workflow_id: int, operation: str) -> Any:
     if load_workflow(ext, workflow_id) is None:
         abort(404, description=f"No workflow with id {workflow_id}.")
     step = forms.text("step", request.form.get("step", "")) or None
-    result = perform(ext, operation, [workflow_id], step=step, raise_errors=False)
-    message = (
-        result.errors[workflow_id]
-        if workflow_id in result.errors
-        else f"{_past(operation)} workflow {workflow_id}."
-    )
+    reason = forms.text("reason", request.form.get("reason", "")) or None
+    try:
+        result = perform(
+            ext,
+            operation,
+            [workflow_id],
+            step=step,
+            actor=security.actor(),
+            reason=reason,
+            raise_errors=False,
+        )
+    except ValueError as error:  # the reason is too long or holds control characters
+        return _answer(ext, workflow_id, f"{str(error)[0].upper()}{str(error)[1:]}.", "error")
+    detail = result.details.get(workflow_id) or {}
+    if workflow_id in result.errors:
+        message = result.errors[workflow_id]
+    elif operation == "rerun_from":
+        message = f"Workflow {workflow_id} runs again: {', '.join(detail.get('rerun', []))}."
+    else:
+        message = f"{_past(operation)} workflow {workflow_id}."
     category = "error" if result.errors else "success"
     return _answer(ext, workflow_id, message, category)
 
@@ -153,6 +168,7 @@ def _past(operation: str) -> str:
         "cancel": "Canceled",
         "skip": "Skipped a step of",
         "reattempt": "Reattempted a step of",
+        "rerun_from": "Reran",
     }[operation]
 
 

@@ -25,6 +25,7 @@ from ..signal_rules import NO_TIMEOUT
 from ..states import StepState
 from ..states import is_ongoing
 from ..transitions import Transition
+from . import audit
 from . import dag
 from . import items
 from . import present
@@ -117,6 +118,10 @@ class Detail:
     actions: dict[str, list[str]]
     #: The steps "Re-run from here" applies to now (a rerun's rules accept them).
     reruns: list[str]
+    #: The newest operator actions, oldest first, placed on the timeline;
+    #: ``more_actions``: older ones are not shown.
+    audit: list[audit.Action]
+    more_actions: bool
     logs_url: str | None
     now: datetime
 
@@ -161,8 +166,9 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
     latest: dict[str, dict[str, Any]] = {}
     attempts: dict[str, int] = {}
     for x in executions:
-        latest[x["step_name"]] = x
         attempts[x["step_name"]] = attempts.get(x["step_name"], 0) + 1
+        if x["superseded_at"] is None:  # a rerun's history is not the step's state
+            latest[x["step_name"]] = x
     states = {k: v["state"] for k, v in latest.items()}
     for name, m in maps.items():
         if m.progress.items:
@@ -225,6 +231,10 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
             )
         )
     applicable = _actions(ext, workflow["id"], graph, now)
+    actions, more_actions = audit.load(ext, workflow["id"])
+    spans = _spans(executions, maps)[-50:]
+    moments = [a.created_at for a in actions]
+    span = present.timeline_span(spans, workflow["created_at"], now, moments)
     return Detail(
         workflow=workflow,
         cls=cls,
@@ -236,7 +246,7 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
         hero_text=hero_text,
         hero_problem=hero_problem,
         layout=layout,
-        timeline=present.timeline(_spans(executions, maps)[-50:], workflow["created_at"], now),
+        timeline=present.timeline(spans, workflow["created_at"], now, moments),
         reasons=present.waiting_reasons(workflow["state"], list(latest.values()), now)
         + [f"map step `{k}`: {m.text}" for k, m in maps.items() if m.progress.state != "completed"],
         failures=failures,
@@ -244,6 +254,8 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
         more_signals=more_signals,
         actions={op: steps for op, steps in applicable.items() if op in BUTTONS},
         reruns=applicable.get("rerun_from", []),
+        audit=audit.placed(actions, workflow["created_at"], span),
+        more_actions=more_actions,
         logs_url=present.logs_url(logs_template, values),
         now=now,
     )

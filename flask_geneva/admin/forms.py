@@ -27,12 +27,12 @@ MAX_ID = 2**63 - 1
 #: Query-string names of the time filters (HTML ``datetime-local`` values, in UTC).
 TIME_FIELDS = ("created_after", "created_before", "updated_after", "updated_before")
 #: Query-string names of the text filters.
-TEXT_FIELDS = ("hero_type", "hero_id", "step")
+TEXT_FIELDS = ("hero_type", "hero_id", "step", "actor")
 
 
 def parse_filter(args: MultiDict[str, str], workflow_type: str | None = None) -> WorkflowFilter:
     """Return the filter described by ``args`` (``type``, ``state`` (repeatable), ``hero_type``,
-    ``hero_id``, ``step``, and the time fields); abort 400 on a malformed value.
+    ``hero_id``, ``step``, ``actor``, and the time fields); abort 400 on a malformed value.
 
     :param workflow_type: the class of a per-class list (wins over ``type=``).
     """

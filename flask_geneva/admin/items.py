@@ -155,7 +155,11 @@ def _latest_items(
     e: sa.Table, workflow_id: int, steps: Iterable[str], after: int | None = None
 ) -> Any:
     """Subquery: the id of each item's latest execution, for the given map steps."""
-    where = [e.c.workflow_id == workflow_id, e.c.step_name.in_(list(steps))]
+    where = [
+        e.c.workflow_id == workflow_id,
+        e.c.step_name.in_(list(steps)),
+        e.c.superseded_at.is_(None),  # a rerun's history is not the map's progress
+    ]
     where.append(e.c.item_index.is_not(None) if after is None else e.c.item_index > after)
     return (
         sa.select(sa.func.max(e.c.id).label("id"))
@@ -196,6 +200,7 @@ def map_progress(
                     e.c.workflow_id == workflow_id,
                     e.c.step_name.in_(producers),
                     e.c.item_index.is_(None),
+                    e.c.superseded_at.is_(None),
                     e.c.state == StepState.COMPLETED,
                     e.c.outcome == Outcome.SUCCESS,
                 )
@@ -229,6 +234,7 @@ def map_progress(
             e.c.workflow_id == workflow_id,
             e.c.step_name.in_(list(maps)),
             e.c.item_index.is_not(None),
+            e.c.superseded_at.is_(None),
         )
         .group_by(e.c.step_name)
     ):

@@ -149,18 +149,19 @@ class TimelineRow:
 
 
 def timeline(
-    executions: Sequence[Mapping[str, Any]], start: datetime, now: datetime
+    executions: Sequence[Mapping[str, Any]],
+    start: datetime,
+    now: datetime,
+    also: Sequence[datetime] = (),
 ) -> list[TimelineRow]:
-    """Return the timeline rows of executions (oldest first) over ``start..latest moment``."""
+    """Return the timeline rows of executions (oldest first) over ``start..latest moment``.
+
+    :param also: other moments drawn on the same scale (operator actions): the span
+        reaches them too (see :func:`timeline_span`).
+    """
     if not executions:
         return []
-    moments = [start]
-    for x in executions:
-        moments.extend(m for m in (_planned(x), x["started_at"], x["finished_at"]) if m)
-        if x["state"] == "in_progress":
-            moments.append(max(now, x["scheduled_for"]))
-    end = max(moments)
-    span = max((end - start).total_seconds(), 0.001)
+    span = timeline_span(executions, start, now, also)
 
     def pct(a: datetime, b: datetime) -> float:
         return round(max((b - a).total_seconds(), 0) / span * 100, 3)
@@ -191,6 +192,26 @@ def timeline(
             )
         )
     return rows
+
+
+def timeline_span(
+    executions: Sequence[Mapping[str, Any]],
+    start: datetime,
+    now: datetime,
+    also: Sequence[datetime] = (),
+) -> float:
+    """The timeline's length in seconds, from ``start`` to its latest moment."""
+    moments = [start, *also]
+    for x in executions:
+        moments.extend(m for m in (_planned(x), x["started_at"], x["finished_at"]) if m)
+        if x["state"] == "in_progress":
+            moments.append(max(now, x["scheduled_for"]))
+    return max((max(moments) - start).total_seconds(), 0.001)
+
+
+def offset(moment: datetime, start: datetime, span: float) -> float:
+    """Where ``moment`` is on a timeline of ``span`` seconds from ``start``, in percent."""
+    return round(min(max((moment - start).total_seconds(), 0) / span * 100, 100.0), 3)
 
 
 def _planned(execution: Mapping[str, Any]) -> datetime:

@@ -4,9 +4,11 @@ Every request to the blueprint passes :func:`guard` first:
 
 1. the authorization hook ``GENEVA_ADMIN_AUTHORIZE`` decides (``action`` is ``"view"``
    for GET, or the operation name: ``pause``, ``resume``, ``cancel``, ``skip``,
-   ``reattempt``, or ``signal`` for the send-signal form); without a hook the admin is
-   open only when the app runs with ``DEBUG`` or ``TESTING``, so a production deploy
-   never exposes it anonymously;
+   ``reattempt``, ``rerun_from``, or ``signal`` for the send-signal form); when it
+   answers with a string, that is the operator's name, recorded with every action the
+   request takes (:func:`actor`); without a hook the admin is open only when the app
+   runs with ``DEBUG`` or ``TESTING``, so a production deploy never exposes it
+   anonymously;
 2. a state-changing request (anything but GET/HEAD/OPTIONS) must come from the same
    origin when the browser says where it comes from (``Sec-Fetch-Site``) and must carry
    the session's CSRF token in the ``X-CSRFToken`` header (htmx) or the ``csrf_token``
@@ -28,10 +30,12 @@ from typing import Any
 from flask import Response
 from flask import abort
 from flask import current_app
+from flask import g
 from flask import request
 from flask import session
 
-#: Config key of the authorization hook: ``callable(action: str) -> bool``.
+#: Config key of the authorization hook: ``callable(action: str) -> bool | str``; a
+#: string answer allows the request and names the operator (recorded with each action).
 AUTHORIZE_KEY = "GENEVA_ADMIN_AUTHORIZE"
 CSRF_SESSION_KEY = "_geneva_csrf"
 CSRF_HEADER = "X-CSRFToken"
@@ -92,8 +96,19 @@ def authorize(action: str) -> None:
         )
     if not callable(hook):
         raise TypeError(f"{AUTHORIZE_KEY} must be a callable taking the action name, got {hook!r}")
-    if not hook(action):
+    allowed = hook(action)
+    if not allowed:
         abort(403, description=f"You are not allowed to {action} workflows here.")
+    # A hook that answers with a name (``return current_user.email``) says who acts:
+    # the operator actions record it.
+    if isinstance(allowed, str):
+        g.geneva_actor = allowed
+
+
+def actor() -> str | None:
+    """Who gives the current request's command: the name the hook answered, if any."""
+    found = g.get("geneva_actor")
+    return found if isinstance(found, str) else None
 
 
 def csrf_token() -> str:

@@ -219,7 +219,9 @@ def test_the_detail_page_follows_a_running_workflow_and_its_pause_and_resume(wat
     _wait_for_state(workflow.id, "finished")
     assert page.locator('g.node[data-step="close"][data-state="completed"]').count() == 1
     assert page.evaluate("window.__notReloaded") is True  # all of it without a reload
-    assert page.locator("button[data-op]").count() == 0  # nothing applies any more
+    # Nothing applies any more but a rerun (of any step: all of them are done).
+    ops = page.locator("button[data-op]").evaluate_all("bs => bs.map(b => b.dataset.op)")
+    assert ops == ["rerun-preview"]
     assert watched.violations() == []  # polling and the buttons ran under the policy
 
 
@@ -431,3 +433,41 @@ def test_a_map_shows_its_progress_and_an_output_expands(watched, live):
         page.screenshot(path=str(Path(target) / "admin-map.png"), full_page=True)
         page.set_viewport_size({"width": 390, "height": 844})
         page.screenshot(path=str(Path(target) / "admin-map-390.png"), full_page=True)
+
+
+def test_a_rerun_from_a_graph_node_with_its_preview_and_the_audit_in_the_timeline(
+    watched, live, app
+):
+    # The hook answers with the operator's name: the actions record it.
+    app.config["GENEVA_ADMIN_AUTHORIZE"] = lambda action: "ops@example.com"
+    release.set()
+    workflow = RefundWorkflow.create(hero=_refund())
+    _wait_for_state(workflow.id, "finished")
+    page = watched.page
+    page.goto(f"{live}/workflows/{workflow.id}")
+    # Click a node of the graph: the plan shows, nothing has changed yet.
+    page.click('a.node-link g.node[data-step="notify_customer"]')
+    plan = page.locator('.rerun-plan[data-step="notify_customer"]')
+    plan.wait_for()
+    assert plan.locator("code.rerun-step").all_inner_texts() == ["notify_customer", "close"]
+    assert "check" in plan.inner_text() and "wait_for_bank" in plan.inner_text()
+    assert committed.state(workflow.id) == "finished"
+    plan.locator('input[name="reason"]').fill("customer mail bounced")
+    plan.locator('button[data-op="rerun_from"]').click()  # confirmed (the dialog is accepted)
+    # The page follows the rerun to its end without a reload.
+    page.locator('#geneva-status .badge[data-state="finished"]').wait_for(timeout=10_000)
+    page.locator(".executions tr.superseded").first.wait_for()
+    assert page.locator(".executions tr.superseded").count() == 2
+    entry = page.locator('.audit li[data-action="rerun_from"]')
+    entry.wait_for()
+    text = entry.inner_text()
+    assert text.startswith("rerun from step notify_customer by ops@example.com at ")
+    assert "customer mail bounced" in text and "re-runs notify_customer, close" in text
+    assert page.locator(".tl-audit rect.tl-mark").count() == 1
+    # The actor's name filters the list to the workflows they acted on.
+    other = RefundWorkflow.create(hero=_refund())
+    entry.locator("a").click()
+    page.wait_for_url(lambda url: "actor=ops" in url)
+    ids = page.locator('input[name="ids"]').evaluate_all("boxes => boxes.map(b => b.value)")
+    assert ids == [str(workflow.id)] and str(other.id) not in ids
+    assert watched.violations() == []

@@ -1,0 +1,103 @@
+"""The operator actions of one workflow, as its page shows them.
+
+Every command an operator gives (in the admin, the CLI or the Python API) is a row of
+``geneva_operator_actions``, written in the transaction that made the change. The page
+lists the newest :data:`MAX_ACTIONS` as sentences ("canceled by ops@example.com at
+10:04: duplicate order") and marks them on the timeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+from typing import Any
+
+import sqlalchemy as sa
+
+from .present import offset
+
+if TYPE_CHECKING:
+    from ..extension import Geneva
+
+#: The page shows at most this many actions (the newest).
+MAX_ACTIONS = 50
+
+_DONE = {
+    "pause": "paused",
+    "resume": "resumed",
+    "cancel": "canceled",
+    "skip": "skipped step {step}",
+    "reattempt": "reattempted step {step}",
+    "resume_at": "resumed at step {step}",
+    "rerun_from": "rerun from step {step}",
+}
+
+_DETAIL = {"rerun": "re-runs", "skipped": "skipped", "canceled": "canceled"}
+
+
+@dataclass(frozen=True)
+class Action:
+    """One recorded operator action."""
+
+    id: int
+    action: str
+    step_name: str | None
+    actor: str | None
+    reason: str | None
+    detail: Any
+    created_at: datetime
+    #: Where it is on the timeline, in percent (None: no timeline is drawn).
+    left: float | None = None
+
+    @property
+    def done(self) -> str:
+        """What was done, in words: ``canceled``, ``rerun from step charge``."""
+        return _DONE.get(self.action, self.action).format(step=self.step_name)
+
+    @property
+    def by(self) -> str:
+        return self.actor or "an operator"
+
+    @property
+    def changes(self) -> str:
+        """What else the command changed: ``re-runs charge, ship``; "" when nothing."""
+        if not isinstance(self.detail, dict):
+            return ""
+        parts = []
+        for key, label in _DETAIL.items():
+            names = self.detail.get(key)
+            if isinstance(names, list) and names:
+                parts.append(f"{label} {', '.join(map(str, names))}")
+        return "; ".join(parts)
+
+
+def load(ext: Geneva, workflow_id: int) -> tuple[list[Action], bool]:
+    """The workflow's newest actions, oldest first, and whether older ones exist."""
+    a = ext.tables.actions
+    query = (
+        sa.select(a)
+        .where(a.c.workflow_id == workflow_id)
+        .order_by(a.c.id.desc())
+        .limit(MAX_ACTIONS + 1)
+    )
+    with ext.engine().connect() as conn:
+        rows = [r._mapping for r in conn.execute(query)]
+    found = [
+        Action(
+            id=r["id"],
+            action=r["action"],
+            step_name=r["step_name"],
+            actor=r["actor"],
+            reason=r["reason"],
+            detail=r["detail"],
+            created_at=r["created_at"],
+        )
+        for r in rows[:MAX_ACTIONS]
+    ]
+    return list(reversed(found)), len(rows) > MAX_ACTIONS
+
+
+def placed(actions: list[Action], start: datetime, span: float) -> list[Action]:
+    """The actions with their place on a timeline of ``span`` seconds from ``start``."""
+    return [Action(**{**a.__dict__, "left": offset(a.created_at, start, span)}) for a in actions]
