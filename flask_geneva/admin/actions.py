@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 #: Operations offered on a single workflow and in bulk.
 SINGLE_OPERATIONS = ("pause", "resume", "cancel", "skip", "reattempt", "rerun_from")
-BULK_OPERATIONS = ("pause", "resume", "cancel")
+BULK_OPERATIONS = ("pause", "resume", "cancel", "rerun_from")
 #: Bulk work per request: stop after this many seconds, then let the page continue.
 BULK_SECONDS = 2.0
 BULK_BATCH = 100
@@ -66,6 +66,10 @@ def register(bp: Blueprint, ext: Geneva) -> None:
         f = forms.parse_filter(request.form)
         ids = forms.parse_ids(request.form.getlist("ids")) if scope == "selected" else []
         target = _narrow(f, operation)
+        step = forms.text("rerun_step", request.form.get("rerun_step", "").strip()) or None
+        if operation == "rerun_from" and step is None:
+            abort(400, description="A bulk rerun needs the step to re-run from (rerun_step).")
+        reason = forms.text("reason", request.form.get("reason", "").strip()) or None
         context: dict[str, Any] = dict(
             op=operation,
             scope=scope,
@@ -73,13 +77,15 @@ def register(bp: Blueprint, ext: Geneva) -> None:
             filter=f,
             filter_args=forms.filter_args(f),
             past=_past(operation),
+            step=step if operation == "rerun_from" else None,
+            reason=reason,
         )
         if scope == "selected" and not ids:
             context.update(mode="empty")
         elif request.form.get("confirm") != "1":
             context.update(mode="preview", **_preview(ext, target, ids, scope))
         else:
-            context.update(_run(ext, target, ids, scope, operation))
+            context.update(_run(ext, target, ids, scope, operation, context))
         template = "geneva/_partials/bulk.html" if is_htmx() else "geneva/bulk_page.html"
         return render_template(template, **context)
 
@@ -168,7 +174,7 @@ def _past(operation: str) -> str:
         "cancel": "Canceled",
         "skip": "Skipped a step of",
         "reattempt": "Reattempted a step of",
-        "rerun_from": "Reran",
+        "rerun_from": "Rerun",
     }[operation]
 
 
@@ -216,8 +222,12 @@ def _run(
     ids: list[int],
     scope: str,
     operation: str,
+    context: dict[str, Any],
 ) -> dict[str, Any]:
-    """Apply the operation batch by batch until done or out of time for this request."""
+    """Apply the operation batch by batch until done or out of time for this request.
+
+    ``context`` gives the rerun's ``step`` and the ``reason`` every action records.
+    """
     done = forms.optional_number("done", request.form.get("done")) or 0
     failed = forms.optional_number("failed", request.form.get("failed")) or 0
     before = forms.optional_number("before", request.form.get("before"), low=1)
@@ -233,7 +243,18 @@ def _run(
         else:
             batch = _selected_batch(ext, target, ids, before, BULK_BATCH)
         if batch:
-            result = perform(ext, operation, batch, raise_errors=False)
+            try:
+                result = perform(
+                    ext,
+                    operation,
+                    batch,
+                    step=context["step"],
+                    actor=security.actor(),
+                    reason=context["reason"],
+                    raise_errors=False,
+                )
+            except ValueError as error:  # the reason: too long, control characters
+                abort(400, description=str(error))
             done += len(result.done)
             failed += len(result.errors)
             for workflow_id, message in result.errors.items():

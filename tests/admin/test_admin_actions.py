@@ -171,3 +171,79 @@ def test_bulk_on_the_whole_filter_runs_in_batches_until_every_match_is_done(admi
     assert re.search(r'class="bulk-done">5<', response.text)
     assert [_state(w.id) for w in workflows] == ["canceled"] * 5
     assert _state(other.id) == "ready"
+
+
+def _actions(workflow_id: int) -> list[tuple[str, str | None, str | None, str | None]]:
+    a = geneva.tables.actions
+    query = (
+        sa.select(a.c.action, a.c.step_name, a.c.actor, a.c.reason)
+        .where(a.c.workflow_id == workflow_id)
+        .order_by(a.c.id)
+    )
+    with geneva.engine().connect() as conn:
+        return [tuple(r) for r in conn.execute(query)]
+
+
+def _finished(workflow: object) -> None:
+    while perform_next_step(workflow) is not None:
+        pass
+
+
+def test_a_bulk_rerun_by_filter_previews_the_rerunnable_count_and_records_the_reason(admin):
+    done = [DeliveryWorkflow.create(hero=_parcel()) for _ in range(3)]
+    for workflow in done:
+        _finished(workflow)
+    going = DeliveryWorkflow.create(hero=_parcel())  # ready: not rerunnable
+    form = {
+        "op": "rerun_from",
+        "scope": "filter",
+        "type": "DeliveryWorkflow",
+        "rerun_step": "deliver",
+        "reason": "carrier API fixed",
+    }
+    preview = hx_post(admin, "/workflows/bulk", data=form)
+    assert re.search(r'class="bulk-count">3<', preview.text)
+    assert "re-run from step deliver" in preview.text
+    assert all(_state(w.id) == "finished" for w in done)  # a preview changes nothing
+
+    response = hx_post(admin, "/workflows/bulk", data=dict(form, confirm="1"))
+    assert re.search(r'class="bulk-done">3<', response.text)
+    assert [_state(w.id) for w in done] == ["ready"] * 3 and _state(going.id) == "ready"
+    assert _actions(done[0].id) == [("rerun_from", "deliver", None, "carrier API fixed")]
+    assert _actions(going.id) == []
+
+
+def test_a_bulk_rerun_needs_its_step(admin):
+    response = hx_post(
+        admin, "/workflows/bulk", data={"op": "rerun_from", "scope": "filter", "type": "x"}
+    )
+    assert response.status_code == 400 and "rerun_step" in response.text
+
+
+def test_a_rerun_preview_changes_nothing_and_the_hook_s_name_is_the_actor(admin, app):
+    workflow = DeliveryWorkflow.create(hero=_parcel())
+    _finished(workflow)
+    page = admin.get(f"{PREFIX}/workflows/{workflow.id}/rerun?step=pick")
+    assert page.status_code == 200
+    assert re.findall(r'<code class="rerun-step">(\w+)</code>', page.text) == ["pick", "deliver"]
+    assert _state(workflow.id) == "finished" and _actions(workflow.id) == []
+    assert admin.get(f"{PREFIX}/workflows/{workflow.id}/rerun?step=nope").status_code == 400
+    assert admin.get(f"{PREFIX}/workflows/999999/rerun?step=pick").status_code == 404
+
+    app.config["GENEVA_ADMIN_AUTHORIZE"] = lambda action: "ops@example.com"
+    response = hx_post(
+        admin,
+        f"/workflows/{workflow.id}/rerun_from",
+        data={"step": "deliver", "reason": "resend"},
+    )
+    assert "runs again: deliver" in response.text
+    assert _actions(workflow.id) == [("rerun_from", "deliver", "ops@example.com", "resend")]
+    detail = admin.get(f"{PREFIX}/workflows/{workflow.id}")
+    assert "rerun from step deliver</strong> by" in detail.text and "ops@example.com" in detail.text
+
+
+def test_a_reason_with_a_control_character_is_refused_with_a_message(admin):
+    workflow = DeliveryWorkflow.create(hero=_parcel())
+    response = hx_post(admin, f"/workflows/{workflow.id}/pause", data={"reason": "bell\x07"})
+    assert "control character" in response.text and "flash-error" in response.text
+    assert _state(workflow.id) == "ready"
