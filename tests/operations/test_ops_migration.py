@@ -458,6 +458,29 @@ def test_a_0_1_database_with_live_workflows_upgrades_runs_them_and_downgrades(ap
     assert mapped.output_of("double") == [2, 4, 6]
     db.session.execute(sa.delete(geneva.Workflow).where(geneva.Workflow.id == mapped.id))
     db.session.commit()
+
+    # Deploy safety on the upgraded tables: 0.1's rows have no fingerprint (check counts
+    # them apart), new ones have their class's; a 0.1 workflow can be rerun, and the
+    # action is recorded.
+    w = geneva.tables.workflows
+    with db.engine.connect() as conn:
+        prints = dict(conn.execute(sa.select(w.c.id, w.c.fingerprint)).all())
+    assert all(prints[i] is None for i in ids.values())
+    assert prints[waits.id] == SignalledWorkflow.step_graph().fingerprint
+    finished = db.session.get(UpgradedWorkflow, ids["ready"])
+    assert finished.rerun_from("second", actor="ops", reason="after the upgrade") == ("second",)
+    speedrun(finished)
+    assert finished.state == "finished"
+    with db.engine.connect() as conn:
+        superseded = conn.execute(
+            sa.select(e.c.step_name).where(
+                e.c.workflow_id == finished.id, e.c.superseded_at.is_not(None)
+            )
+        ).scalars()
+        assert list(superseded) == ["second"]
+        a = geneva.tables.actions
+        noted = conn.execute(sa.select(a.c.action, a.c.actor).order_by(a.c.id)).all()
+        assert [tuple(r) for r in noted] == [("resume", None), ("rerun_from", "ops")]
     before = count_rows()
     db.session.remove()
 
@@ -466,7 +489,10 @@ def test_a_0_1_database_with_live_workflows_upgrades_runs_them_and_downgrades(ap
     assert "output" not in schema()["geneva_step_executions"]["columns"]
     assert "geneva_schedule_ticks" not in table_names()
     assert "geneva_signals" not in schema()
-    assert count_rows() == before == (5, 10)
+    assert "geneva_operator_actions" not in table_names()
+    assert "superseded_at" not in schema()["geneva_step_executions"]["columns"]
+    assert "fingerprint" not in schema()["geneva_workflows"]["columns"]
+    assert count_rows() == before == (5, 11)
     downgrade(migrations, "base")
 
 
