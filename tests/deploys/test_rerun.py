@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -23,8 +24,10 @@ from helpers import mark_model
 
 from flask_geneva import Geneva
 from flask_geneva import InvalidStateError
+from flask_geneva import housekeeping
 from flask_geneva import step
 from flask_geneva.testing import speedrun
+from flask_geneva.testing import travel
 
 db = SQLAlchemy()
 geneva = Geneva(db)
@@ -359,4 +362,40 @@ def test_a_refused_command_records_nothing(app):
     wf = finished()
     with pytest.raises(InvalidStateError):
         wf.pause(actor="ops")
+    assert actions(wf) == []
+
+
+class Approval(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step(wait_for="approved")
+    def record(self) -> None:
+        rows.mark(self, "record", key=str(self.received_signal.payload))
+
+    @step
+    def notify(self) -> None:
+        mark(self, "notify")
+
+
+def test_a_rerun_step_that_waits_runs_again_with_the_signal_it_consumed(app):
+    wf = Approval.create()
+    speedrun(wf)
+    wf.signal("approved", {"by": "ann"})
+    speedrun(wf)
+    assert committed.state(wf) == "finished"
+    wf.rerun_from("record")
+    speedrun(wf)  # no new signal: the approval was given, the processing is what reruns
+    assert committed.state(wf) == "finished"
+    m = Mark.__table__
+    query = sa.select(m.c.key).where(m.c.workflow_id == wf.id, m.c.name == "record")
+    with geneva.engine().connect() as conn:
+        keys = list(conn.execute(query.order_by(m.c.id)).scalars())
+    assert keys == ["{'by': 'ann'}", "{'by': 'ann'}"]
+    assert Counter(committed.marks(wf)) == Counter(record=2, notify=2)
+
+
+def test_housekeeping_deletes_a_workflow_s_actions_with_it(app):
+    wf = Signup.create()
+    wf.cancel(actor="ops", reason="test order")
+    assert len(actions(wf)) == 1
+    with travel(timedelta(days=400)):
+        assert housekeeping.run(geneva).workflows_deleted == 1
     assert actions(wf) == []
