@@ -20,6 +20,7 @@ from .operations import OperationResult
 from .policy import ExceptionPolicy
 from .queries import WorkflowFilter
 from .records import Signal
+from .rerun_rules import RerunPlan
 from .steps import step
 
 __version__ = "0.2.0.dev0"
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidStateError",
     "OperationResult",
     "OutputError",
+    "RerunPlan",
     "Signal",
     "SignalError",
     "StepExecutionError",

@@ -33,7 +33,7 @@ _PAST = {
     "skip": "skipped",
     "reattempt": "reattempted",
     "rerun_from": "rerun",
-    "resume_at": "resumed at a step",
+    "resume_at": "resumed",
 }
 
 
@@ -103,7 +103,8 @@ def _run(
         for workflow_id, message in result.errors.items():
             errors += 1
             click.echo(f"workflow {workflow_id}: {message}", err=True)
-    click.echo(f"{_PAST[operation]} {done} workflow(s)")
+    where = {"rerun_from": f" from {step}", "resume_at": f" at {step}"}.get(operation, "")
+    click.echo(f"{_PAST[operation]} {done} workflow(s){where}")
     if errors:
         raise click.ClickException(f"{errors} workflow(s) not {_PAST[operation]}")
 

@@ -286,9 +286,11 @@ class Geneva:
         workflows: Iterable[int] | queries.WorkflowFilter,
         *,
         step: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
         raise_errors: bool = True,
     ) -> operations.OperationResult:
-        """Pause, resume, cancel, skip or reattempt workflows by id or by filter.
+        """Pause, resume, cancel, skip, reattempt or rerun workflows by id or by filter.
 
         The same commands as ``wf.pause()`` & co., the admin's buttons and ``flask
         geneva pause``: one short locked transaction per workflow, triggers sent after
@@ -298,22 +300,37 @@ class Geneva:
             geneva.perform("resume", WorkflowFilter(workflow_type="PaymentWorkflow",
                                                     states=("paused",)))
 
-        :param operation: ``pause``, ``resume``, ``cancel``, ``skip`` or ``reattempt``.
+        :param operation: ``pause``, ``resume``, ``cancel``, ``skip``, ``reattempt``,
+            ``resume_at`` or ``rerun_from``.
         :param workflows: workflow ids, or a :class:`~flask_geneva.WorkflowFilter`.
         :param step: for ``skip`` / ``reattempt``: the step; needed when several are due.
+            For ``resume_at`` / ``rerun_from``: the step (required).
+        :param actor: who acts, recorded with each action (the audit).
+        :param reason: why, recorded with each action.
         :param raise_errors: raise the first error, or else collect each in
             :attr:`OperationResult.errors` (by workflow id) and go on.
         :raises InvalidStateError: the command is not allowed in a workflow's state.
+        :raises ValueError: ``actor`` or ``reason`` is too long or holds control characters.
         """
-        if not isinstance(workflows, queries.WorkflowFilter):
-            return operations.perform(
-                self, operation, workflows, step=step, raise_errors=raise_errors
-            )
+        batches = (
+            queries.iter_ids(self, workflows, batch_size=200)
+            if isinstance(workflows, queries.WorkflowFilter)
+            else [list(workflows)]
+        )
         result = operations.OperationResult(operation)
-        for ids in queries.iter_ids(self, workflows, batch_size=200):
-            batch = operations.perform(self, operation, ids, step=step, raise_errors=raise_errors)
+        for ids in batches:
+            batch = operations.perform(
+                self,
+                operation,
+                ids,
+                step=step,
+                actor=actor,
+                reason=reason,
+                raise_errors=raise_errors,
+            )
             result.done.extend(batch.done)
             result.errors.update(batch.errors)
+            result.details.update(batch.details)
         return result
 
     # -- finding workflows -----------------------------------------------------------------

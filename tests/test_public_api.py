@@ -71,6 +71,7 @@ def test_the_package_exports_exactly_the_documented_names() -> None:
         "InvalidStateError",
         "OperationResult",
         "OutputError",
+        "RerunPlan",
         "Signal",
         "SignalError",
         "StepExecutionError",

@@ -77,7 +77,7 @@ def test_rerun_by_id_runs_the_step_and_its_descendants_and_records_who(app):
         "template fixed",
     )
     assert result.exit_code == 0, result.output
-    assert result.output == "rerun 1 workflow(s)\n"
+    assert result.output == "rerun 1 workflow(s) from render\n"
     assert committed.state(wf) == "ready"
     speedrun(wf)
     assert Counter(committed.marks(wf)) == Counter(gather=1, render=2, mail=2)
@@ -97,7 +97,7 @@ def test_rerun_by_filter_asks_with_a_count_and_reruns_only_the_rerunnable(app):
     assert "Rerun 3 workflow(s)?" in result.output and result.exit_code == 1
     assert all(committed.state(wf) == "finished" for wf in done)
     result = invoke(app, "rerun", "--from", "mail", "--class", "Report", "--yes")
-    assert result.output == "rerun 3 workflow(s)\n"
+    assert result.output == "rerun 3 workflow(s) from mail\n"
     assert all(committed.state(wf) == "ready" for wf in done)
     assert committed.state(going) == "ready" and actions(going) == []
 
@@ -128,7 +128,7 @@ def test_resume_at_goes_on_from_the_step_and_skips_the_earlier_ones(app):
     wf = Report.create()
     wf.pause()
     result = invoke(app, "resume-at", str(wf.id), "mail", "--actor", "ops", "--reason", "manual")
-    assert result.exit_code == 0, result.output
+    assert result.output == "resumed 1 workflow(s) at mail\n"
     speedrun(wf)
     assert committed.state(wf) == "finished" and committed.marks(wf) == ["mail"]
     assert actions(wf)[-1] == ("resume_at", "mail", "ops", "manual")
