@@ -125,3 +125,17 @@ def test_an_undefined_step_that_is_not_removed_pauses_the_workflow(app):
     speedrun(wf)
     assert committed.state(wf) == "finished"
     assert committed.marks(wf) == ["reserve", "ship"]
+
+
+def test_resume_after_an_undefined_step_paused_goes_on_with_the_current_graph(app):
+    wf = on_notify_then_deploy(app, OrderCareless)
+    rows.run(app, wf, "notify_warehouse")
+    assert committed.state(wf) == "paused"
+    wf.resume(actor="ops", reason="the warehouse is told elsewhere now")
+    speedrun(wf)
+    assert committed.state(wf) == "finished"
+    assert committed.marks(wf) == ["reserve", "ship"]
+    # The vanished step was not run again: its one execution is the failed one.
+    assert [h for h in committed.history(wf) if h[0] == "notify_warehouse"] == [
+        ("notify_warehouse", "failed", "failed")
+    ]
