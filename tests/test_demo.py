@@ -612,6 +612,19 @@ def test_the_document_dag_fans_out_and_joins_before_publishing(client: FlaskClie
         client, published, "summarise_page", "make_thumbnails", "analyse_text", "scan_for_viruses"
     )
 
+    # A fix to the text analysis: re-run it, and what comes after it, on the published
+    # document (what the admin's "Re-run from here" on the analyse_text node does).
+    rerun = published.rerun_from("analyse_text", actor="demo", reason="language model fixed")
+    assert rerun == ("analyse_text", "publish")
+    wait_for(published)
+    assert published.state == "finished"
+    runs = {
+        name: len([e for e in published.executions if e.step_name == name])
+        for name in ("extract", "make_thumbnails", "analyse_text", "publish")
+    }
+    assert runs == {"extract": 1, "make_thumbnails": 1, "analyse_text": 2, "publish": 2}
+    assert_admin_shows(client, published, "rerun from step analyse_text", "language model fixed")
+
 
 def test_reindex_walks_every_document_with_a_resumable_step_in_continuations(
     client: FlaskClient,
