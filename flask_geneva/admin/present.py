@@ -97,7 +97,14 @@ def waiting_reasons(state: str, latest: Sequence[Mapping[str, Any]], now: dateti
     for x in scheduled:
         due = x["scheduled_for"]
         name = x["step_name"]
-        if due > now:
+        if due > now and x.get("consecutive_reattempts"):
+            # A reattempt's backoff: say when, and how many tries in a row came before.
+            tries = x["consecutive_reattempts"]
+            reasons.append(
+                f"step `{name}` failed {tries} time{'s' if tries != 1 else ''} in a row; "
+                f"next attempt {relative(due, now)} (at {clock_time(due, now)} UTC)"
+            )
+        elif due > now:
             reasons.append(
                 f"step `{name}` is scheduled for {clock_time(due, now)} UTC ({relative(due, now)})"
             )

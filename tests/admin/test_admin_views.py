@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from admin_helpers import PREFIX
 from flask_sqlalchemy import SQLAlchemy
 
+from flask_geneva import ExceptionPolicy
 from flask_geneva import Geneva
 from flask_geneva import step
 from flask_geneva.testing import perform_next_step
@@ -68,6 +69,16 @@ class LongHistory(geneva.Workflow):  # type: ignore[name-defined,misc]
         _spins[self.id] = _spins.get(self.id, 0) + 1
         if _spins[self.id] < 211:
             self.reattempt()
+
+
+class FlakyGateway(Exception):
+    pass
+
+
+class RetryingWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step(on_exception=ExceptionPolicy("reattempt", wait=timedelta(minutes=5), max_reattempts=3))
+    def call_gateway(self) -> None:
+        raise FlakyGateway("gateway busy")
 
 
 class ChargeWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
@@ -162,6 +173,19 @@ def test_the_detail_page_draws_the_dag_and_says_when_the_next_step_is_due(admin)
     with travel(timedelta(hours=1, minutes=12)):
         later = admin.get(f"{PREFIX}/workflows/{workflow.id}").text
     assert re.search(r"overdue by 1[12] min — no worker has picked it up", later)
+
+
+def test_a_reattempted_step_says_when_its_next_attempt_is(admin):
+    workflow = RetryingWorkflow.create()
+    for _ in range(2):
+        with pytest.raises(FlakyGateway):
+            perform_next_step(workflow)
+    text = admin.get(f"{PREFIX}/workflows/{workflow.id}").text
+    assert re.search(
+        r"step `call_gateway` failed 2 times in a row; next attempt in (4|5) min "
+        r"\(at (\d{4}-\d\d-\d\d )?\d\d:\d\d UTC\)",
+        text,
+    ), text
 
 
 def test_skip_and_reattempt_stay_offered_for_a_step_older_than_the_newest_200_rows(admin):
