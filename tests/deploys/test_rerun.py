@@ -399,3 +399,39 @@ def test_housekeeping_deletes_a_workflow_s_actions_with_it(app):
     with travel(timedelta(days=400)):
         assert housekeeping.run(geneva).workflows_deleted == 1
     assert actions(wf) == []
+
+
+class Squares(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def numbers(self) -> list[int]:
+        mark(self, "numbers")
+        return [1, 2, 3]
+
+    @step(for_each="numbers", max_parallel=2)
+    def square(self) -> int:
+        mark(self, "square")
+        return int(self.item) ** 2
+
+    @step
+    def total(self, square: list[int]) -> int:
+        mark(self, "total")
+        return sum(square)
+
+
+@pytest.mark.parametrize("start", ["numbers", "square"])
+def test_a_rerun_through_a_map_step_runs_every_item_again_in_a_new_round(app, start):
+    wf = speedrun(Squares.create())
+    assert wf.output_of("total") == 14
+    wf.rerun_from(start)
+    speedrun(wf)
+    assert committed.state(wf) == "finished"
+    assert wf.output_of("total") == 14 and wf.output_of("square") == [1, 4, 9]
+    counts = ran(wf)
+    assert counts["square"] == 6 and counts["total"] == 2
+    assert counts["numbers"] == (2 if start == "numbers" else 1)
+    e = geneva.tables.executions
+    query = sa.select(sa.func.count()).where(
+        e.c.workflow_id == wf.id, e.c.step_name == "square", e.c.superseded_at.is_not(None)
+    )
+    with geneva.engine().connect() as conn:
+        assert conn.execute(query).scalar_one() == 3
