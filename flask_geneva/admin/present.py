@@ -37,12 +37,16 @@ def duration(delta: timedelta | None) -> str:
 
 
 def clock_time(moment: datetime | None, now: datetime) -> str:
-    """Return ``14:05`` for today (UTC), ``2026-11-20 14:05`` otherwise; ``""`` for None."""
+    """Return ``14:05:09`` for today (UTC), ``2026-11-20 14:05:09`` otherwise; ``""`` for None.
+
+    Always to the second: at 3 a.m. the order of two events a few seconds apart matters,
+    and a moment's text never changes as time passes (a polled fragment stays the same).
+    """
     if moment is None:
         return ""
     if moment.date() == now.date():
-        return moment.strftime("%H:%M:%S" if abs(moment - now) < timedelta(minutes=2) else "%H:%M")
-    return moment.strftime("%Y-%m-%d %H:%M")
+        return moment.strftime("%H:%M:%S")
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def relative(moment: datetime | None, now: datetime) -> str:

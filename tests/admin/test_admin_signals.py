@@ -73,7 +73,7 @@ def test_a_waiting_step_says_what_it_waits_for_since_when_and_when_it_times_out(
     with travel(timedelta(hours=2)):
         html = page(admin, workflow.id)
     assert re.search(
-        r"step `record` is waiting for signal `settled` since \d\d:\d\d UTC \(2 h ago\) "
+        r"step `record` is waiting for signal `settled` since \d\d:\d\d:\d\d UTC \(2 h ago\) "
         r"\(times out in 2 d\)",
         html,
     ), html

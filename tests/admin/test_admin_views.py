@@ -164,7 +164,7 @@ def test_the_detail_page_draws_the_dag_and_says_when_the_next_step_is_due(admin)
     assert 'data-step="receipt" data-state="pending"' in text
     assert 'data-edge="capture->receipt"' in text and 'data-edge="reserve->notify"' in text
     # After 23:00 UTC the due time is tomorrow, and the page shows its date too.
-    due = r"(\d{4}-\d\d-\d\d )?\d\d:\d\d"
+    due = r"(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d"
     assert re.search(rf"step `capture` is scheduled for {due} UTC \(in (59|60) min\)", text)
     assert 'hx-trigger="every 3.0s"' in text  # ongoing: the page polls
     # The right buttons: no resume on a running workflow.
@@ -183,7 +183,7 @@ def test_a_reattempted_step_says_when_its_next_attempt_is(admin):
     text = admin.get(f"{PREFIX}/workflows/{workflow.id}").text
     assert re.search(
         r"step `call_gateway` failed 2 times in a row; next attempt in (4|5) min "
-        r"\(at (\d{4}-\d\d-\d\d )?\d\d:\d\d UTC\)",
+        r"\(at (\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d UTC\)",
         text,
     ), text
 
@@ -275,3 +275,16 @@ def test_the_admin_serves_its_vendored_htmx_and_stylesheets(admin):
     assert css.status_code == 200 and b".badge" in css.data
     css.close()
     assert ".geneva-source" in admin.get(f"{PREFIX}/source.css").text
+
+
+def test_times_keep_their_seconds_and_skip_asks_first_like_cancel(admin):
+    workflow = OrderWorkflow.create(hero=_customer())
+    created = workflow.created_at
+    with travel(timedelta(hours=3)):
+        text = admin.get(f"{PREFIX}/workflows/{workflow.id}").text
+    # Three hours later the creation time still reads to the second.
+    assert created.strftime("%H:%M:%S") in text
+    skip = re.search(r'<form [^>]*workflows/\d+/skip"[^>]*>', text).group(0)
+    assert 'hx-confirm="Skip step reserve of workflow' in skip
+    cancel = re.search(r'<form [^>]*workflows/\d+/cancel"[^>]*>', text).group(0)
+    assert "hx-confirm=" in cancel
