@@ -9,7 +9,8 @@ a strategy name, or a callable:
   ``:polynomially_longer``): 3 s, 18 s, 83 s, ... about 1.9 days at ``n = 20``; at most
   :data:`~flask_geneva.policy.MAX_WAIT`, the longest wait any due time may hold.
 - a callable taking the attempt number ``n`` and returning a timedelta or seconds; its
-  result goes through :func:`~flask_geneva.policy.to_wait`, and no jitter is added.
+  result goes through :func:`~flask_geneva.policy.to_wait` (and None is refused), and
+  no jitter is added.
 
 **Jitter**: a strategy adds a random 0 to 15 % (:data:`JITTER`) of its nominal delay,
 as ActiveJob does by default, so that workflows failing together (an outage) do not
@@ -151,7 +152,8 @@ def delay(wait: Wait, attempt: int) -> timedelta:
     :param attempt: the reattempt's number, 1 or more.
     :raises ValueError: a callable returned a wait :func:`to_wait` refuses (negative,
         NaN, infinite, over 100 years); the message names the callable and the value.
-    :raises TypeError: a callable returned something that is not a wait.
+    :raises TypeError: a callable returned something that is not a wait, None included
+        (a function that forgot to ``return`` would otherwise reattempt at once).
     :raises Exception: whatever a callable raised, as it raised it.
     """
     if isinstance(wait, timedelta):
@@ -160,6 +162,8 @@ def delay(wait: Wait, attempt: int) -> timedelta:
         return STRATEGIES[wait](attempt)
     returned = wait(attempt)
     try:
+        if returned is None:  # a function that forgot to return: no "run again now"
+            raise TypeError("invalid wait value None: expected a timedelta or a number of seconds")
         return to_wait(returned)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"wait={describe(wait)} returned an {exc} (attempt {attempt})") from None
