@@ -138,7 +138,8 @@ class ExceptionPolicy:
                 f"invalid terminal_action {terminal_action!r}; expected 'pause' or 'cancel'"
             )
         terminal_action = str(terminal_action)
-        # backoff builds on to_wait below, so it is imported when a policy is made.
+        # backoff imports MAX_WAIT and to_wait from this module: imported here, when a
+        # policy is made, it finds them defined.
         from .backoff import checked
 
         checked_wait = checked(wait)
