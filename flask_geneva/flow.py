@@ -52,6 +52,11 @@ class ReattemptSignal(FlowSignal):
     body that the step's exception policy handles (by default: pause), rather than a
     crash of the transaction that would schedule the next attempt.
 
+    The backoff strategies (``"exponential"``, ``"polynomial"``, a callable of the
+    attempt number) belong to ``ExceptionPolicy(wait=...)``, which counts the attempts;
+    here they are a :class:`TypeError` that says so. A step that backs off computes its
+    wait itself.
+
     :param wait: a timedelta, a number of seconds, or None (run again now).
     """
 
@@ -61,6 +66,13 @@ class ReattemptSignal(FlowSignal):
         try:
             delay = to_wait(wait)
         except (TypeError, ValueError) as exc:
-            raise type(exc)(f"reattempt(wait=...) was given an {exc}") from None
+            hint = ""
+            if isinstance(wait, str) or callable(wait):
+                hint = (
+                    "; backoff strategies ('exponential', 'polynomial', a callable of the "
+                    "attempt number) are for ExceptionPolicy(wait=...), which counts the "
+                    "attempts: inside a step, compute the wait"
+                )
+            raise type(exc)(f"reattempt(wait=...) was given an {exc}{hint}") from None
         super().__init__(delay)
         self.wait = delay

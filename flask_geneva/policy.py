@@ -55,7 +55,14 @@ class ExceptionPolicy:
     :param action: ``"pause"``, ``"cancel"``, ``"reattempt"`` or ``"skip"``.
     :param exceptions: exception classes (or their names, matched against the error's
         class hierarchy) this policy applies to; empty means every ``Exception``.
-    :param wait: delay before a reattempt (timedelta or seconds).
+    :param wait: delay before a reattempt: a timedelta or seconds (the same every
+        time), ``"exponential"`` (``2 ** n`` s plus jitter, at most 1 h),
+        ``"polynomial"`` (``n ** 4 + 2`` s plus jitter), or a callable taking ``n`` and
+        returning a timedelta or seconds (see :mod:`~flask_geneva.backoff`). ``n`` is
+        the number of the reattempt being scheduled: 1 after the step's first failure,
+        then 2, 3, ... while it keeps failing (its consecutive automatic reattempts so
+        far, plus one). Kept as :attr:`wait`: the timedelta, the strategy's name or the
+        callable.
     :param max_reattempts: consecutive automatic reattempts allowed before
         ``terminal_action`` applies; 100 by default, ``None`` for no limit.
     :param terminal_action: with ``"reattempt"``: what happens once the limit is
@@ -70,7 +77,7 @@ class ExceptionPolicy:
         action: str | None = None,
         *,
         exceptions: ExceptionSpec | Iterable[ExceptionSpec] = (),
-        wait: timedelta | int | float | None = None,
+        wait: timedelta | int | float | str | Callable[[int], Any] | None = None,
         max_reattempts: int | None = UNSET,
         terminal_action: str | None = None,
         handler: Handler | None = None,
@@ -131,10 +138,11 @@ class ExceptionPolicy:
                 f"invalid terminal_action {terminal_action!r}; expected 'pause' or 'cancel'"
             )
         terminal_action = str(terminal_action)
-        try:
-            delay = to_wait(wait)
-        except TypeError as exc:
-            raise ValueError(str(exc)) from None
+        # backoff imports MAX_WAIT and to_wait from this module: imported here, when a
+        # policy is made, it finds them defined.
+        from .backoff import checked
+
+        checked_wait = checked(wait)
         if isinstance(exceptions, type | str):
             exceptions = (exceptions,)
         try:
@@ -153,7 +161,8 @@ class ExceptionPolicy:
                 )
         self.action = action
         self.exceptions: tuple[ExceptionSpec, ...] = specs
-        self.wait = delay
+        #: The reattempt's wait: a timedelta, a strategy name, or a callable of ``n``.
+        self.wait: timedelta | str | Callable[[int], Any] = checked_wait
         self.max_reattempts: int | None = max_reattempts
         self.terminal_action = terminal_action
         self.handler = handler
@@ -162,6 +171,17 @@ class ExceptionPolicy:
     def is_blanket(self) -> bool:
         """True when the policy names no exception classes (it applies to any error)."""
         return not self.exceptions
+
+    def delay(self, attempt: int) -> timedelta:
+        """Return the wait before reattempt number ``attempt`` (1 for the first).
+
+        :raises ValueError: a callable ``wait`` returned a wait :func:`to_wait` refuses.
+        :raises TypeError: a callable ``wait`` returned something that is not a wait.
+        :raises Exception: what a callable ``wait`` raised.
+        """
+        from .backoff import delay
+
+        return delay(self.wait, attempt)
 
     def matches(self, error: BaseException) -> bool:
         """Return whether this policy applies to ``error``."""
@@ -197,7 +217,8 @@ def to_wait(value: timedelta | int | float | None) -> timedelta:
 
     ``@step(wait=)``, ``ExceptionPolicy(wait=)`` and ``self.reattempt(wait=)`` all call
     it, so a wait that no due time could hold fails where it is written (at import, or
-    inside the step body) and never in the transaction that schedules the next run.
+    inside the step body) and never in the transaction that schedules the next run. What
+    a policy's callable ``wait`` returns goes through it too, when the step fails.
 
     :param value: a :class:`~datetime.timedelta`, a number of seconds, or None (no wait).
     :raises TypeError: the value is not a timedelta, a number or None.

@@ -5,6 +5,14 @@ decides; a stored reference is missing. Exceptions go through the exception poli
 (:func:`~flask_geneva.policy.resolve`), including the reattempt limit and an
 imperative handler, which runs here as if inside the step so its flow-control calls
 raise signals.
+
+A reattempt policy's wait may depend on the attempt (:mod:`~flask_geneva.backoff`): the
+reattempt being scheduled is number ``consecutive_reattempts + 1``, where
+``consecutive_reattempts`` is the count carried by the execution that just failed (0 on
+the step's first run; each automatic reattempt's execution carries one more; a
+``self.reattempt()`` carries it unchanged; a success or an operator's resume starts
+again at 0). A callable wait that raises, or returns no valid wait, pauses the workflow
+with an error that says so, like a handler that raises: never a crash of the worker.
 """
 
 from __future__ import annotations
@@ -49,10 +57,34 @@ def from_exception(
         if limit is not None and consecutive_reattempts >= limit:
             log.info("reattempt limit (%d) reached; %s", limit, policy.terminal_action)
             return StepResult("failed", error=info, then=policy.terminal_action)
-        return StepResult("reattempt", wait=policy.wait, error=info, reason=reason)
+        attempt = consecutive_reattempts + 1
+        try:
+            wait = policy.delay(attempt)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as wait_error:
+            log.exception("reattempt wait raised %r; workflow paused", wait_error)
+            return StepResult("failed", error=_wait_failed(info, attempt, wait_error), then="pause")
+        return StepResult("reattempt", wait=wait, error=info, reason=reason)
     if policy.action == "skip":
         return StepResult("skip", error=info)
     return StepResult("failed", error=info, then=policy.action or "pause")
+
+
+def _wait_failed(info: ErrorInfo, attempt: int, error: BaseException) -> ErrorInfo:
+    """The error kept when a policy's callable wait failed: its own, then the step's."""
+    failed = ErrorInfo.from_exception(error, "")
+    message = (
+        f"the reattempt policy's wait failed for reattempt {attempt}: {failed.message}; "
+        f"workflow paused instead of reattempting. The step's error was "
+        f"{info.error_class}: {info.message}"
+    )
+    trace = "".join(traceback.format_exception(error, chain=False))
+    return ErrorInfo(
+        failed.error_class,
+        message,
+        f"{info.traceback}\nWhile choosing the reattempt's wait:\n\n{trace}",
+    )
 
 
 def from_signal(signal: FlowSignal, error: ErrorInfo | None, reason: str) -> StepResult:
