@@ -237,6 +237,8 @@ def test_a_poll_answers_only_changed_fragments_and_stops_when_the_workflow_ends(
     final = admin.get(url, query_string=digests, headers={"HX-Request": "true"})
     assert final.status_code == 286  # htmx stops polling
     assert 'data-state="canceled"' in final.text
+    # A new status clears the last action's message, which spoke of the old one.
+    assert '<div id="geneva-message" hx-swap-oob="true" aria-live="polite"></div>' in final.text
     assert "hx-trigger" not in admin.get(url).text  # a terminal page does not poll
 
 
