@@ -185,6 +185,9 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
     predecessors: dict[str, tuple[str, ...]] = dict(graph.predecessors) if graph is not None else {}
     for name in latest:  # steps no longer in the class still show, unconnected
         predecessors.setdefault(name, ())
+    if not is_ongoing(workflow["state"]):  # it ended: a step never created will not run
+        for name in predecessors:
+            states.setdefault(name, "not_run")
     layout = dag.layout(predecessors, states, attempts, {k: m.text for k, m in maps.items()})
 
     hero_text, hero_problem = _hero(ext, workflow)
@@ -247,7 +250,8 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
         hero_problem=hero_problem,
         layout=layout,
         timeline=present.timeline(spans, workflow["created_at"], now, moments),
-        reasons=present.waiting_reasons(workflow["state"], list(latest.values()), now)
+        reasons=_ended_by(workflow, actions, executions, now)
+        + present.waiting_reasons(workflow["state"], list(latest.values()), now)
         + [f"map step `{k}`: {m.text}" for k, m in maps.items() if m.progress.state != "completed"],
         failures=failures,
         signals=signal_rows,
@@ -383,6 +387,26 @@ def _hero(ext: Geneva, workflow: Mapping[str, Any]) -> tuple[str | None, str | N
     if hero is None:
         return None, "the hero record no longer exists"
     return str(hero), None
+
+
+def _ended_by(
+    workflow: Mapping[str, Any],
+    actions: list[audit.Action],
+    executions: list[dict[str, Any]],
+    now: datetime,
+) -> list[str]:
+    """Who or what canceled a canceled workflow, and why, in one sentence."""
+    if workflow["state"] != "canceled":
+        return []
+    by_operator = [a for a in actions if a.action == "cancel"]
+    if by_operator:
+        a = by_operator[-1]
+        said = f": {a.reason}" if a.reason else ""
+        return [f"canceled by {a.by} at {present.clock_time(a.created_at, now)} UTC{said}"]
+    ran = [x for x in executions if x["outcome"] == "canceled" and x["started_at"] is not None]
+    if ran:
+        return [f"canceled by step `{ran[-1]['step_name']}` (self.cancel() or a cancel_if)"]
+    return ["canceled (no operator action is recorded)"]
 
 
 def _actions(ext: Geneva, workflow_id: int, graph: Any, now: datetime) -> dict[str, list[str]]:

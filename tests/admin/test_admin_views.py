@@ -290,3 +290,23 @@ def test_times_keep_their_seconds_and_skip_asks_first_like_cancel(admin):
     assert 'hx-confirm="Skip step reserve of workflow' in skip
     cancel = re.search(r'<form [^>]*workflows/\d+/cancel"[^>]*>', text).group(0)
     assert "hx-confirm=" in cancel
+
+
+def test_an_attempt_that_raised_and_was_reattempted_is_not_shown_as_completed(admin):
+    workflow = RetryingWorkflow.create()
+    with pytest.raises(FlakyGateway):
+        perform_next_step(workflow)
+    text = admin.get(f"{PREFIX}/workflows/{workflow.id}").text
+    rows = re.findall(r'<tr data-execution="\d+">.*?</tr>', text, re.S)
+    (failed,) = [row for row in rows if "FlakyGateway" in row]
+    assert 'data-state="reattempted"' in failed and 'data-state="completed"' not in failed
+
+
+def test_a_canceled_workflow_says_who_canceled_it_and_why_and_its_unrun_steps_did_not_run(admin):
+    workflow = OrderWorkflow.create(hero=_customer())
+    perform_next_step(workflow)  # reserve
+    workflow.cancel(actor="ops@example.com", reason="duplicate order")
+    text = admin.get(f"{PREFIX}/workflows/{workflow.id}").text
+    assert re.search(r"canceled by ops@example.com at \d\d:\d\d:\d\d UTC: duplicate order", text)
+    assert 'data-step="receipt" data-state="not_run"' in text
+    assert 'data-step="reserve" data-state="completed"' in text
