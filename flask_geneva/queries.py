@@ -355,6 +355,47 @@ def recent_failures(
     return found
 
 
+@dataclass(frozen=True)
+class FailureGroup:
+    """Recent failures of one (class, step, error class): how many, since when, one example."""
+
+    type: str
+    step_name: str
+    error_class: str | None
+    count: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    #: The newest failure of the group (a row of :func:`recent_failures`).
+    newest: Mapping[str, Any]
+
+
+def group_failures(failures: Sequence[Mapping[str, Any]]) -> list[FailureGroup]:
+    """Group :func:`recent_failures` rows by (class, step, error class), most recent first.
+
+    Twenty workflows paused by the same gateway error are one line, and the one
+    different failure is not pushed off the list.
+    """
+    groups: dict[tuple[str, str, str | None], list[Mapping[str, Any]]] = {}
+    for row in failures:
+        groups.setdefault((row["type"], row["step_name"], row["error_class"]), []).append(row)
+    found = []
+    for (stored_type, step_name, error_class), rows in groups.items():
+        times = [r["failed_at"] for r in rows if r["failed_at"] is not None]
+        newest = max(rows, key=lambda r: (r["failed_at"] or datetime.min, r["id"]))
+        found.append(
+            FailureGroup(
+                type=stored_type,
+                step_name=step_name,
+                error_class=error_class,
+                count=len(rows),
+                first_seen=min(times) if times else None,
+                last_seen=max(times) if times else None,
+                newest=newest,
+            )
+        )
+    return sorted(found, key=lambda g: g.last_seen or datetime.min, reverse=True)
+
+
 def latest_executions(
     ext: Geneva, workflow_ids: Sequence[int]
 ) -> dict[int, list[Mapping[str, Any]]]:

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 #: Counts above this show as "1,000+": each is a capped index count (see queries), so the
 #: overview costs the same however many workflows pile up in one state.
 COUNT_CAP = 1_000
+#: The overview groups the failures of the newest this many paused workflows...
+FAILURES_SCAN = 200
+#: ... and shows this many groups.
+FAILURE_GROUPS = 20
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 #: How many rows one list poll may refresh.
@@ -52,14 +56,16 @@ def register(bp: Blueprint, ext: Geneva) -> None:
     def overview() -> str:
         types = sorted(set(queries.workflow_types(ext)) | set(ext.registry))
         counts = queries.counts_by_type_and_state(ext, types, cap=COUNT_CAP)
-        failures = queries.recent_failures(ext, limit=20)
+        # The newest paused workflows' failures, grouped: one line per (class, step, error).
+        failures = queries.group_failures(queries.recent_failures(ext, limit=FAILURES_SCAN))
         now = clock.now()
         template = "geneva/_partials/overview_body.html" if is_htmx() else "geneva/overview.html"
         return render_template(
             template,
             types=types,
             counts=counts,
-            failures=failures,
+            failures=failures[:FAILURE_GROUPS],
+            failures_scan=FAILURES_SCAN,
             states=queries.ALL_STATES,
             cap=COUNT_CAP,
             registry=ext.registry,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_geneva import ExceptionPolicy
 from flask_geneva import Geneva
 from flask_geneva import step
+from flask_geneva.queries import group_failures
 from flask_geneva.testing import perform_next_step
 from flask_geneva.testing import travel
 
@@ -310,3 +312,41 @@ def test_a_canceled_workflow_says_who_canceled_it_and_why_and_its_unrun_steps_di
     assert re.search(r"canceled by ops@example.com at \d\d:\d\d:\d\d UTC: duplicate order", text)
     assert 'data-step="receipt" data-state="not_run"' in text
     assert 'data-step="reserve" data-state="completed"' in text
+
+
+def test_recent_failures_are_grouped_so_a_different_one_is_not_pushed_off(admin):
+    same = [_failed_charge() for _ in range(25)]
+    other = RetryingWorkflow.create()
+    other.pause()  # paused, but with no failed step: not a failure
+    odd = OrderWorkflow.create(hero=_customer())
+    odd.pause()
+    text = admin.get(f"{PREFIX}/").text
+    groups = re.findall(r'<tr data-failure-group="([^"]+)">', text)
+    assert groups == [f"ChargeWorkflow:charge:{__name__}.Declined"]
+    row = re.search(r"<tr data-failure-group=.*?</tr>", text, re.S).group(0)
+    assert re.search(r'class="failure-count">25<', row)
+    assert f"{PREFIX}/classes/ChargeWorkflow?state=paused&amp;step=charge" in row
+    assert f'href="{PREFIX}/workflows/{same[-1].id}"' in row  # the newest as the example
+    assert "card declined for 3 EUR" in row
+
+
+def test_group_failures_orders_groups_by_their_last_failure():
+    def row(ident, cls, error, minute):
+        return dict(
+            id=ident,
+            type=cls,
+            step_name="s",
+            error_class=error,
+            failed_at=datetime(2026, 1, 1, 10, minute),
+            error_message="m",
+        )
+
+    groups = group_failures(
+        [row(1, "A", "X", 1), row(2, "A", "X", 5), row(3, "B", "Y", 3), row(4, "A", "Z", 2)]
+    )
+    assert [(g.type, g.error_class, g.count) for g in groups] == [
+        ("A", "X", 2),
+        ("B", "Y", 1),
+        ("A", "Z", 1),
+    ]
+    assert groups[0].first_seen.minute == 1 and groups[0].newest["id"] == 2
