@@ -66,6 +66,7 @@ def register(bp: Blueprint, ext: Geneva) -> None:
             counts=counts,
             failures=failures[:FAILURE_GROUPS],
             failures_scan=FAILURES_SCAN,
+            poll_interval=poll_interval(),
             states=queries.ALL_STATES,
             cap=COUNT_CAP,
             registry=ext.registry,

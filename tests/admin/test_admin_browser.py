@@ -471,3 +471,20 @@ def test_a_rerun_from_a_graph_node_with_its_preview_and_the_audit_in_the_timelin
     ids = page.locator('input[name="ids"]').evaluate_all("boxes => boxes.map(b => b.value)")
     assert ids == [str(workflow.id)] and str(other.id) not in ids
     assert watched.violations() == []
+
+
+def test_the_overview_follows_the_fleet_without_a_reload(watched, live):
+    page = watched.page
+    page.goto(f"{live}/")
+    page.evaluate("window.__notReloaded = true")
+    ready = page.locator('tr[data-type="PayoutWorkflow"] a[data-state="paused"]')
+    assert ready.count() == 0
+    for _ in range(3):
+        PayoutWorkflow.create()  # the worker runs validate, then transfer fails: paused
+    ready.wait_for(timeout=10_000)
+    wait_until(lambda: ready.inner_text() == "3", timeout=10, message=lambda: ready.inner_text())
+    group = page.locator('tr[data-failure-group^="PayoutWorkflow:transfer:"]')
+    group.wait_for()
+    assert group.locator(".failure-count").inner_text() == "3"
+    assert page.evaluate("window.__notReloaded") is True
+    assert watched.violations() == []
