@@ -428,9 +428,22 @@ def latest_executions(
 def current_steps(ext: Geneva, workflow_ids: Sequence[int]) -> dict[int, list[tuple[str, str]]]:
     """Return, per workflow, ``(step, state)`` of each step that is scheduled, running
     or failed in its latest execution (what the list shows as "current step")."""
-    return {
-        workflow_id: [
+    return current_and_errors(ext, workflow_ids)[0]
+
+
+def current_and_errors(
+    ext: Geneva, workflow_ids: Sequence[int]
+) -> tuple[dict[int, list[tuple[str, str]]], dict[int, Mapping[str, Any]]]:
+    """:func:`current_steps`, and per workflow its newest failed step's latest execution
+    (``step_name``, ``error_class``, ``error_message``): the list's error column. One
+    read of the latest executions for both."""
+    current: dict[int, list[tuple[str, str]]] = {}
+    errors: dict[int, Mapping[str, Any]] = {}
+    for workflow_id, rows in latest_executions(ext, workflow_ids).items():
+        current[workflow_id] = [
             (x["step_name"], x["state"]) for x in rows if x["state"] in CURRENT_STEP_STATES
         ]
-        for workflow_id, rows in latest_executions(ext, workflow_ids).items()
-    }
+        failed = [x for x in rows if x["state"] == StepState.FAILED]
+        if failed:
+            errors[workflow_id] = max(failed, key=lambda x: x["id"])
+    return current, errors

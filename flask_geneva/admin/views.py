@@ -44,6 +44,8 @@ FAILURES_SCAN = 200
 #: ... and shows this many groups.
 FAILURE_GROUPS = 20
 PAGE_SIZE = 50
+#: A list's total counts at most this many ("10,000+").
+LIST_TOTAL_CAP = 10_000
 MAX_PAGE_SIZE = 200
 #: How many rows one list poll may refresh.
 MAX_POLLED_ROWS = 400
@@ -96,10 +98,12 @@ def register(bp: Blueprint, ext: Geneva) -> None:
         }
         ids = sorted(digests, reverse=True)[:MAX_POLLED_ROWS]
         rows = _rows_by_id(ext, ids)
+        current, errors = queries.current_and_errors(ext, [r["id"] for r in rows])
         html = render_template(
             "geneva/_partials/workflow_rows.html",
             rows=rows,
-            current=queries.current_steps(ext, [r["id"] for r in rows]),
+            current=current,
+            errors=errors,
             oob=True,
             digests={f"row_{k}": v for k, v in digests.items()},
             more=None,
@@ -233,9 +237,15 @@ def _list(ext: Geneva, workflow_type: str | None) -> str:
     rows = queries.list_workflows(ext, f, limit=limit + 1, before_id=before_id)
     more = rows[limit - 1]["id"] if len(rows) > limit else None
     rows = rows[:limit]
+    current, errors = queries.current_and_errors(ext, [r["id"] for r in rows])
+    # The total on a full page load: capped, so a filter over millions costs a bounded count.
+    total = None if is_htmx() else queries.count_matching(ext, f, cap=LIST_TOTAL_CAP)
     context: dict[str, Any] = dict(
         rows=rows,
-        current=queries.current_steps(ext, [r["id"] for r in rows]),
+        current=current,
+        errors=errors,
+        total=total,
+        total_cap=LIST_TOTAL_CAP,
         more=more,
         limit=limit,
         filter=f,

@@ -350,3 +350,19 @@ def test_group_failures_orders_groups_by_their_last_failure():
         ("A", "Z", 1),
     ]
     assert groups[0].first_seen.minute == 1 and groups[0].newest["id"] == 2
+
+
+def test_the_list_shows_its_total_and_each_failure_in_an_error_column(admin):
+    failed = _failed_charge()
+    for _ in range(2):
+        OrderWorkflow.create(hero=_customer())
+    text = admin.get(f"{PREFIX}/workflows").text
+    assert 'data-total="3"' in text and "<strong>3</strong> workflows match" in text
+    row = re.search(rf'<tr id="geneva-row-{failed.id}".*?</tr>', text, re.S).group(0)
+    assert re.search(
+        r'<td class="error"><span title="card declined for 3 EUR"><strong>'
+        rf"{__name__}.Declined</strong>: card declined for 3 EUR",
+        row,
+    )
+    one = admin.get(f"{PREFIX}/classes/ChargeWorkflow").text
+    assert "<strong>1</strong> workflow matches" in one
