@@ -134,7 +134,7 @@ class TypeCensus:
 
 @dataclass(frozen=True)
 class Census:
-    """The census of every stored type with ongoing workflows, by type."""
+    """The census of every class and every stored type with ongoing workflows, by type."""
 
     types: tuple[TypeCensus, ...] = field(default=())
 
@@ -154,10 +154,15 @@ def census(ext: Geneva, stored_type: str | None = None) -> Census:
     """Count what the stored workflows need from the classes this process defines.
 
     :param stored_type: only this stored identity (the ``type`` column), or None: every
-        type with ongoing workflows. Types whose workflows all ended are not listed.
+        class this process defines, and every other type with ongoing workflows (a
+        type with no class whose workflows all ended is not listed: nothing waits on it).
     """
     fingerprints, active, paused = _read(ext, stored_type)
-    types = sorted(set(fingerprints) | set(active) | set(paused))
+    types = set(fingerprints) | set(active) | set(paused)
+    if stored_type is None:
+        types |= set(ext.registry)  # every class, those with no ongoing workflow too
+    elif stored_type in ext.registry:
+        types.add(stored_type)
     return Census(
         tuple(
             _type_census(
@@ -167,7 +172,7 @@ def census(ext: Geneva, stored_type: str | None = None) -> Census:
                 active.get(t, {}),
                 paused.get(t, []),
             )
-            for t in types
+            for t in sorted(types)
         )
     )
 
