@@ -275,4 +275,3 @@ def test_removed_steps_in_flight_counts_only_ongoing_workflows(app):
     assert OrderWithoutNotify.removed_steps_in_flight() == {"notify_warehouse": 1}
     assert OrderCareless.removed_steps_in_flight() == {}  # lists none
     assert Order.removed_steps_in_flight() == {}
-
