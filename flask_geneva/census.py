@@ -177,9 +177,8 @@ def census(ext: Geneva, stored_type: str | None = None) -> Census:
     )
 
 
-def _read(
-    ext: Geneva, stored_type: str | None
-) -> tuple[dict[str, list[Any]], dict[str, dict[str, dict[str, int]]], dict[str, list[Any]]]:
+def statements(ext: Geneva, stored_type: str | None = None) -> list[sa.Select[Any]]:
+    """The census's three grouped statements (for ``EXPLAIN``): see the module's notes."""
     w = ext.tables.workflows
     e = ext.tables.executions
     ongoing = w.c.state.in_(ONGOING_STATES)
@@ -195,6 +194,13 @@ def _read(
         .where(e.c.state.in_(_ACTIVE), e.c.superseded_at.is_(None), ongoing, *narrow)
         .group_by(w.c.type, e.c.step_name, e.c.state)
     )
+    return [by_fingerprint, by_step, _paused_failures(ext, narrow)]
+
+
+def _read(
+    ext: Geneva, stored_type: str | None
+) -> tuple[dict[str, list[Any]], dict[str, dict[str, dict[str, int]]], dict[str, list[Any]]]:
+    by_fingerprint, by_step, by_failure = statements(ext, stored_type)
     fingerprints: dict[str, list[Any]] = {}
     active: dict[str, dict[str, dict[str, int]]] = {}
     paused: dict[str, list[Any]] = {}
@@ -203,7 +209,7 @@ def _read(
             fingerprints.setdefault(t, []).append((state, fp, int(count)))
         for t, name, state, count in conn.execute(by_step):
             active.setdefault(t, {}).setdefault(name, {})[state] = int(count)
-        for t, name, count, lowest in conn.execute(_paused_failures(ext, narrow)):
+        for t, name, count, lowest in conn.execute(by_failure):
             paused.setdefault(t, []).append((name, int(count), int(lowest)))
     return fingerprints, active, paused
 
