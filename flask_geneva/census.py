@@ -13,7 +13,9 @@ For every stored type with ongoing workflows (ready, performing or paused) it gi
   is set: they are skipped) or **stranded** (they would fail and pause the workflow);
 * paused workflows stranded on a step the class does not define: the workflow's latest
   failed execution (superseded rows are history and ignored) is on such a step, and
-  no execution was created in the workflow after it failed (it was not resumed since).
+  that failure is what paused it: the workflow entered ``paused`` no later than the
+  failure was recorded (a workflow resumed since and paused again is not counted, nor
+  one whose latest failure is on a step the class defines).
   ``removed_steps`` does not help these: the failed execution will not run again.
   They need an operator: ``wf.resume_at(step)``.
 
@@ -30,7 +32,7 @@ bound to those types, so their cost follows the ongoing workflows, not the table
    class defines are filtered out in Python (the groups are few: one per type, step
    and state), rather than a ``NOT IN`` per class, which no index serves;
 3. paused workflows' latest failure by (type, step): the ``(type, state, id)`` index,
-   then one probe of the executions' ``(workflow_id, id)`` index per paused workflow.
+   then a probe of the executions' ``(workflow_id, id)`` index per paused workflow.
 """
 
 from __future__ import annotations
@@ -226,11 +228,15 @@ def _read(
 
 
 def _paused_failures(ext: Geneva, narrow: list[Any]) -> sa.Select[Any]:
-    """(type, step, count, lowest id) of paused workflows' latest failures not resumed since."""
+    """(type, step, count, lowest id) of paused workflows' latest failures, if they paused it.
+
+    A failure paused the workflow when the workflow became paused no later than the
+    failure was recorded (the same transaction records both at one time); a workflow
+    resumed since, and paused again, entered ``paused`` after it.
+    """
     w = ext.tables.workflows
     e = ext.tables.executions
     failed = e.alias("failed")
-    later = e.alias("later")
     latest_failed = (
         sa.select(sa.func.max(e.c.id))
         .where(
@@ -241,19 +247,14 @@ def _paused_failures(ext: Geneva, narrow: list[Any]) -> sa.Select[Any]:
         .correlate(w)
         .scalar_subquery()
     )
-    resumed_since = (
-        sa.exists()
-        .where(
-            later.c.workflow_id == w.c.id,
-            later.c.superseded_at.is_(None),
-            later.c.created_at > failed.c.failed_at,
-        )
-        .correlate(w, failed)
-    )
     return (
         sa.select(w.c.type, failed.c.step_name, sa.func.count(), sa.func.min(w.c.id))
         .select_from(w.join(failed, failed.c.id == latest_failed))
-        .where(w.c.state == WorkflowState.PAUSED, *narrow, sa.not_(resumed_since))
+        .where(
+            w.c.state == WorkflowState.PAUSED,
+            *narrow,
+            w.c.transitioned_at <= failed.c.failed_at,
+        )
         .group_by(w.c.type, failed.c.step_name)
     )
 

@@ -275,3 +275,23 @@ def test_removed_steps_in_flight_counts_only_ongoing_workflows(app):
     assert OrderWithoutNotify.removed_steps_in_flight() == {"notify_warehouse": 1}
     assert OrderCareless.removed_steps_in_flight() == {}  # lists none
     assert Order.removed_steps_in_flight() == {}
+
+
+def test_a_workflow_taken_on_and_paused_again_is_not_stranded_by_its_old_failure(app):
+    wf = on_notify(app, OrderCareless)
+    rows.run(app, wf, "notify_warehouse")  # fails and pauses
+    wf.resume_at("ship")
+    wf.pause(reason="hold the parcel")  # its latest failure is still the vanished step
+    assert committed.state(wf) == "paused"
+    code, report = check_json(app)
+    assert code == 0, report
+    assert by_type(report, "OrderCareless")["paused"] == []
+
+
+def test_an_empty_database_passes(app):
+    result = check(app)
+    assert result.exit_code == 0, result.output
+    assert "check passed" in result.output
+    code, report = check_json(app)
+    assert (code, report["stranded"], report["fixes"]) == (0, False, [])
+    assert {t["type"] for t in report["types"]} == set(geneva.registry)
