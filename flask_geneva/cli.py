@@ -344,4 +344,5 @@ def _class_label(stored_type: str) -> str:
 
 
 # The operator commands register on the group when their module is imported.
+from . import cli_check  # noqa: E402,F401
 from . import cli_operator  # noqa: E402,F401

@@ -116,6 +116,21 @@ class WorkflowBase(StepData, Resumable, Controls):
         """Return this class's step graph (its DAG)."""
         return cls.__geneva_definition__.graph
 
+    @classmethod
+    def removed_steps_in_flight(cls) -> dict[str, int]:
+        """Return ``{step name: count}`` of this class's ``removed_steps`` still in flight.
+
+        Counts the scheduled, waiting and in-progress executions of those steps in the
+        class's ongoing workflows (a step with none is left out): once it is ``{}``,
+        the names can leave ``removed_steps``.
+        """
+        from .census import census
+
+        found = census(cls._geneva, cls.__geneva_identity__).get(cls.__geneva_identity__)
+        if found is None:
+            return {}
+        return {u.step: u.total for u in found.undefined_steps if u.skipped_by == "removed_steps"}
+
     # -- creation ------------------------------------------------------------------------
 
     @classmethod
