@@ -20,6 +20,7 @@ from flask import url_for
 
 from ..config import check_admin_settings
 from . import actions
+from . import definitions
 from . import present
 from . import reruns
 from . import security
@@ -76,6 +77,7 @@ def make_blueprint(ext: Geneva) -> Blueprint:
     views.register(bp, ext)
     actions.register(bp, ext)
     reruns.register(bp, ext)
+    definitions.register(bp, ext)
     return bp
 
 

@@ -23,6 +23,7 @@ from .. import display
 from .. import queries
 from .. import schedules
 from ..states import is_ongoing
+from . import definitions
 from . import forms
 from . import items
 from .detail import MapView
@@ -64,6 +65,8 @@ def register(bp: Blueprint, ext: Geneva) -> None:
         template = "geneva/_partials/overview_body.html" if is_htmx() else "geneva/overview.html"
         return render_template(
             template,
+            # The census on a full load only: the overview's polls leave the warning be.
+            stranded=0 if is_htmx() else definitions.stranded(ext),
             types=types,
             counts=counts,
             failures=failures[:FAILURE_GROUPS],
