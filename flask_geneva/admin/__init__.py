@@ -21,6 +21,7 @@ from flask import url_for
 from ..config import check_admin_settings
 from . import actions
 from . import definitions
+from . import errors
 from . import present
 from . import reruns
 from . import security
@@ -55,6 +56,7 @@ def make_blueprint(ext: Geneva) -> Blueprint:
     bp.record(lambda state: check_admin_settings(state.app.config))
     bp.before_request(security.guard)
     bp.after_request(security.add_security_headers)
+    errors.register(bp)
 
     @bp.context_processor
     def helpers() -> dict[str, Any]:

@@ -366,3 +366,20 @@ def test_the_list_shows_its_total_and_each_failure_in_an_error_column(admin):
     )
     one = admin.get(f"{PREFIX}/classes/ChargeWorkflow").text
     assert "<strong>1</strong> workflow matches" in one
+
+
+def test_error_pages_are_the_admin_s_own_with_what_went_wrong(admin, app):
+    missing = admin.get(f"{PREFIX}/workflows/999999")
+    assert missing.status_code == 404
+    assert "geneva.css" in missing.text and 'data-status="404"' in missing.text
+    assert "No workflow with id 999999." in missing.text and "Back to the overview" in missing.text
+    bad = admin.get(f"{PREFIX}/workflows?state=sleeping")
+    assert bad.status_code == 400 and "Unknown state &#39;sleeping&#39;" in bad.text
+    assert '<h1><span class="muted">400</span> Bad request</h1>' in bad.text
+    fragment = admin.get(f"{PREFIX}/workflows/999999", headers={"HX-Request": "true"})
+    assert fragment.status_code == 404 and "<html" not in fragment.text
+    assert "No workflow with id 999999." in fragment.text
+    app.config["GENEVA_ADMIN_AUTHORIZE"] = lambda action: False
+    refused = admin.get(f"{PREFIX}/")
+    assert refused.status_code == 403 and "Not allowed" in refused.text
+    assert "GENEVA_ADMIN_AUTHORIZE" in refused.text and "geneva.css" in refused.text
