@@ -488,3 +488,73 @@ def test_the_overview_follows_the_fleet_without_a_reload(watched, live):
     assert group.locator(".failure-count").inner_text() == "3"
     assert page.evaluate("window.__notReloaded") is True
     assert watched.violations() == []
+
+
+def _background(page: Any) -> str:
+    return str(page.evaluate("getComputedStyle(document.body).backgroundColor"))
+
+
+def test_dark_mode_follows_the_system_and_the_toggle_is_remembered(browser, live):
+    light = browser.new_page(color_scheme="light")
+    light.goto(f"{live}/")
+    assert _background(light) == "rgb(255, 255, 255)"
+    light.click("button[data-geneva-theme]")
+    assert light.evaluate("document.documentElement.dataset.theme") == "dark"
+    assert _background(light) == "rgb(13, 17, 23)"
+    light.reload()  # the choice is kept by the browser
+    assert _background(light) == "rgb(13, 17, 23)"
+    light.click("button[data-geneva-theme]")
+    assert _background(light) == "rgb(255, 255, 255)"
+    light.close()
+    dark = browser.new_page(color_scheme="dark")
+    dark.goto(f"{live}/")
+    assert _background(dark) == "rgb(13, 17, 23)"  # no toggle pressed: the system's
+    dark.close()
+
+
+def test_keyboard_moves_through_rows_opens_one_and_shows_help(watched, live):
+    workflows = [ReminderWorkflow.create(hero=_refund()) for _ in range(3)]
+    page = watched.page
+    page.goto(f"{live}/classes/ReminderWorkflow")
+    help_box = page.locator("#geneva-kb-help")
+    assert help_box.is_hidden()
+    page.keyboard.press("?")
+    assert help_box.is_visible()
+    page.keyboard.press("Escape")
+    assert help_box.is_hidden()
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    current = page.locator("tr.kb-current")
+    assert current.count() == 1
+    second = str(workflows[1].id)  # newest first: the second row is the middle one
+    assert current.locator('input[name="ids"]').get_attribute("value") == second
+    page.keyboard.press("k")
+    assert page.locator('tr.kb-current input[name="ids"]').get_attribute("value") == str(
+        workflows[2].id
+    )
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.closest('#geneva-filters') !== null")
+    page.keyboard.press("Escape")
+    page.keyboard.press("j")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/workflows/{workflows[1].id}")
+    assert watched.violations() == []
+
+
+#: The elements that reach past the viewport's right edge (for the failure message).
+WIDEST = """[...document.querySelectorAll('body *')]
+  .filter(e => e.getBoundingClientRect().right > innerWidth + 1)
+  .slice(0, 5)
+  .map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))"""
+
+
+def test_at_a_phone_s_width_no_page_scrolls_sideways(browser, live):
+    workflow = PayoutWorkflow.create()
+    _wait_for_state(workflow.id, "paused")
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    for path in ("/", "/workflows", f"/workflows/{workflow.id}", "/definitions"):
+        page.goto(f"{live}{path}")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        widest = page.evaluate(WIDEST)
+        assert width <= 390, f"{path} is {width} px wide at 390 px: {widest}"
+    page.close()
