@@ -30,11 +30,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
+from datetime import timedelta
 from typing import TYPE_CHECKING
 from typing import Any
 
 import sqlalchemy as sa
 
+from . import clock
 from .states import StepState
 from .states import WorkflowState
 
@@ -70,6 +72,12 @@ class WorkflowFilter:
     :param updated_after: only workflows updated at or after this naive UTC time.
     :param updated_before: only workflows updated before this naive UTC time.
     :param actor: only workflows this operator acted on (their recorded actions' actor).
+    :param attention: only workflows that need a look (:data:`ATTENTION`):
+        ``reattempting`` (a step failed and its next attempt is scheduled: running but
+        failing), ``overdue`` (a ready or performing workflow's step due more than
+        :data:`OVERDUE_AFTER` ago: no worker picked it up), ``waiting`` (a step waiting
+        for a signal for longer than ``waiting_over``, one hour by default).
+    :param waiting_over: with ``attention="waiting"``: how long counts as long.
     """
 
     workflow_type: str | None = None
@@ -82,8 +90,15 @@ class WorkflowFilter:
     updated_after: datetime | None = None
     updated_before: datetime | None = None
     actor: str | None = None
+    attention: str | None = None
+    waiting_over: timedelta | None = None
 
     def __post_init__(self) -> None:
+        if self.attention is not None and self.attention not in ATTENTION:
+            raise ValueError(
+                f"unknown attention filter {self.attention!r}; expected one of "
+                f"{', '.join(ATTENTION)}"
+            )
         unknown = [s for s in self.states if s not in ALL_STATES]
         if unknown:
             raise ValueError(
@@ -117,6 +132,8 @@ def _conditions(ext: Geneva, f: WorkflowFilter) -> list[sa.ColumnElement[bool]]:
         where.append(w.updated_at < f.updated_before)
     if f.step is not None:
         where.append(_current_step_condition(ext, f.step))
+    if f.attention is not None:
+        where.append(_attention_condition(ext, f))
     if f.actor is not None:  # the (actor, workflow_id) index of the actions
         a = ext.tables.actions.c
         where.append(w.id.in_(sa.select(a.workflow_id).where(a.actor == f.actor)))
@@ -126,6 +143,43 @@ def _conditions(ext: Geneva, f: WorkflowFilter) -> list[sa.ColumnElement[bool]]:
 #: Below this many executions of a step in a current state, the step filter first narrows
 #: to their workflows; above it, it checks workflows newest first (see below).
 STEP_CANDIDATES_LIMIT = 1000
+
+
+#: The "needs a look" filters of :class:`WorkflowFilter`.
+ATTENTION = ("reattempting", "overdue", "waiting")
+#: A step due longer ago than this, in a workflow that may run, is overdue.
+OVERDUE_AFTER = timedelta(seconds=30)
+#: ``attention="waiting"`` without ``waiting_over``: waiting for a signal over an hour.
+WAITING_OVER = timedelta(hours=1)
+
+
+def _attention_condition(ext: Geneva, f: WorkflowFilter) -> sa.ColumnElement[bool]:
+    # The workflows with an active execution of that kind, found on the executions'
+    # (state, scheduled_for) index: the scan is bounded by how many executions are in
+    # that state now (scheduled or waiting), never by the history.
+    w = ext.tables.workflows
+    e = ext.tables.executions
+    now = clock.now()
+    current = e.c.superseded_at.is_(None)
+    if f.attention == "reattempting":
+        rows = sa.select(e.c.workflow_id).where(
+            e.c.state == StepState.SCHEDULED, e.c.consecutive_reattempts > 0, current
+        )
+        return w.c.id.in_(rows)
+    if f.attention == "overdue":
+        rows = sa.select(e.c.workflow_id).where(
+            e.c.state == StepState.SCHEDULED, e.c.scheduled_for < now - OVERDUE_AFTER, current
+        )
+        runnable = (WorkflowState.READY.value, WorkflowState.PERFORMING.value)
+        return sa.and_(w.c.state.in_(runnable), w.c.id.in_(rows))
+    since = now - (f.waiting_over if f.waiting_over is not None else WAITING_OVER)
+    rows = sa.select(e.c.workflow_id).where(
+        # updated_at: when it started waiting (nothing writes a waiting row until it ends)
+        e.c.state == StepState.WAITING,
+        e.c.updated_at < since,
+        current,
+    )
+    return w.c.id.in_(rows)
 
 
 def _current_step_condition(ext: Geneva, step: str) -> sa.ColumnElement[bool]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC
 from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 from flask import abort
@@ -27,12 +28,15 @@ MAX_ID = 2**63 - 1
 #: Query-string names of the time filters (HTML ``datetime-local`` values, in UTC).
 TIME_FIELDS = ("created_after", "created_before", "updated_after", "updated_before")
 #: Query-string names of the text filters.
-TEXT_FIELDS = ("hero_type", "hero_id", "step", "actor")
+TEXT_FIELDS = ("hero_type", "hero_id", "step", "actor", "attention")
+#: ``waiting_over``: minutes, at most a year.
+MAX_WAITING_MINUTES = 525_600
 
 
 def parse_filter(args: MultiDict[str, str], workflow_type: str | None = None) -> WorkflowFilter:
     """Return the filter described by ``args`` (``type``, ``state`` (repeatable), ``hero_type``,
-    ``hero_id``, ``step``, ``actor``, and the time fields); abort 400 on a malformed value.
+    ``hero_id``, ``step``, ``actor``, ``attention`` with ``waiting_over`` (minutes), and the
+    time fields); abort 400 on a malformed value.
 
     :param workflow_type: the class of a per-class list (wins over ``type=``).
     """
@@ -46,9 +50,19 @@ def parse_filter(args: MultiDict[str, str], workflow_type: str | None = None) ->
         values[name] = value or None
     for name in TIME_FIELDS:
         values[name] = _parse_time(name, args.get(name, "").strip())
+    minutes = optional_number(
+        "waiting_over",
+        args.get("waiting_over", "").strip() or None,
+        low=1,
+        high=MAX_WAITING_MINUTES,
+    )
+    values["waiting_over"] = timedelta(minutes=minutes) if minutes is not None else None
     given_type = text("type", args.get("type", "").strip())
     chosen = workflow_type or given_type or None
-    return WorkflowFilter(workflow_type=chosen, states=states, **values)
+    try:
+        return WorkflowFilter(workflow_type=chosen, states=states, **values)
+    except ValueError as error:  # an unknown attention filter
+        abort(400, description=f"{str(error)[0].upper()}{str(error)[1:]}.")
 
 
 def text(name: str, value: str) -> str:
@@ -95,12 +109,16 @@ def filter_args(f: WorkflowFilter, *, include_type: bool = True) -> list[tuple[s
         value = getattr(f, name)
         if value is not None:
             pairs.append((name, value.isoformat(timespec="minutes")))
+    if f.waiting_over is not None:
+        pairs.append(("waiting_over", str(int(f.waiting_over.total_seconds() // 60))))
     return pairs
 
 
 def form_values(f: WorkflowFilter) -> Mapping[str, str]:
     """Return the filter's single-valued fields as strings, to refill the filter form."""
     values = {name: getattr(f, name) or "" for name in TEXT_FIELDS}
+    over = f.waiting_over
+    values["waiting_over"] = str(int(over.total_seconds() // 60)) if over is not None else ""
     for name in TIME_FIELDS:
         value = getattr(f, name)
         values[name] = value.isoformat(timespec="minutes") if value is not None else ""
