@@ -101,3 +101,54 @@ def load(ext: Geneva, workflow_id: int) -> tuple[list[Action], bool]:
 def placed(actions: list[Action], start: datetime, span: float) -> list[Action]:
     """The actions with their place on a timeline of ``span`` seconds from ``start``."""
     return [Action(**{**a.__dict__, "left": offset(a.created_at, start, span)}) for a in actions]
+
+
+#: The actions that end a pause (the workflow runs again, or ends).
+_ENDS_PAUSE = frozenset({"resume", "resume_at", "rerun_from", "cancel"})
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A stretch of the timeline the workflow spent paused, in percent of the span."""
+
+    left: float
+    width: float
+    #: ``by an operator`` or ``after step charge failed``.
+    cause: str
+
+
+def pauses(
+    actions: list[Action],
+    executions: list[dict[str, Any]],
+    state: str,
+    now: datetime,
+    start: datetime,
+    span: float,
+) -> list[Pause]:
+    """The paused stretches: from an operator's pause or a step's failure to what ended it.
+
+    A failure pauses the workflow (unless its policy canceled it, which a cancel ends at
+    once); the next resume, resume-at, rerun or cancel ends the pause. A pause nothing
+    ended yet runs to ``now`` when the workflow is still paused.
+    """
+    starts = [(a.created_at, "by an operator") for a in actions if a.action == "pause"]
+    starts += [
+        (x["finished_at"], f"after step {x['step_name']} failed")
+        for x in executions
+        if x["state"] == "failed" and x["finished_at"] is not None
+    ]
+    ends = sorted(a.created_at for a in actions if a.action in _ENDS_PAUSE)
+    found: list[Pause] = []
+    covered_until: datetime | None = None
+    for began, cause in sorted(starts):
+        if covered_until is not None and began < covered_until:
+            continue  # already inside a pause
+        end = next((t for t in ends if t >= began), None)
+        if end is None:
+            if state != "paused":
+                continue
+            end = now
+        left = offset(began, start, span)
+        found.append(Pause(left, max(offset(end, start, span) - left, 0.3), cause))
+        covered_until = end
+    return found

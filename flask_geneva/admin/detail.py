@@ -30,6 +30,8 @@ from . import dag
 from . import items
 from . import present
 from . import source
+from .audit import Action
+from .audit import Pause
 
 if TYPE_CHECKING:
     from ..extension import Geneva
@@ -120,8 +122,10 @@ class Detail:
     reruns: list[str]
     #: The newest operator actions, oldest first, placed on the timeline;
     #: ``more_actions``: older ones are not shown.
-    audit: list[audit.Action]
+    audit: list[Action]
     more_actions: bool
+    #: The stretches the workflow spent paused, drawn on the timeline.
+    pauses: list[Pause]
     logs_url: str | None
     now: datetime
 
@@ -260,6 +264,9 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
         reruns=applicable.get("rerun_from", []),
         audit=audit.placed(actions, workflow["created_at"], span),
         more_actions=more_actions,
+        pauses=audit.pauses(
+            actions, executions, workflow["state"], now, workflow["created_at"], span
+        ),
         logs_url=present.logs_url(logs_template, values),
         now=now,
     )
@@ -391,7 +398,7 @@ def _hero(ext: Geneva, workflow: Mapping[str, Any]) -> tuple[str | None, str | N
 
 def _ended_by(
     workflow: Mapping[str, Any],
-    actions: list[audit.Action],
+    actions: list[Action],
     executions: list[dict[str, Any]],
     now: datetime,
 ) -> list[str]:

@@ -383,3 +383,19 @@ def test_error_pages_are_the_admin_s_own_with_what_went_wrong(admin, app):
     refused = admin.get(f"{PREFIX}/")
     assert refused.status_code == 403 and "Not allowed" in refused.text
     assert "GENEVA_ADMIN_AUTHORIZE" in refused.text and "geneva.css" in refused.text
+
+
+def test_the_timeline_draws_the_pauses_after_a_failure_and_by_an_operator(admin):
+    failed = _failed_charge()  # paused by its failure: a pause that lasts until now
+    with travel(timedelta(hours=5)):
+        text = admin.get(f"{PREFIX}/workflows/{failed.id}").text
+    assert len(re.findall(r'<rect class="tl-pause"', text)) == 1
+    assert "paused after step charge failed" in text and "paused 1 time" in text
+    workflow = OrderWorkflow.create(hero=_customer())
+    workflow.pause(actor="ops")
+    with travel(timedelta(minutes=30)):
+        workflow.resume(actor="ops")
+        text = admin.get(f"{PREFIX}/workflows/{workflow.id}").text
+    (width,) = re.findall(r'<rect class="tl-pause" x="[\d.]+%" y="0" width="([\d.]+)%"', text)
+    assert float(width) > 90  # the half hour paused is nearly all of this timeline
+    assert "paused by an operator" in text
