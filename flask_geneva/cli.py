@@ -173,6 +173,12 @@ def filter_options(func: F) -> F:
         click.option(
             "--step", help="Workflows at this step (scheduled, running, waiting or failed)."
         ),
+        click.option(
+            "--attention",
+            type=click.Choice(queries.ATTENTION),
+            help="Workflows that need a look: reattempting (running but failing), overdue "
+            "(no worker took a due step), waiting (for a signal over an hour).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -180,7 +186,11 @@ def filter_options(func: F) -> F:
 
 
 def build_filter(
-    class_name: str | None, states: tuple[str, ...], hero: str | None, step: str | None
+    class_name: str | None,
+    states: tuple[str, ...],
+    hero: str | None,
+    step: str | None,
+    attention: str | None = None,
 ) -> queries.WorkflowFilter:
     """Turn the filter options into a :class:`~flask_geneva.queries.WorkflowFilter`."""
     for name, value in (("--class", class_name), ("--hero", hero), ("--step", step)):
@@ -198,6 +208,7 @@ def build_filter(
             hero_type=hero_type,
             hero_id=hero_id,
             step=step,
+            attention=attention,
         )
     except ValueError as error:
         raise click.ClickException(str(error)) from None
@@ -234,11 +245,17 @@ def workflow_class(name: str) -> tuple[str, Any]:
 @filter_options
 @click.option("-n", "--limit", default=50, show_default=True, type=LIST_LIMIT, help="Rows to show.")
 def list_command(
-    class_name: str | None, states: tuple[str, ...], hero: str | None, step: str | None, limit: int
+    class_name: str | None,
+    states: tuple[str, ...],
+    hero: str | None,
+    step: str | None,
+    attention: str | None,
+    limit: int,
 ) -> None:
     """List workflows, newest first."""
     ext = _ext()
-    rows = queries.list_workflows(ext, build_filter(class_name, states, hero, step), limit=limit)
+    selection = build_filter(class_name, states, hero, step, attention)
+    rows = queries.list_workflows(ext, selection, limit=limit)
     if not rows:
         click.echo("no workflows match")
         return

@@ -121,20 +121,24 @@ def _operation_command(operation: str, help_text: str) -> None:
         states: tuple[str, ...],
         hero: str | None,
         step: str | None,
+        attention: str | None,
         actor: str | None,
         reason: str | None,
         yes: bool,
     ) -> None:
-        by_filter = any((class_name, states, hero))
+        by_filter = any((class_name, states, hero, attention))
         step_name = step if operation in ("skip", "reattempt") else None
         if workflow_ids and (by_filter or (step and step_name is None)):
             raise click.ClickException("give workflow ids or filter options, not both")
         if not workflow_ids and not (by_filter or step):
             raise click.ClickException(
-                f"give workflow ids, or filter options (--class, --state, --hero, --step) "
+                f"give workflow ids, or filter options (--class, --state, --hero, --step, "
+                f"--attention) "
                 f"to {operation} every matching workflow"
             )
-        selection = None if workflow_ids else build_filter(class_name, states, hero, step)
+        selection = (
+            None if workflow_ids else build_filter(class_name, states, hero, step, attention)
+        )
         _run(
             operation,
             workflow_ids,

@@ -455,3 +455,15 @@ def test_signal_to_an_unknown_or_finished_workflow_is_one_error_line(app):
     assert line.startswith("Error: Cannot signal 'approved' to a finished workflow")
     result = invoke(app, "signal", "٣", "approved")
     assert result.exit_code == 2 and "is not a whole number" in result.output
+
+
+def test_list_and_operations_take_the_attention_filter(app):
+    late = Welcome.create()  # its step is due now; no worker runs here
+    with travel(timedelta(hours=1)):
+        listed = invoke(app, "list", "--attention", "overdue")
+        assert listed.exit_code == 0 and f"\n{late.id} " in listed.output
+        paused = invoke(app, "pause", "--attention", "overdue", "--yes")
+        assert paused.output == "paused 1 workflow(s)\n"
+    assert_workflow_state(late, "paused")
+    wrong = invoke(app, "list", "--attention", "sick")
+    assert wrong.exit_code == 2 and "'sick' is not one of" in wrong.output
