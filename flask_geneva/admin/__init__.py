@@ -21,6 +21,7 @@ from flask import url_for
 from ..config import check_admin_settings
 from . import actions
 from . import definitions
+from . import metrics_view
 from . import present
 from . import reruns
 from . import security
@@ -78,6 +79,7 @@ def make_blueprint(ext: Geneva) -> Blueprint:
     actions.register(bp, ext)
     reruns.register(bp, ext)
     definitions.register(bp, ext)
+    metrics_view.register(bp, ext)
     return bp
 
 
