@@ -1,11 +1,14 @@
-"""Metrics (SPEC 14): ``geneva.metrics()`` and the admin's opt-in Prometheus endpoint.
+"""Metrics (SPEC 14): ``geneva.metrics()``, the admin's opt-in Prometheus endpoint, and
+OpenTelemetry spans per step.
 
 Every test runs on SQLite, PostgreSQL and MariaDB with the real executor; the text is
-read back with ``prometheus_client``'s own parser, as a Prometheus server would read it.
+read back with ``prometheus_client``'s own parser, as a Prometheus server would read it,
+and the spans with the OpenTelemetry SDK's in-memory exporter.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -13,10 +16,15 @@ import pytest
 from flask import Flask
 from flask import request
 from flask_sqlalchemy import SQLAlchemy
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from flask_geneva import Geneva
 from flask_geneva import clock
+from flask_geneva import otel
 from flask_geneva import step
 from flask_geneva.metrics import ACTIVE_STATES
 from flask_geneva.metrics import COUNT_CAP
@@ -252,3 +260,83 @@ def test_the_setting_must_be_a_bool(app: Flask) -> None:
     app.config["GENEVA_ADMIN_METRICS"] = "yes"
     with pytest.raises(ConfigurationError, match="GENEVA_ADMIN_METRICS must be True or False"):
         app.register_blueprint(geneva.admin_blueprint, url_prefix=PREFIX)
+
+
+# -- OpenTelemetry spans per step (the otel extra) ------------------------------------------
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[InMemorySpanExporter, TracerProvider]]:
+    """Step spans go to an in-memory exporter while the test runs."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel.instrument(provider)
+    try:
+        yield exporter, provider
+    finally:
+        otel.uninstrument()
+        provider.shutdown()
+
+
+def test_each_step_body_run_is_a_span(
+    app: Flask, spans: tuple[InMemorySpanExporter, TracerProvider]
+) -> None:
+    exporter, _ = spans
+    order = speedrun(OrderWorkflow.create())
+    payment = PaymentWorkflow.create()
+    with pytest.raises(Declined):
+        perform_next_step(payment)
+    speedrun(OddWorkflow.create())
+    found = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(found) == {
+        "OrderWorkflow.reserve",
+        "OrderWorkflow.ship",
+        "PaymentWorkflow.charge",
+        "OddWorkflow.only",
+    }
+    ship = found["OrderWorkflow.ship"]
+    assert ship.attributes is not None
+    assert ship.attributes["geneva.workflow.id"] == order.id
+    assert ship.attributes["geneva.step.name"] == "ship"
+    assert ship.attributes["geneva.step.outcome"] == "completed"
+    assert ship.status.status_code is StatusCode.UNSET
+    assert ship.start_time is not None and ship.end_time is not None
+    assert ship.start_time <= ship.end_time
+    charge = found["PaymentWorkflow.charge"]
+    assert charge.attributes is not None
+    assert charge.attributes["geneva.step.outcome"] == "exception"
+    assert charge.attributes["geneva.workflow.id"] == payment.id
+    assert charge.status.status_code is StatusCode.ERROR
+    assert [e.name for e in charge.events] == ["exception"]
+    assert charge.events[0].attributes is not None
+    assert charge.events[0].attributes["exception.message"] == "card declined"
+    odd = found["OddWorkflow.only"]
+    assert odd.attributes is not None and odd.attributes["geneva.workflow.type"] == HOSTILE_TYPE
+
+
+def test_a_step_span_is_a_child_of_the_current_span(
+    app: Flask, spans: tuple[InMemorySpanExporter, TracerProvider]
+) -> None:
+    exporter, provider = spans
+    workflow = OrderWorkflow.create()
+    with provider.get_tracer("worker").start_as_current_span("huey task") as task:
+        perform_next_step(workflow)
+    step_span = next(s for s in exporter.get_finished_spans() if s.name == "OrderWorkflow.reserve")
+    assert step_span.parent is not None
+    assert step_span.parent.span_id == task.get_span_context().span_id
+    assert step_span.context is not None
+    assert step_span.context.trace_id == task.get_span_context().trace_id
+
+
+def test_uninstrument_stops_the_spans(
+    app: Flask, spans: tuple[InMemorySpanExporter, TracerProvider]
+) -> None:
+    exporter, _ = spans
+    workflow = OrderWorkflow.create()
+    perform_next_step(workflow)
+    assert otel.is_instrumented()
+    otel.uninstrument()
+    assert not otel.is_instrumented()
+    perform_next_step(workflow)
+    assert [s.name for s in exporter.get_finished_spans()] == ["OrderWorkflow.reserve"]
