@@ -89,7 +89,8 @@ class ClassMetrics:
     type: str
     #: ``{state: count}`` for every workflow state, each at most :attr:`Metrics.count_cap`.
     workflows: Mapping[str, int]
-    #: Steps with active executions or recent failures, sorted by name.
+    #: The steps the class defines, and any other step with active executions or
+    #: recent failures (one the class no longer defines), sorted by name.
     steps: tuple[StepMetrics, ...] = ()
     #: How late the oldest due scheduled execution is (zero when none is due).
     queue_delay: timedelta = timedelta(0)
@@ -131,7 +132,7 @@ def collect(ext: Geneva, *, cap: int = COUNT_CAP) -> Metrics:
     failures = _failures(ext, now)
     classes = []
     for t in types:
-        names = sorted(set(active.get(t, {})) | set(failures.get(t, {})))
+        names = sorted(_defined_steps(ext, t) | set(active.get(t, {})) | set(failures.get(t, {})))
         steps = tuple(
             StepMetrics(
                 step=name,
@@ -145,6 +146,11 @@ def collect(ext: Geneva, *, cap: int = COUNT_CAP) -> Metrics:
         workflows = {s: counts[t].get(s, 0) for s in ALL_STATES}
         classes.append(ClassMetrics(type=t, workflows=workflows, steps=steps, queue_delay=delay))
     return Metrics(collected_at=now, count_cap=cap, classes=tuple(classes))
+
+
+def _defined_steps(ext: Geneva, stored_type: str) -> set[str]:
+    cls = ext.registry.get(stored_type)
+    return set() if cls is None else set(cls.__geneva_definition__.graph.steps)
 
 
 def _active(
