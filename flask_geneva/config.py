@@ -190,6 +190,11 @@ def check_admin_settings(config: Any) -> None:
             f"got {authorize!r}"
         )
     _check_logs_url(config.get("GENEVA_ADMIN_LOGS_URL"))
+    metrics = config.get("GENEVA_ADMIN_METRICS", False)
+    if not isinstance(metrics, bool):
+        raise ConfigurationError(
+            f"GENEVA_ADMIN_METRICS must be True or False (serve /metrics or not), got {metrics!r}"
+        )
     interval = config.get("GENEVA_ADMIN_POLL_INTERVAL", 3)
     seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
     if (

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from . import executor
 from . import housekeeping as _housekeeping
+from . import metrics
 from . import operations
 from . import policy
 from . import queries
@@ -383,6 +384,11 @@ class Geneva:
             finished workflows pile up).
         """
         return queries.counts_by_state(self, workflow_type, cap=cap)
+
+    def metrics(self) -> metrics.Metrics:
+        """Return counts per class and state, paused share, active steps, queue delay and
+        recent failures, each read at a bounded cost (see :mod:`flask_geneva.metrics`)."""
+        return metrics.collect(self)
 
     # -- definitions and deployment --------------------------------------------------------
 
