@@ -28,7 +28,7 @@ DOCS = ROOT / "docs"
 TIMEOUT = 120
 
 #: Modules users may import besides ``flask_geneva`` itself (docs/api.md).
-PUBLIC_MODULES = frozenset({"testing", "signals"})
+PUBLIC_MODULES = frozenset({"testing", "signals", "otel"})
 #: Pages that name internal modules on purpose: the architecture, for contributors, and
 #: the API page, which lists them as internal.
 PAGES_NAMING_INTERNALS = frozenset({"architecture.md", "api.md"})

@@ -34,6 +34,10 @@ def _page(error: HTTPException) -> Any:
     status = error.code or 500
     template = "geneva/_partials/error_message.html" if is_htmx() else "geneva/error_page.html"
     body = render_template(
-        template, status=status, title=TITLES.get(status, error.name), message=error.description
+        template,
+        status=status,
+        title=TITLES.get(status, error.name),
+        message=error.description,
+        bare=True,  # no session needed: a scraper or an app without SECRET_KEY gets it too
     )
     return body, status
