@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "GENEVA_HOUSEKEEPING_BATCH_SIZE": 1000,
     "GENEVA_HOUSEKEEPING_INTERVAL": timedelta(minutes=5),
     "GENEVA_ADMIN_LOGS_URL": None,
+    "GENEVA_ADMIN_HERO_URL": None,
     "GENEVA_MAX_SIGNAL_PAYLOAD": 64 * 1024,
     "GENEVA_MAX_OUTPUT_BYTES": 256 * 1024,
     "GENEVA_MAX_MAP_ITEMS": 10_000,
@@ -177,6 +178,10 @@ ADMIN_LOGS_URL_FIELDS = (
 )
 
 
+#: The placeholders ``GENEVA_ADMIN_HERO_URL`` may use.
+ADMIN_HERO_URL_FIELDS = ("workflow_id", "type", "hero_type", "hero_id")
+
+
 def check_admin_settings(config: Any) -> None:
     """Raise :class:`ConfigurationError` for a wrong ``GENEVA_ADMIN_*`` setting.
 
@@ -189,7 +194,12 @@ def check_admin_settings(config: Any) -> None:
             "GENEVA_ADMIN_AUTHORIZE must be a function (action) -> bool, or None, "
             f"got {authorize!r}"
         )
-    _check_logs_url(config.get("GENEVA_ADMIN_LOGS_URL"))
+    _check_url_template(
+        "GENEVA_ADMIN_LOGS_URL", config.get("GENEVA_ADMIN_LOGS_URL"), ADMIN_LOGS_URL_FIELDS
+    )
+    _check_url_template(
+        "GENEVA_ADMIN_HERO_URL", config.get("GENEVA_ADMIN_HERO_URL"), ADMIN_HERO_URL_FIELDS
+    )
     metrics = config.get("GENEVA_ADMIN_METRICS", False)
     if not isinstance(metrics, bool):
         raise ConfigurationError(
@@ -209,20 +219,17 @@ def check_admin_settings(config: Any) -> None:
         )
 
 
-def _check_logs_url(template: Any) -> None:
-    key = "GENEVA_ADMIN_LOGS_URL"
+def _check_url_template(key: str, template: Any, allowed: tuple[str, ...]) -> None:
     if template is None:
         return
     if not isinstance(template, str):
         raise ConfigurationError(f"{key} must be a URL template (str) or None, got {template!r}")
-    known = ", ".join("{" + name + "}" for name in ADMIN_LOGS_URL_FIELDS)
+    known = ", ".join("{" + name + "}" for name in allowed)
     try:
         fields = [field for _, field, _, _ in string.Formatter().parse(template)]
-        unknown = [
-            name for name in fields if name is not None and name not in ADMIN_LOGS_URL_FIELDS
-        ]
+        unknown = [name for name in fields if name is not None and name not in allowed]
         # A format spec such as {workflow_id:d} fails only when filled (values are text).
-        sample = "" if unknown else template.format_map(dict.fromkeys(ADMIN_LOGS_URL_FIELDS, "1"))
+        sample = "" if unknown else template.format_map(dict.fromkeys(allowed, "1"))
     except (ValueError, IndexError, KeyError, AttributeError) as error:
         raise ConfigurationError(
             f"{key} {template!r} is not a valid template ({error}); placeholders are {known}, "

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app
 
 from .. import clock
 from .. import commands
@@ -109,6 +110,8 @@ class Detail:
     latest: dict[str, dict[str, Any]]
     hero_text: str | None
     hero_problem: str | None
+    #: ``GENEVA_ADMIN_HERO_URL`` filled for this workflow's hero (None: not set, no hero).
+    hero_url: str | None
     layout: dag.Layout
     timeline: list[present.TimelineRow]
     reasons: list[str]
@@ -252,6 +255,9 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
         latest=latest,
         hero_text=hero_text,
         hero_problem=hero_problem,
+        hero_url=present.logs_url(current_app.config.get("GENEVA_ADMIN_HERO_URL"), values)
+        if workflow["hero_type"]
+        else None,
         layout=layout,
         timeline=present.timeline(spans, workflow["created_at"], now, moments),
         reasons=_ended_by(workflow, actions, executions, now)

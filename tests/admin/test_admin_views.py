@@ -11,9 +11,11 @@ import sqlalchemy as sa
 from admin_helpers import PREFIX
 from flask_sqlalchemy import SQLAlchemy
 
+from flask_geneva import ConfigurationError
 from flask_geneva import ExceptionPolicy
 from flask_geneva import Geneva
 from flask_geneva import step
+from flask_geneva.config import check_admin_settings
 from flask_geneva.queries import group_failures
 from flask_geneva.testing import perform_next_step
 from flask_geneva.testing import travel
@@ -399,3 +401,17 @@ def test_the_timeline_draws_the_pauses_after_a_failure_and_by_an_operator(admin)
     (width,) = re.findall(r'<rect class="tl-pause" x="[\d.]+%" y="0" width="([\d.]+)%"', text)
     assert float(width) > 90  # the half hour paused is nearly all of this timeline
     assert "paused by an operator" in text
+
+
+def test_the_hero_links_to_the_app_s_own_page_when_a_template_is_set(admin, app):
+    workflow = OrderWorkflow.create(hero=_customer())
+    assert "hero-link" not in admin.get(f"{PREFIX}/workflows/{workflow.id}").text
+    app.config["GENEVA_ADMIN_HERO_URL"] = "/shop/{hero_type}/{hero_id}?from=workflow-{workflow_id}"
+    text = admin.get(f"{PREFIX}/workflows/{workflow.id}").text
+    expected = f"/shop/Customer/{workflow.hero_id}?from=workflow-{workflow.id}"
+    assert f'<a href="{expected}" class="hero-link"' in text
+
+
+def test_a_hero_url_with_an_unknown_placeholder_is_refused():
+    with pytest.raises(ConfigurationError, match=r"unknown placeholder \{step\}"):
+        check_admin_settings({"GENEVA_ADMIN_HERO_URL": "/x/{step}"})
