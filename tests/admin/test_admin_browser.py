@@ -1,6 +1,7 @@
 """The admin in real headless Chromium, served by a real server, with a real Huey worker.
 
-Set ``GENEVA_ADMIN_SCREENSHOTS=docs/img`` to also save the manual's screenshots.
+The manual's screenshots come from ``scripts/screenshots.py``, which photographs the
+running demo.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -236,28 +236,6 @@ def test_a_failed_step_shows_its_failing_line_highlighted(watched, live):
     assert "account closed" in page.locator(".failure .error-message").inner_text()
     assert page.locator('g.node.focus[data-step="transfer"][data-state="failed"]').count() == 1
     assert page.locator('button[data-op="resume"]').is_visible()
-    _screenshots(page, live)
-
-
-class ClaimWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
-    """A fan-out / fan-in graph whose one branch fails (for the detail screenshot)."""
-
-    @step
-    def intake(self) -> None:
-        pass
-
-    @step(after="intake")
-    def assess_damage(self) -> None:
-        time.sleep(0.05)
-
-    @step(after="intake")
-    def fetch_police_report(self) -> None:
-        report = self.hero.amount
-        raise TimeoutError(f"records office did not answer for report #{report}")
-
-    @step(after=["assess_damage", "fetch_police_report"])
-    def decide(self) -> None:
-        pass
 
 
 class ReminderWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
@@ -359,30 +337,6 @@ def test_a_signal_sent_through_the_form_wakes_the_waiting_step(watched, live):
     assert watched.violations() == []
 
 
-def _screenshots(page: Any, live: str) -> None:
-    target = os.environ.get("GENEVA_ADMIN_SCREENSHOTS")
-    if not target:
-        return
-    folder = Path(target)
-    folder.mkdir(parents=True, exist_ok=True)
-    for _ in range(3):
-        RefundWorkflow.create(hero=_refund())
-    reminders = [ReminderWorkflow.create(hero=_refund()) for _ in range(4)]
-    reminders[0].pause()
-    reminders[1].cancel()
-    claim = ClaimWorkflow.create(hero=_refund())
-    release.set()
-    _wait_for_state(claim.id, "paused")
-    time.sleep(1.0)
-    page.set_viewport_size({"width": 1280, "height": 900})
-    page.goto(f"{live}/workflows/{claim.id}")
-    page.screenshot(path=str(folder / "admin-detail.png"), full_page=True)
-    page.goto(f"{live}/")
-    page.screenshot(path=str(folder / "admin-overview.png"), full_page=True)
-    page.goto(f"{live}/workflows")
-    page.screenshot(path=str(folder / "admin-list.png"), full_page=True)
-
-
 class BatchWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
     """A map step over 12 rows, two at a time, and one long output."""
 
@@ -426,13 +380,6 @@ def test_a_map_shows_its_progress_and_an_output_expands(watched, live):
     assert page.locator("#geneva-progress").inner_text() == "12/12 done"
     page.locator('a[data-filter="done"]').click()
     assert page.locator("tr[data-item]").count() == 12
-    target = os.environ.get("GENEVA_ADMIN_SCREENSHOTS")
-    if target:  # the manual's picture of a map step, and the same page on a phone
-        page.goto(f"{live}/workflows/{workflow.id}")
-        page.set_viewport_size({"width": 1280, "height": 900})
-        page.screenshot(path=str(Path(target) / "admin-map.png"), full_page=True)
-        page.set_viewport_size({"width": 390, "height": 844})
-        page.screenshot(path=str(Path(target) / "admin-map-390.png"), full_page=True)
 
 
 def test_a_rerun_from_a_graph_node_with_its_preview_and_the_audit_in_the_timeline(
