@@ -22,6 +22,7 @@ from ..config import check_admin_settings
 from . import actions
 from . import definitions
 from . import errors
+from . import fleet
 from . import metrics_view
 from . import present
 from . import reruns
@@ -81,6 +82,7 @@ def make_blueprint(ext: Geneva) -> Blueprint:
     actions.register(bp, ext)
     reruns.register(bp, ext)
     definitions.register(bp, ext)
+    fleet.register(bp, ext)
     metrics_view.register(bp, ext)
     return bp
 

@@ -505,3 +505,24 @@ def test_at_a_phone_s_width_no_page_scrolls_sideways(browser, live):
         widest = page.evaluate(WIDEST)
         assert width <= 390, f"{path} is {width} px wide at 390 px: {widest}"
     page.close()
+
+
+def test_the_fleet_charts_render_with_data(watched, live):
+    workflows = [PayoutWorkflow.create() for _ in range(3)]
+    for workflow in workflows:
+        _wait_for_state(workflow.id, "paused")
+    page = watched.page
+    page.goto(f"{live}/fleet?window=1h")
+    row = page.locator('tr[data-step="PayoutWorkflow:transfer"]')
+    assert row.locator("td[data-runs]").get_attribute("data-runs") == "3"
+    assert row.locator("td[data-failure-rate]").get_attribute("data-failure-rate") == "1.0"
+    widths = row.locator("svg.bar rect").evaluate_all("rs => rs.map(r => r.getBBox().width)")
+    assert len(widths) == 3 and widths[0] > 0  # the runs bar is drawn
+    share = page.locator('tr[data-type="PayoutWorkflow"] svg.bar rect').evaluate(
+        "r => r.getBBox().width"
+    )
+    assert share == 100  # every ongoing PayoutWorkflow is paused
+    page.click('a[href="?window=24h"]')
+    page.wait_for_url("**/fleet?window=24h")
+    assert page.locator('.windows a[aria-current="page"]').inner_text() == "24h"
+    assert watched.violations() == []
