@@ -120,6 +120,12 @@ def test_shell_input_follows_the_pages_rules() -> None:
     ]
 
 
+def test_the_readme_installs_as_the_quickstart_does() -> None:
+    readme = commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    installs = [c for c in readme if c.startswith("pip install")]
+    assert installs and set(installs) <= set(commands(PAGE.read_text(encoding="utf-8")))
+
+
 class Newcomer:
     """A shell in a project directory with the new venv activated, following the page."""
 
