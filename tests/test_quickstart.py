@@ -337,3 +337,79 @@ def status(opener: urllib.request.OpenerDirector, url: str) -> int:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
+
+
+def make(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``make`` in the checkout and assert it succeeded."""
+    result = subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 0, f"make {' '.join(args)}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def test_make_demo_installs_only_the_library_and_the_demo_runs_on_it(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"  # what `make demo` makes of a fresh clone's .venv
+    make("demo-venv", f"VENV={venv}")
+    python = str(venv / "bin" / "python")
+    listed = subprocess.run(
+        [python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True
+    )
+    installed = {line.split("==")[0].lower() for line in listed.stdout.split()}
+    assert "flask-geneva" in installed
+    assert not installed & {"pytest", "playwright", "mypy", "ruff", "psycopg", "redis"}
+    megabytes = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file()) / 2**20
+    assert megabytes < 150, f"the demo's venv holds {megabytes:.0f} MB"
+
+    # The demo runs on that venv alone (a dev-only import would stop it here).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "PYTHON"))}
+    env.update(DEMO_INSTANCE_PATH=str(tmp_path / "instance"), PYTHONUNBUFFERED="1")
+    demo = subprocess.Popen(
+        [python, "-m", "demo_app", "--port", "0", "--workers", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(demo.stdout or ()))
+    reader.start()
+    try:
+        banner = re.compile(r"flask-geneva demo: (http://\S+)")
+        url = wait_until(
+            lambda: (m := banner.search("".join(output))) and m.group(1),
+            timeout=30,
+            message=lambda: "".join(output),
+        )
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert "Money transfer" in response.read().decode()
+    finally:
+        demo.send_signal(signal.SIGINT)
+        returncode = demo.wait(30)
+        reader.join(5)
+        if demo.stdout is not None:
+            demo.stdout.close()
+    assert returncode == 0, "".join(output)
+
+
+def test_make_test_installs_the_development_tools() -> None:
+    # -B: as on a fresh clone, every target is out of date; -n: print, do not run.
+    planned = make("-n", "-B", "test").stdout
+    assert "pip install -e '.[dev]'" in planned
+    assert "pip install -e '.[dev]'" not in make("-n", "-B", "demo").stdout
+
+
+def test_make_test_says_when_the_browser_tests_will_skip_for_want_of_chromium() -> None:
+    # -o: leave the installed venv as it is; PY=true: run no test, only the recipe.
+    quiet = ["-o", ".venv/.installed", "PY=true", "test"]
+    missing = make(*quiet, "CHROMIUM=/nonexistent/chromium").stdout
+    assert "note: no Chromium at /nonexistent/chromium: the browser tests" in missing
+    assert "CI=true" in missing
+    present = make(*quiet, f"CHROMIUM={sys.executable}").stdout
+    assert "note:" not in present
