@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask
 from flask import request
 
+from . import fakes
 from . import workflows  # noqa: F401  (registers the workflow classes)
 from .models import BankDelays
 from .models import BankSwitches
@@ -58,7 +59,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         db.create_all()  # the demo's own tables
         geneva.create_all()  # flask-geneva's two tables (use the migration in production)
         if db.session.get(Switches, 1) is None:
-            db.session.add(Switches(id=1, gateway_down=False, mail_down=False, random_faults=True))
+            # Every fault off: the walkthrough turns on the ones it shows.
+            db.session.add(Switches(id=1, **fakes.DEFAULT_SWITCHES))
             db.session.commit()
         if db.session.get(BankSwitches, 1) is None:
             db.session.add(BankSwitches(id=1, duplicate_webhooks=False))
@@ -80,8 +82,6 @@ def _register_bank(app: Flask) -> None:
     The bank is outside every workflow, so it is not a step: the gateway schedules this
     message when it records a charge (:func:`~demo_app.fakes.bank_posts_later`).
     """
-    from . import fakes
-
     huey = app.extensions["geneva"].huey
 
     @huey.task(name=fakes.BANK_TASK, retries=0)  # type: ignore[untyped-decorator]

@@ -3,8 +3,9 @@
 The gateway keeps its own tables and commits them in its own session, like a remote
 service would: when a step fails after calling it, rolling back the step's work does
 not undo the charge. That is why the transfer sends an idempotency key with every
-charge request. The fault switches on the home page (and a seeded random draw per
-call) decide how each call answers.
+charge request. The fault switches on the home page (and, once "random gateway faults"
+is on, a seeded random draw per call) decide how each call answers. Every switch is off
+in a fresh demo.
 
 The bank settles each charge by itself a few (demo) seconds after it was made, and says
 so the way a real one would: it posts a webhook to the app (``POST /webhooks/bank``,
@@ -79,7 +80,8 @@ def switches(session: Session | None = None) -> Switches:
     return row if row is not None else Switches(id=1, **DEFAULT_SWITCHES)
 
 
-DEFAULT_SWITCHES = {"gateway_down": False, "mail_down": False, "random_faults": True}
+#: A fresh demo starts with every fault off; the home page's switches turn them on.
+DEFAULT_SWITCHES = {"gateway_down": False, "mail_down": False, "random_faults": False}
 
 
 def charge(idempotency_key: str, amount_cents: int, *, reference: str) -> int:

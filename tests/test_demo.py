@@ -677,13 +677,18 @@ def test_the_demo_command_runs_web_and_worker_and_ctrl_c_stops_both(tmp_path: Pa
     try:
         url = poll(lambda: _banner_url(output), "the demo printed no URL", output)
         assert "Money transfer" in fetch(url)
-        fetch(url + "switches/random_faults", data={})  # a deterministic transfer
+        # A fresh demo starts with every fault off, so its first transfer goes through.
+        switches = re.findall(r"<button>([^:<]+):\s*(?:<span class=\"on\">)?(on|off)", fetch(url))
+        assert ("Random gateway faults", "off") in switches
+        assert {state for _, state in switches} == {"off"}
         fetch(url + "transfers", data={"recipient": "cli@demo.test", "amount": "5"})
         # The first transfer of a fresh demo: the bank settles it once it is charged.
         poll(lambda: "bank settles" in fetch(url + "status"), "never charged", output)
         fetch(url + "transfers/1/settle", data={})
         # The confirmation e-mail is the transfer's last step: the worker ran them all.
         poll(lambda: "cli@demo.test" in fetch(url + "outbox"), "no confirmation", output)
+        log = fetch(url + "gateway")
+        assert "201 charged" in log and "rate limited" not in log and "timed out" not in log
     finally:
         demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
         returncode = demo.wait(30)
