@@ -20,6 +20,7 @@ from flask import request
 
 from .. import clock
 from .. import display
+from .. import failures as recent
 from .. import queries
 from .. import schedules
 from ..states import is_ongoing
@@ -60,7 +61,7 @@ def register(bp: Blueprint, ext: Geneva) -> None:
         types = sorted(set(queries.workflow_types(ext)) | set(ext.registry))
         counts = queries.counts_by_type_and_state(ext, types, cap=COUNT_CAP)
         # The newest paused workflows' failures, grouped: one line per (class, step, error).
-        failures = queries.group_failures(queries.recent_failures(ext, limit=FAILURES_SCAN))
+        failures = recent.group_failures(recent.recent_failures(ext, limit=FAILURES_SCAN))
         now = clock.now()
         template = "geneva/_partials/overview_body.html" if is_htmx() else "geneva/overview.html"
         return render_template(

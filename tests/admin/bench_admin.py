@@ -1,8 +1,9 @@
 """Admin render times as the tables grow (a benchmark script, not a test).
 
-Fills the workflow tables with N workflows (3 executions each; mostly finished, some
-paused with a failure, some ready/performing), then times the overview, lists and a
-detail page through the Flask test client (median of several requests)::
+Fills the workflow tables with N workflows (5 executions each: two reattempted tries of
+the first step, then its three steps; mostly finished, some paused with a failure, some
+ready/performing), then times every page through the Flask test client (median of
+several requests)::
 
     .venv/bin/python tests/admin/bench_admin.py --db postgresql --sizes 10000 100000
     .venv/bin/python tests/admin/bench_admin.py --db sqlite --sizes 10000 100000
@@ -15,7 +16,6 @@ import random
 import statistics
 import tempfile
 import time
-from datetime import datetime
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_geneva import Geneva
+from flask_geneva import clock
 from flask_geneva import step
 
 db = SQLAlchemy()
@@ -69,7 +70,9 @@ STATES = [
 def _fill(start_id: int, count: int) -> None:
     w, e = geneva.tables.workflows, geneva.tables.executions
     rng = random.Random(start_id)
-    base = datetime(2026, 1, 1)
+    # A workflow every 5 s, the millionth created just now: the newest day holds 17,280
+    # of them, for the Fleet page's window.
+    base = clock.now() - timedelta(seconds=5 * 1_000_000)
     wf_rows: list[dict[str, Any]] = []
     ex_rows: list[dict[str, Any]] = []
     names = list(CLASSES)
@@ -77,7 +80,7 @@ def _fill(start_id: int, count: int) -> None:
     for i in range(start_id, start_id + count):
         kind = names[i % 2]
         state = rng.choices([s for s, _ in STATES], weights)[0]
-        created = base + timedelta(seconds=i * 10)
+        created = base + timedelta(seconds=i * 5)
         wf_rows.append(
             dict(
                 id=i,
@@ -93,6 +96,28 @@ def _fill(start_id: int, count: int) -> None:
             )
         )
         steps = CLASSES[kind]
+        t0 = created - timedelta(minutes=2)
+        for n in range(2):  # the first step's two tries that raised and were reattempted
+            t = t0 + timedelta(minutes=n)
+            ex_rows.append(
+                dict(
+                    id=i * 5 + n,
+                    workflow_id=i,
+                    step_name=steps[0],
+                    state="completed",
+                    outcome="reattempted",
+                    scheduled_for=t,
+                    started_at=t,
+                    finished_at=t + timedelta(seconds=1),
+                    error_class="billing.GatewayTimeout",
+                    error_message="gateway timed out",
+                    error_traceback=None,
+                    attempt=n + 1,
+                    consecutive_reattempts=n,
+                    created_at=t,
+                    updated_at=t,
+                )
+            )
         for n, name in enumerate(steps):
             last = n == len(steps) - 1
             ex_state = "completed"
@@ -105,7 +130,7 @@ def _fill(start_id: int, count: int) -> None:
             t = created + timedelta(minutes=n)
             ex_rows.append(
                 dict(
-                    id=i * 3 + n,
+                    id=i * 5 + 2 + n,
                     workflow_id=i,
                     step_name=name,
                     state=ex_state,
@@ -122,8 +147,8 @@ def _fill(start_id: int, count: int) -> None:
                     error_class="billing.CardDeclined" if ex_state == "failed" else None,
                     error_message="card declined" if ex_state == "failed" else None,
                     error_traceback=None,
-                    attempt=1,
-                    consecutive_reattempts=0,
+                    attempt=3 if n == 0 else 1,
+                    consecutive_reattempts=2 if n == 0 else 0,
                     created_at=t,
                     updated_at=t,
                 )
@@ -171,6 +196,7 @@ def main() -> None:
         GENEVA_HUEY="memory://",
         SECRET_KEY="b",
         GENEVA_ADMIN_AUTHORIZE=lambda action: True,
+        GENEVA_ADMIN_METRICS=True,
     )
     db.init_app(app)
     geneva.init_app(app)
@@ -180,8 +206,22 @@ def main() -> None:
         with app.app_context():
             geneva.create_all()
             filled = 0
-            header = ("workflows", "overview", "list", "paused", "class+step", "deep page")
-            print(" ".join(f"{h:>10}" for h in header), "    detail (ms, median)")
+            header = (
+                "workflows",
+                "overview",
+                "list",
+                "paused",
+                "class+step",
+                "deep page",
+                "detail",
+                "overdue",
+                "retrying",
+                "actor",
+                "fleet 24h",
+                "defs",
+                "metrics",
+            )
+            print(" ".join(f"{h:>10}" for h in header), " (ms, median)")
             for size in sorted(args.sizes):
                 while filled < size:
                     chunk = min(20_000, size - filled)
@@ -201,6 +241,12 @@ def main() -> None:
                     _time(client, "/admin/classes/InvoiceWorkflow?step=collect&state=paused"),
                     _time(client, f"/admin/workflows?before={deep}"),
                     _time(client, f"/admin/workflows/{filled // 2}"),
+                    _time(client, "/admin/workflows?attention=overdue"),
+                    _time(client, "/admin/workflows?attention=reattempting"),
+                    _time(client, "/admin/workflows?actor=ops@example.com"),
+                    _time(client, "/admin/fleet?window=24h"),
+                    _time(client, "/admin/definitions"),
+                    _time(client, "/admin/metrics"),
                 ]
                 print(f"{filled:>10} " + " ".join(f"{v:>10.1f}" for v in figures))
     finally:

@@ -13,6 +13,7 @@ from flask_geneva import clock
 from flask_geneva import operations
 from flask_geneva import queries
 from flask_geneva import step
+from flask_geneva.failures import recent_failures
 from flask_geneva.queries import WorkflowFilter
 from flask_geneva.testing import perform_next_step
 from flask_geneva.testing import travel
@@ -83,7 +84,7 @@ def test_filters_select_by_class_state_hero_and_current_step_newest_first(app):
     # ships[1] was canceled: its pick execution is canceled, not current
     assert [r["id"] for r in queries.list_workflows(geneva, at_pick, limit=10)] == [ships[2].id]
     assert queries.current_steps(geneva, [ships[0].id]) == {ships[0].id: [("pack", "failed")]}
-    failures = queries.recent_failures(geneva)
+    failures = recent_failures(geneva)
     assert [(f["id"], f["step_name"], f["error_class"], f["error_message"]) for f in failures] == [
         (ships[0].id, "pack", f"{__name__}.Boom", "no boxes")
     ]

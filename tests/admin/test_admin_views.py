@@ -16,7 +16,7 @@ from flask_geneva import ExceptionPolicy
 from flask_geneva import Geneva
 from flask_geneva import step
 from flask_geneva.config import check_admin_settings
-from flask_geneva.queries import group_failures
+from flask_geneva.failures import group_failures
 from flask_geneva.testing import perform_next_step
 from flask_geneva.testing import travel
 
