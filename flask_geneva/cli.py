@@ -177,7 +177,8 @@ def filter_options(func: F) -> F:
             "--attention",
             type=click.Choice(queries.ATTENTION),
             help="Workflows that need a look: reattempting (running but failing), overdue "
-            "(no worker took a due step), waiting (for a signal over an hour).",
+            "(no worker took a due step), waiting (for a signal over an hour), stranded "
+            "(a step the class no longer defines, or no class).",
         ),
     ]
     for option in reversed(options):

@@ -197,9 +197,9 @@ def check_admin_settings(config: Any) -> None:
     _check_url_template(
         "GENEVA_ADMIN_LOGS_URL", config.get("GENEVA_ADMIN_LOGS_URL"), ADMIN_LOGS_URL_FIELDS
     )
-    _check_url_template(
-        "GENEVA_ADMIN_HERO_URL", config.get("GENEVA_ADMIN_HERO_URL"), ADMIN_HERO_URL_FIELDS
-    )
+    hero_url = config.get("GENEVA_ADMIN_HERO_URL")
+    if not callable(hero_url):  # a callable (hero_type, hero_id) -> URL is checked per call
+        _check_url_template("GENEVA_ADMIN_HERO_URL", hero_url, ADMIN_HERO_URL_FIELDS)
     metrics = config.get("GENEVA_ADMIN_METRICS", False)
     if not isinstance(metrics, bool):
         raise ConfigurationError(

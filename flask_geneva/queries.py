@@ -76,8 +76,13 @@ class WorkflowFilter:
         ``reattempting`` (a step failed and its next attempt is scheduled: running but
         failing), ``overdue`` (a ready or performing workflow's step due more than
         :data:`OVERDUE_AFTER` ago: no worker picked it up), ``waiting`` (a step waiting
-        for a signal for longer than ``waiting_over``, one hour by default).
+        for a signal for longer than ``waiting_over``, one hour by default),
+        ``stranded`` (an ongoing workflow of a type no class stores, one with an active
+        execution on a step its class neither defines nor skips, or a paused one whose
+        failure on such a step paused it: what ``flask geneva check`` reports).
     :param waiting_over: with ``attention="waiting"``: how long counts as long.
+    :param error: only workflows whose newest failure's error class or message holds
+        this text (case-insensitive): a bounded scan of the failed executions.
     """
 
     workflow_type: str | None = None
@@ -92,6 +97,7 @@ class WorkflowFilter:
     actor: str | None = None
     attention: str | None = None
     waiting_over: timedelta | None = None
+    error: str | None = None
 
     def __post_init__(self) -> None:
         if self.attention is not None and self.attention not in ATTENTION:
@@ -132,8 +138,12 @@ def _conditions(ext: Geneva, f: WorkflowFilter) -> list[sa.ColumnElement[bool]]:
         where.append(w.updated_at < f.updated_before)
     if f.step is not None:
         where.append(_current_step_condition(ext, f.step))
-    if f.attention is not None:
+    if f.attention == "stranded":
+        where.append(_stranded_condition(ext))
+    elif f.attention is not None:
         where.append(_attention_condition(ext, f))
+    if f.error is not None:
+        where.append(_error_condition(ext, f.error))
     if f.actor is not None:  # the (actor, workflow_id) index of the actions
         a = ext.tables.actions.c
         where.append(w.id.in_(sa.select(a.workflow_id).where(a.actor == f.actor)))
@@ -146,7 +156,7 @@ STEP_CANDIDATES_LIMIT = 1000
 
 
 #: The "needs a look" filters of :class:`WorkflowFilter`.
-ATTENTION = ("reattempting", "overdue", "waiting")
+ATTENTION = ("reattempting", "overdue", "waiting", "stranded")
 #: A step due longer ago than this, in a workflow that may run, is overdue.
 OVERDUE_AFTER = timedelta(seconds=30)
 #: ``attention="waiting"`` without ``waiting_over``: waiting for a signal over an hour.
@@ -178,6 +188,60 @@ def _attention_condition(ext: Geneva, f: WorkflowFilter) -> sa.ColumnElement[boo
         e.c.state == StepState.WAITING,
         e.c.updated_at < since,
         current,
+    )
+    return w.c.id.in_(rows)
+
+
+def _stranded_condition(ext: Geneva) -> sa.ColumnElement[bool]:
+    # Per class, the steps it neither defines nor skips; a type with no class is
+    # stranded whole. The executions are read on their (state, scheduled_for) index.
+    w = ext.tables.workflows
+    e = ext.tables.executions
+    ongoing = w.c.state.in_(
+        (WorkflowState.READY.value, WorkflowState.PERFORMING.value, WorkflowState.PAUSED.value)
+    )
+    active = (StepState.SCHEDULED.value, StepState.WAITING.value, StepState.IN_PROGRESS.value)
+    current = e.c.superseded_at.is_(None)
+    per_class = []
+    for stored_type, cls in ext.registry.items():
+        definition = cls.__geneva_definition__
+        if definition.skip_undefined_steps:
+            continue
+        known = [*definition.graph.steps, *definition.removed_steps]
+        active_on_undefined = sa.and_(
+            w.c.type == stored_type, e.c.state.in_(active), e.c.step_name.not_in(known)
+        )
+        paused_by_undefined = sa.and_(
+            w.c.type == stored_type,
+            w.c.state == WorkflowState.PAUSED.value,
+            e.c.state == StepState.FAILED.value,
+            e.c.step_name.not_in(list(definition.graph.steps)),
+            w.c.transitioned_at <= e.c.failed_at,
+        )
+        per_class.append(sa.or_(active_on_undefined, paused_by_undefined))
+    rows = (
+        sa.select(e.c.workflow_id)
+        .select_from(e.join(w, w.c.id == e.c.workflow_id))
+        .where(current, sa.or_(sa.false(), *per_class))
+    )
+    no_class = w.c.type.not_in(list(ext.registry)) if ext.registry else sa.true()
+    return sa.and_(ongoing, sa.or_(no_class, w.c.id.in_(rows)))
+
+
+def _error_condition(ext: Geneva, text: str) -> sa.ColumnElement[bool]:
+    # The failed executions that are current, on the (state, scheduled_for) index; the
+    # text compared case-insensitively with LIKE (its % and _ escaped). No text index:
+    # the scan is bounded by how many failed executions the tables keep.
+    e = ext.tables.executions
+    w = ext.tables.workflows
+    needle = text.lower()
+    rows = sa.select(e.c.workflow_id).where(
+        e.c.state == StepState.FAILED.value,
+        e.c.superseded_at.is_(None),
+        sa.or_(
+            sa.func.lower(e.c.error_class).contains(needle, autoescape=True),
+            sa.func.lower(e.c.error_message).contains(needle, autoescape=True),
+        ),
     )
     return w.c.id.in_(rows)
 

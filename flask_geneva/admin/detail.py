@@ -255,9 +255,7 @@ def load_detail(ext: Geneva, workflow: Mapping[str, Any], logs_template: str | N
         latest=latest,
         hero_text=hero_text,
         hero_problem=hero_problem,
-        hero_url=present.logs_url(current_app.config.get("GENEVA_ADMIN_HERO_URL"), values)
-        if workflow["hero_type"]
-        else None,
+        hero_url=present.hero_url(current_app.config.get("GENEVA_ADMIN_HERO_URL"), values),
         layout=layout,
         timeline=present.timeline(spans, workflow["created_at"], now, moments),
         reasons=_ended_by(workflow, actions, executions, now)

@@ -28,7 +28,7 @@ MAX_ID = 2**63 - 1
 #: Query-string names of the time filters (HTML ``datetime-local`` values, in UTC).
 TIME_FIELDS = ("created_after", "created_before", "updated_after", "updated_before")
 #: Query-string names of the text filters.
-TEXT_FIELDS = ("hero_type", "hero_id", "step", "actor", "attention")
+TEXT_FIELDS = ("hero_type", "hero_id", "step", "actor", "attention", "error")
 #: ``waiting_over``: minutes, at most a year.
 MAX_WAITING_MINUTES = 525_600
 

@@ -238,6 +238,22 @@ class _Quoted(dict[str, str]):
         return ""
 
 
+def hero_url(setting: Any, values: Mapping[str, Any]) -> str | None:
+    """Fill ``GENEVA_ADMIN_HERO_URL`` for a workflow: a template (as :func:`logs_url`), or a
+    callable ``(hero_type, hero_id) -> URL or None``; None without a hero or a setting.
+
+    A callable's answer is shown only when it is a web link (http, https or a path).
+    """
+    if not values.get("hero_type") or not setting:
+        return None
+    if not callable(setting):
+        return logs_url(setting, values)
+    url = setting(values["hero_type"], values["hero_id"])
+    if not isinstance(url, str) or not url.startswith(("http://", "https://", "/")):
+        return None
+    return url
+
+
 def logs_url(template: str | None, values: Mapping[str, Any]) -> str | None:
     """Fill ``GENEVA_ADMIN_LOGS_URL`` (``{workflow_id}``, ``{execution_id}``, ``{step}``,
     ``{type}``, ``{hero_type}``, ``{hero_id}``, ``{started_at}``, ``{finished_at}``),

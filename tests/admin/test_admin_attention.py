@@ -6,8 +6,10 @@ import re
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from admin_helpers import PREFIX
 from flask_sqlalchemy import SQLAlchemy
+from helpers import deploy
 
 from flask_geneva import ExceptionPolicy
 from flask_geneva import Geneva
@@ -67,6 +69,72 @@ def test_each_filter_finds_exactly_the_workflows_that_need_that_look(app, admin)
         page = admin.get(f"{PREFIX}/workflows?attention=waiting&waiting_over=90").text
         assert re.findall(r'name="ids" value="(\d+)"', page) == [str(waiting.id)]
         assert '<option value="waiting" selected>' in page and 'value="90"' in page
+
+
+class Old(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def first(self) -> None:
+        pass
+
+    @step
+    def gone(self) -> None:
+        pass
+
+
+class New(geneva.Workflow):  # type: ignore[name-defined,misc]
+    """The next version of Old: ``gone`` was removed, and nothing says so."""
+
+    @step
+    def first(self) -> None:
+        pass
+
+
+class NewFixed(geneva.Workflow):  # type: ignore[name-defined,misc]
+    removed_steps = ("gone",)
+
+    @step
+    def first(self) -> None:
+        pass
+
+
+def test_stranded_finds_what_check_reports(app, admin):
+    fine, orphan = Plain.create().id, Plain.create().id
+    first, second = Old.create(), Old.create()
+    perform_next_step(first)  # gone is scheduled
+    perform_next_step(second)
+    stranded, safe = first.id, second.id
+    deploy(geneva, stranded, New)
+    deploy(geneva, safe, NewFixed)  # gone is in removed_steps: it will be skipped
+    w = geneva.tables.workflows
+    with geneva.engine().begin() as conn:
+        conn.execute(sa.update(w).where(w.c.id == orphan).values(type="RenamedAway"))
+    assert ids("stranded") == {stranded, orphan}
+    assert fine not in ids("stranded") and safe not in ids("stranded")
+    page = admin.get(f"{PREFIX}/workflows?attention=stranded").text
+    assert sorted(re.findall(r'name="ids" value="(\d+)"', page)) == sorted(
+        [str(stranded), str(orphan)]
+    )
+
+
+def test_error_text_search_finds_the_newest_failure_whatever_its_case(app, admin):
+    flaky = Flaky.create()
+    with pytest.raises(Busy):
+        perform_next_step(flaky)  # reattempted: not a failure that stays
+    broken = Broken_.create()
+    with pytest.raises(RuntimeError):
+        perform_next_step(broken)
+    found = geneva.list_workflows(WorkflowFilter(error="DISK FULL"), limit=10)
+    assert [row["id"] for row in found] == [broken.id]
+    assert geneva.list_workflows(WorkflowFilter(error="100%_"), limit=10) == []
+    page = admin.get(f"{PREFIX}/workflows?error=disk").text
+    assert re.findall(r'name="ids" value="(\d+)"', page) == [str(broken.id)]
+    assert 'name="error" value="disk"' in page
+
+
+class Broken_(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def write(self) -> None:
+        raise RuntimeError("disk full on /var")
 
 
 def test_an_unknown_attention_filter_is_a_400(admin):

@@ -412,6 +412,15 @@ def test_the_hero_links_to_the_app_s_own_page_when_a_template_is_set(admin, app)
     assert f'<a href="{expected}" class="hero-link"' in text
 
 
+def test_the_hero_url_may_be_a_callable_and_only_web_links_are_shown(admin, app):
+    workflow = OrderWorkflow.create(hero=_customer())
+    app.config["GENEVA_ADMIN_HERO_URL"] = lambda kind, ident: f"https://crm.example.com/{ident}"
+    text = admin.get(f"{PREFIX}/workflows/{workflow.id}").text
+    assert f'<a href="https://crm.example.com/{workflow.hero_id}" class="hero-link"' in text
+    app.config["GENEVA_ADMIN_HERO_URL"] = lambda kind, ident: "javascript:alert(1)"
+    assert "hero-link" not in admin.get(f"{PREFIX}/workflows/{workflow.id}").text
+
+
 def test_a_hero_url_with_an_unknown_placeholder_is_refused():
     with pytest.raises(ConfigurationError, match=r"unknown placeholder \{step\}"):
         check_admin_settings({"GENEVA_ADMIN_HERO_URL": "/x/{step}"})

@@ -43,7 +43,7 @@ document.addEventListener("click", (event) => {
 });
 
 // Keyboard: j/k move through the rows of the page's table, Enter opens the row, / goes
-// to the filters, Esc leaves a field or closes the help, ? shows the help.
+// to the error search (or the first filter), Esc leaves a field or closes the help, ? shows the help.
 function rows() {
   return [...document.querySelectorAll(".geneva-table tbody tr")].filter((r) => r.querySelector("a[href]"));
 }
@@ -74,7 +74,8 @@ document.addEventListener("keydown", (event) => {
     event.preventDefault();
     current.click();
   } else if (event.key === "/") {
-    const field = document.querySelector("#geneva-filters input:not([type=hidden]):not([type=checkbox]), #geneva-filters select");
+    const field = document.querySelector('#geneva-filters input[name="error"]')
+      || document.querySelector("#geneva-filters input:not([type=hidden]):not([type=checkbox]), #geneva-filters select");
     if (!field) return;
     event.preventDefault();
     field.focus();
