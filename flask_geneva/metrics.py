@@ -45,6 +45,7 @@ import sqlalchemy as sa
 
 from . import clock
 from .queries import ALL_STATES
+from .queries import OVERDUE_AFTER
 from .queries import counts_by_type_and_state
 from .queries import workflow_types
 from .states import ACTIVE_STEP_STATES
@@ -79,6 +80,9 @@ class StepMetrics:
     executions: Mapping[str, int]
     #: Executions of the step that ended ``failed`` in the last hour.
     failures_last_hour: int = 0
+    #: Scheduled executions due more than :data:`~flask_geneva.queries.OVERDUE_AFTER` ago
+    #: in a ready or performing workflow: no worker took them.
+    overdue: int = 0
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ def collect(ext: Geneva, *, cap: int = COUNT_CAP) -> Metrics:
     now = clock.now()
     types = sorted(set(workflow_types(ext)) | set(ext.registry))
     counts = counts_by_type_and_state(ext, types, cap=cap)
-    active, oldest = _active(ext, types, now)
+    active, oldest, overdue = _active(ext, types, now)
     failures = _failures(ext, now)
     classes = []
     for t in types:
@@ -138,6 +142,7 @@ def collect(ext: Geneva, *, cap: int = COUNT_CAP) -> Metrics:
                 step=name,
                 executions={s: active.get(t, {}).get(name, {}).get(s, 0) for s in ACTIVE_STATES},
                 failures_last_hour=failures.get(t, {}).get(name, 0),
+                overdue=overdue.get(t, {}).get(name, 0),
             )
             for name in names
         )
@@ -155,10 +160,11 @@ def _defined_steps(ext: Geneva, stored_type: str) -> set[str]:
 
 def _active(
     ext: Geneva, types: list[str], now: datetime
-) -> tuple[dict[str, dict[str, dict[str, int]]], dict[str, datetime]]:
-    """Active executions by (type, step, state), and each type's oldest due scheduled one."""
+) -> tuple[dict[str, dict[str, dict[str, int]]], dict[str, datetime], dict[str, dict[str, int]]]:
+    """Active executions by (type, step, state), each type's oldest due scheduled one, and
+    the overdue ones by (type, step), in one grouped statement."""
     if not types:
-        return {}, {}
+        return {}, {}, {}
     w = ext.tables.workflows
     e = ext.tables.executions
     due = sa.case(
@@ -167,8 +173,26 @@ def _active(
             e.c.scheduled_for,
         )
     )
+    late = sa.case(
+        (
+            sa.and_(
+                e.c.state == StepState.SCHEDULED.value,
+                e.c.scheduled_for < now - OVERDUE_AFTER,
+                w.c.state.in_((WorkflowState.READY.value, WorkflowState.PERFORMING.value)),
+            ),
+            1,
+        ),
+        else_=0,
+    )
     query = (
-        sa.select(w.c.type, e.c.step_name, e.c.state, sa.func.count(), sa.func.min(due))
+        sa.select(
+            w.c.type,
+            e.c.step_name,
+            e.c.state,
+            sa.func.count(),
+            sa.func.min(due),
+            sa.func.sum(late),
+        )
         .select_from(e.join(w, w.c.id == e.c.workflow_id))
         .where(
             e.c.state.in_(ACTIVE_STATES),
@@ -180,12 +204,15 @@ def _active(
     )
     active: dict[str, dict[str, dict[str, int]]] = {}
     oldest: dict[str, datetime] = {}
+    overdue: dict[str, dict[str, int]] = {}
     with ext.engine().connect() as conn:
-        for t, name, state, count, first_due in conn.execute(query):
+        for t, name, state, count, first_due, lates in conn.execute(query):
             active.setdefault(t, {}).setdefault(name, {})[state] = int(count)
+            if lates:
+                overdue.setdefault(t, {})[name] = overdue.get(t, {}).get(name, 0) + int(lates)
             if first_due is not None and (t not in oldest or first_due < oldest[t]):
                 oldest[t] = first_due
-    return active, oldest
+    return active, oldest, overdue
 
 
 def _failures(ext: Geneva, now: datetime) -> dict[str, dict[str, int]]:
@@ -226,7 +253,8 @@ def render_prometheus(metrics: Metrics) -> str:
 
     Families: ``geneva_workflows{class, state}``, ``geneva_workflows_paused_ratio{class}``,
     ``geneva_step_executions{class, step, state}``, ``geneva_queue_delay_seconds{class}``,
-    ``geneva_step_failures_last_hour{class, step}`` and ``geneva_count_cap``; all gauges.
+    ``geneva_step_failures_last_hour{class, step}``,
+    ``geneva_step_executions_overdue{class, step}`` and ``geneva_count_cap``; all gauges.
     Label values are escaped (``\\``, ``"`` and line breaks), so any stored type or step
     name is safe.
     """
@@ -257,6 +285,12 @@ def render_prometheus(metrics: Metrics) -> str:
             for s in c.steps
             for state, n in s.executions.items()
         ],
+    )
+    family(
+        "geneva_step_executions_overdue",
+        "Scheduled executions due over 30 s ago in ready or performing workflows: no "
+        "worker took them.",
+        [({"class": c.type, "step": s.step}, s.overdue) for c in classes for s in c.steps],
     )
     family(
         "geneva_queue_delay_seconds",

@@ -135,6 +135,15 @@ def test_queue_delay_and_failure_window_follow_the_clock(app: Flask) -> None:
         assert orders is not None
         # The oldest due execution was due when its workflow was created, ten minutes ago.
         assert timedelta(minutes=10) <= orders.queue_delay < timedelta(minutes=11)
+        # No worker took the ready orders' due steps: overdue. The paused order's
+        # reserve waits for resume: scheduled, not overdue.
+        assert {s.step: s.executions["scheduled"] for s in orders.steps} == {
+            "reserve": 4,
+            "ship": 1,
+        }
+        assert {s.step: s.overdue for s in orders.steps} == {"reserve": 3, "ship": 1}
+        late = _samples(render_prometheus(geneva.metrics()))["geneva_step_executions_overdue"]
+        assert late[(("class", "OrderWorkflow"), ("step", "reserve"))] == 3
     with travel(timedelta(hours=2)):
         payments = geneva.metrics().get("PaymentWorkflow")
         assert payments is not None
@@ -169,6 +178,7 @@ def test_the_text_parses_into_the_expected_families(app: Flask) -> None:
         "geneva_step_executions",
         "geneva_queue_delay_seconds",
         "geneva_step_failures_last_hour",
+        "geneva_step_executions_overdue",
         "geneva_count_cap",
     }
     assert families["geneva_workflows"].documentation.startswith("Workflows per class")
