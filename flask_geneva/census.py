@@ -11,11 +11,11 @@ For every stored type with ongoing workflows (ready, performing or paused) it gi
 * per step the class does not define: its executions scheduled, waiting and in
   progress, each step **safe** (``removed_steps`` lists it, or ``skip_undefined_steps``
   is set: they are skipped) or **stranded** (they would fail and pause the workflow);
-* paused workflows stranded on a step the class does not define: the workflow's latest
-  failed execution (superseded rows are history and ignored) is on such a step, and
-  that failure is what paused it: the workflow entered ``paused`` no later than the
-  failure was recorded (a workflow resumed since and paused again is not counted, nor
-  one whose latest failure is on a step the class defines).
+* paused workflows stranded on a step the class does not define: a failed execution
+  (superseded rows are history and ignored) on such a step is what paused the
+  workflow: it entered ``paused`` no later than the failure was recorded (a workflow
+  resumed since and paused again is not counted, nor one whose pausing failure is on a
+  step the class defines).
   ``removed_steps`` does not help these: the failed execution will not run again.
   They need an operator: ``wf.resume_at(step)``.
 
@@ -31,8 +31,8 @@ bound to those types, so their cost follows the ongoing workflows, not the table
    ongoing workflows' ids from the ``(type, state, id)`` index. The step names each
    class defines are filtered out in Python (the groups are few: one per type, step
    and state), rather than a ``NOT IN`` per class, which no index serves;
-3. paused workflows' latest failure by (type, step): the ``(type, state, id)`` index,
-   then a probe of the executions' ``(workflow_id, id)`` index per paused workflow.
+3. the failures that paused paused workflows, by (type, step): the failed executions
+   on the ``(state, scheduled_for)`` index, each joined to its workflow by primary key.
 """
 
 from __future__ import annotations
@@ -228,34 +228,29 @@ def _read(
 
 
 def _paused_failures(ext: Geneva, narrow: list[Any]) -> sa.Select[Any]:
-    """(type, step, count, lowest id) of paused workflows' latest failures, if they paused it.
+    """(type, step, count, lowest id) of the failures that paused paused workflows.
 
     A failure paused the workflow when the workflow became paused no later than the
     failure was recorded (the same transaction records both at one time); a workflow
-    resumed since, and paused again, entered ``paused`` after it.
+    resumed since, and paused again, entered ``paused`` after it. Read from the failed
+    executions (their ``(state, scheduled_for)`` index), each joined to its workflow by
+    primary key: no probe per paused workflow, so a million workflows with tens of
+    thousands paused cost one pass over the failed rows. (A workflow with two branches
+    that failed while it was paused counts under both steps.)
     """
     w = ext.tables.workflows
     e = ext.tables.executions
-    failed = e.alias("failed")
-    latest_failed = (
-        sa.select(sa.func.max(e.c.id))
+    return (
+        sa.select(w.c.type, e.c.step_name, sa.func.count(), sa.func.min(w.c.id))
+        .select_from(e.join(w, w.c.id == e.c.workflow_id))
         .where(
-            e.c.workflow_id == w.c.id,
             e.c.state == StepState.FAILED,
             e.c.superseded_at.is_(None),
-        )
-        .correlate(w)
-        .scalar_subquery()
-    )
-    return (
-        sa.select(w.c.type, failed.c.step_name, sa.func.count(), sa.func.min(w.c.id))
-        .select_from(w.join(failed, failed.c.id == latest_failed))
-        .where(
             w.c.state == WorkflowState.PAUSED,
             *narrow,
-            w.c.transitioned_at <= failed.c.failed_at,
+            w.c.transitioned_at <= e.c.failed_at,
         )
-        .group_by(w.c.type, failed.c.step_name)
+        .group_by(w.c.type, e.c.step_name)
     )
 
 
