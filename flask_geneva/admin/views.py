@@ -46,8 +46,8 @@ FAILURES_SCAN = 200
 #: ... and shows this many groups.
 FAILURE_GROUPS = 20
 PAGE_SIZE = 50
-#: A list's total counts at most this many ("10,000+").
-LIST_TOTAL_CAP = 10_000
+#: A list's total counts at most this many ("1,000+"), like the overview.
+LIST_TOTAL_CAP = 1_000
 MAX_PAGE_SIZE = 200
 #: How many rows one list poll may refresh.
 MAX_POLLED_ROWS = 400
