@@ -46,7 +46,7 @@ import sqlalchemy as sa
 
 from .queries import workflow_types
 from .states import ACTIVE_STEP_STATES
-from .states import TERMINAL_WORKFLOW_STATES
+from .states import ONGOING_WORKFLOW_STATES
 from .states import StepState
 from .states import WorkflowState
 
@@ -54,9 +54,7 @@ if TYPE_CHECKING:
     from .extension import Geneva
 
 #: The workflow states a census counts (every state that may still change).
-ONGOING_STATES: tuple[str, ...] = tuple(
-    s.value for s in WorkflowState if s not in TERMINAL_WORKFLOW_STATES
-)
+ONGOING_STATES = ONGOING_WORKFLOW_STATES
 _ACTIVE: tuple[str, ...] = tuple(sorted(s.value for s in ACTIVE_STEP_STATES))
 
 

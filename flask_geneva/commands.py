@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import InvalidStateError
+from .rerun_rules import REFUSED_STATE
 from .rerun_rules import RERUN_STATES
 from .states import Outcome
 from .states import StepState
@@ -42,9 +43,7 @@ _REFUSED = {
     "skip": "Cannot skip on a {state} workflow",
     "reattempt": "Cannot reattempt on a {state} workflow",
     "resume_at": "Cannot resume a {state} workflow at a step (only a paused one)",
-    "rerun_from": (
-        "Cannot rerun a {state} workflow (only a paused, finished or canceled one: pause it first)"
-    ),
+    "rerun_from": REFUSED_STATE,
 }
 
 

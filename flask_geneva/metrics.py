@@ -49,7 +49,7 @@ from .queries import OVERDUE_AFTER
 from .queries import counts_by_type_and_state
 from .queries import workflow_types
 from .states import ACTIVE_STEP_STATES
-from .states import TERMINAL_WORKFLOW_STATES
+from .states import ONGOING_WORKFLOW_STATES
 from .states import StepState
 from .states import WorkflowState
 
@@ -66,9 +66,7 @@ FAILURE_SCAN_CAP = 100_000
 FAILURE_WINDOW = timedelta(hours=1)
 #: The execution states counted per step, in the order they are shown.
 ACTIVE_STATES: tuple[str, ...] = tuple(s.value for s in StepState if s in ACTIVE_STEP_STATES)
-_ONGOING: tuple[str, ...] = tuple(
-    s.value for s in WorkflowState if s not in TERMINAL_WORKFLOW_STATES
-)
+_ONGOING = ONGOING_WORKFLOW_STATES
 
 
 @dataclass(frozen=True)
@@ -107,8 +105,14 @@ class ClassMetrics:
     @property
     def paused_share(self) -> float:
         """Paused workflows among the ongoing ones, from 0 to 1 (0 with none ongoing)."""
-        ongoing = self.ongoing
-        return self.workflows.get(WorkflowState.PAUSED, 0) / ongoing if ongoing else 0.0
+        return paused_share(self.workflows) or 0.0
+
+
+def paused_share(counts: Mapping[str, int]) -> float | None:
+    """Paused workflows among the ongoing ones (``counts``: state -> workflows), 0 to 1;
+    None when none is ongoing."""
+    ongoing = sum(counts.get(s, 0) for s in _ONGOING)
+    return counts.get(WorkflowState.PAUSED, 0) / ongoing if ongoing else None
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import clock
+from .states import ONGOING_WORKFLOW_STATES
 from .states import StepState
 from .states import WorkflowState
 
@@ -197,9 +198,7 @@ def _stranded_condition(ext: Geneva) -> sa.ColumnElement[bool]:
     # stranded whole. The executions are read on their (state, scheduled_for) index.
     w = ext.tables.workflows
     e = ext.tables.executions
-    ongoing = w.c.state.in_(
-        (WorkflowState.READY.value, WorkflowState.PERFORMING.value, WorkflowState.PAUSED.value)
-    )
+    ongoing = w.c.state.in_(ONGOING_WORKFLOW_STATES)
     active = (StepState.SCHEDULED.value, StepState.WAITING.value, StepState.IN_PROGRESS.value)
     current = e.c.superseded_at.is_(None)
     per_class = []

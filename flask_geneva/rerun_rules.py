@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 
 #: The workflow states a rerun is allowed from.
 RERUN_STATES = frozenset({WorkflowState.PAUSED, WorkflowState.FINISHED, WorkflowState.CANCELED})
+#: Why a rerun is refused in any other state (``{state}``: the workflow's).
+REFUSED_STATE = (
+    "Cannot rerun a {state} workflow (only a paused, finished or canceled one: pause it first)"
+)
 
 
 @dataclass(frozen=True)
@@ -138,10 +142,7 @@ class RerunRules:
     def _rerun_problem(self, step: str, reach: set[str]) -> str | None:
         assert self.graph is not None
         if self.state not in RERUN_STATES:
-            return (
-                f"Cannot rerun a {self.state} workflow (only a paused, finished or canceled "
-                "one: pause it first)"
-            )
+            return REFUSED_STATE.format(state=self.state)
         running = sorted(
             {r.step_name for r in self.records if r.state == StepState.IN_PROGRESS} & reach
         )

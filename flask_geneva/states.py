@@ -49,6 +49,11 @@ class Outcome(StrEnum):
 
 #: Workflow states that will never change again.
 TERMINAL_WORKFLOW_STATES = frozenset({WorkflowState.FINISHED, WorkflowState.CANCELED})
+#: Workflow states that may still change, in their display order (ready, performing,
+#: paused): what the census, the metrics and the "stranded" filter count as ongoing.
+ONGOING_WORKFLOW_STATES: tuple[str, ...] = tuple(
+    s.value for s in WorkflowState if s not in TERMINAL_WORKFLOW_STATES
+)
 #: Workflow states in which a claimed execution may start.
 RUNNABLE_WORKFLOW_STATES = frozenset({WorkflowState.READY, WorkflowState.PERFORMING})
 #: Execution states that hold the (workflow, step) slot of the unique index.

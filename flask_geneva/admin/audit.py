@@ -9,6 +9,7 @@ lists the newest :data:`MAX_ACTIONS` as sentences ("canceled by ops@example.com 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 from typing import Any
@@ -100,7 +101,7 @@ def load(ext: Geneva, workflow_id: int) -> tuple[list[Action], bool]:
 
 def placed(actions: list[Action], start: datetime, span: float) -> list[Action]:
     """The actions with their place on a timeline of ``span`` seconds from ``start``."""
-    return [Action(**{**a.__dict__, "left": offset(a.created_at, start, span)}) for a in actions]
+    return [replace(a, left=offset(a.created_at, start, span)) for a in actions]
 
 
 #: The actions that end a pause (the workflow runs again, or ends).

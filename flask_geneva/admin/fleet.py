@@ -18,12 +18,11 @@ from flask import request
 
 from .. import fleet as fleet_data
 from .. import queries
+from ..metrics import paused_share
+from .views import COUNT_CAP
 
 if TYPE_CHECKING:
     from ..extension import Geneva
-
-#: The paused share counts each state up to this many workflows (as the overview).
-COUNT_CAP = 1_000
 
 
 def register(bp: Blueprint, ext: Geneva) -> None:
@@ -37,7 +36,7 @@ def register(bp: Blueprint, ext: Geneva) -> None:
         found = fleet_data.fleet(ext, window)
         types = sorted(set(queries.workflow_types(ext)) | set(ext.registry))
         counts = queries.counts_by_type_and_state(ext, types, cap=COUNT_CAP)
-        paused = {t: _paused_share(counts.get(t, {})) for t in types}
+        paused = {t: paused_share(counts.get(t, {})) for t in types}
         longest = max((s.run_p95 or 0 for s in found.steps), default=0) or 1
         slowest = max((s.queue_p95 or 0 for s in found.steps), default=0) or 1
         busiest = max((s.runs for s in found.steps), default=0) or 1
@@ -50,8 +49,3 @@ def register(bp: Blueprint, ext: Geneva) -> None:
             scale={"run": longest, "queue": slowest, "runs": busiest},
             sample=fleet_data.SAMPLE,
         )
-
-
-def _paused_share(counts: dict[str, int]) -> float | None:
-    ongoing = sum(counts.get(s, 0) for s in ("ready", "performing", "paused"))
-    return counts.get("paused", 0) / ongoing if ongoing else None

@@ -249,9 +249,7 @@ def hero_url(setting: Any, values: Mapping[str, Any]) -> str | None:
     if not callable(setting):
         return logs_url(setting, values)
     url = setting(values["hero_type"], values["hero_id"])
-    if not isinstance(url, str) or not url.startswith(("http://", "https://", "/")):
-        return None
-    return url
+    return _web_link(url) if isinstance(url, str) else None
 
 
 def logs_url(template: str | None, values: Mapping[str, Any]) -> str | None:
@@ -262,6 +260,9 @@ def logs_url(template: str | None, values: Mapping[str, Any]) -> str | None:
     if not template:
         return None
     quoted = _Quoted({k: quote("" if v is None else str(v), safe="") for k, v in values.items()})
-    url = template.format_map(quoted)
-    # Only web links: a template is config, but a value must never turn it into script.
+    return _web_link(template.format_map(quoted))
+
+
+def _web_link(url: str) -> str | None:
+    # Only web links: a setting is config, but a value must never turn it into script.
     return url if url.startswith(("http://", "https://", "/")) else None
