@@ -49,6 +49,7 @@ from .migration_render import render_data
 from .migration_render import render_signals
 from .models import ACTIVE_WHERE
 from .models import ACTIVE_WHERE_0_1
+from .models import CONSOLE
 from .models import DATA
 from .models import DEPLOYS
 from .models import EXECUTIONS_TABLE
@@ -107,6 +108,11 @@ REVISIONS: tuple[Revision, ...] = (
         DEPLOYS,
         "# flask-geneva revision: 0.2 deploy safety",
         "flask-geneva 0.2: deploy safety and reruns",
+    ),
+    Revision(
+        CONSOLE,
+        "# flask-geneva revision: 0.2 operator console",
+        "flask-geneva 0.2: operator console",
     ),
 )
 

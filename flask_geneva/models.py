@@ -66,6 +66,11 @@ NO_ITEM = -1
 #: fingerprint and job options, superseded executions, and the operator actions table.
 DEPLOYS = "0.2 deploy safety"
 ACTIONS_TABLE = "geneva_operator_actions"
+#: The 0.2 revision of the operator console: the trace a workflow was created in, and
+#: the indexes behind the console's filters and pages.
+CONSOLE = "0.2 operator console"
+#: A W3C ``traceparent`` header: ``00-<32 hex>-<16 hex>-<2 hex>``.
+TRACEPARENT_LENGTH = 55
 
 
 def _id_type() -> sa.types.TypeEngine[int]:
@@ -106,6 +111,14 @@ def workflow_columns() -> list[sa.Column[Any]]:
         sa.Column("fingerprint", sa.String(64), nullable=True, info={REVISION_KEY: DEPLOYS}),
         # ...and ``create(step_job_options=)``: this workflow's own job options.
         sa.Column("job_options", sa.JSON(), nullable=True, info={REVISION_KEY: DEPLOYS}),
+        # 0.2, console: the trace of the request that created it (W3C traceparent), for
+        # the step spans to link to; NULL when no trace was current.
+        sa.Column(
+            "traceparent",
+            sa.String(TRACEPARENT_LENGTH),
+            nullable=True,
+            info={REVISION_KEY: CONSOLE},
+        ),
     ]
 
 
