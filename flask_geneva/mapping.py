@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import relationship
 from sqlalchemy.orm.attributes import set_committed_value
 
+from . import error_search
 from .models import BASE_IDENTITY
 from .models import EXECUTIONS_TABLE
 from .models import SIGNALS_TABLE
@@ -85,6 +86,7 @@ def build_models(db: Any, ext: Geneva) -> tuple[type[Any], type[Any]]:
         EXECUTIONS_TABLE, db.metadata, *execution_columns(), *execution_indexes()
     )
     attach_mysql_ddl(workflows, executions_table)
+    error_search.attach(executions_table)
     # Core only (no mapped class): delivery returns a read-only Signal (records.py).
     sa.Table(SIGNALS_TABLE, db.metadata, *signal_columns(), *signal_indexes())
     actions_table(db.metadata)  # Core only: the operator actions (the audit)

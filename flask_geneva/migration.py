@@ -41,6 +41,7 @@ from alembic.operations import ops
 from alembic.script import ScriptDirectory
 from alembic.util import rev_id
 
+from . import error_search
 from .errors import GenevaError
 from .migration_render import HEADER
 from .migration_render import create_table_ops
@@ -145,11 +146,11 @@ _LATER_TEMPLATE = (
     + """
 
 def upgrade():
-{upgrade}
+{upgrade}{upgrade_more}
 
 
 def downgrade():
-{downgrade}
+{downgrade_more}{downgrade}
 """
 )
 
@@ -343,10 +344,14 @@ def _render_later(key: str, header: dict[str, Any]) -> str:
         downgrade_ops.append(ops.DropTableOp.from_table(new))
     # Indexes go before the columns they cover.
     downgrade_ops.reverse()
+    # What no Alembic operation renders: the console's trigram index (PostgreSQL).
+    console = key == CONSOLE
     return _LATER_TEMPLATE.format(
         **header,
         upgrade=render(upgrade_ops, indent=4),
         downgrade=render(downgrade_ops, indent=4),
+        upgrade_more="\n" + error_search.REVISION_UPGRADE.rstrip() if console else "",
+        downgrade_more=error_search.REVISION_DOWNGRADE if console else "",
     )
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import clock
+from . import error_search
 from .states import ONGOING_WORKFLOW_STATES
 from .states import StepState
 from .states import WorkflowState
@@ -228,21 +229,8 @@ def _stranded_condition(ext: Geneva) -> sa.ColumnElement[bool]:
 
 
 def _error_condition(ext: Geneva, text: str) -> sa.ColumnElement[bool]:
-    # The failed executions that are current, on the (state, scheduled_for) index; the
-    # text compared case-insensitively with LIKE (its % and _ escaped). No text index:
-    # the scan is bounded by how many failed executions the tables keep.
-    e = ext.tables.executions
-    w = ext.tables.workflows
-    needle = text.lower()
-    rows = sa.select(e.c.workflow_id).where(
-        e.c.state == StepState.FAILED.value,
-        e.c.superseded_at.is_(None),
-        sa.or_(
-            sa.func.lower(e.c.error_class).contains(needle, autoescape=True),
-            sa.func.lower(e.c.error_message).contains(needle, autoescape=True),
-        ),
-    )
-    return w.c.id.in_(rows)
+    # A trigram index on PostgreSQL, a bounded scan elsewhere: see error_search.
+    return ext.tables.workflows.c.id.in_(error_search.failed_matching(ext, text))
 
 
 def _current_step_condition(ext: Geneva, step: str) -> sa.ColumnElement[bool]:
