@@ -27,12 +27,18 @@ bound to those types, so their cost follows the ongoing workflows, not the table
 1. ongoing workflows by (type, state, fingerprint): an index-only range of the
    ``(type, state, fingerprint)`` index;
 2. active executions (scheduled, waiting, in progress) of ongoing workflows by (type,
-   step, state): the executions' ``(state, scheduled_for)`` index, joined to the
-   ongoing workflows' ids from the ``(type, state, id)`` index. The step names each
-   class defines are filtered out in Python (the groups are few: one per type, step
-   and state), rather than a ``NOT IN`` per class, which no index serves;
-3. the failures that paused paused workflows, by (type, step): the failed executions
-   on the ``(state, scheduled_for)`` index, each joined to its workflow by primary key.
+   step, state): the executions' ``(state, scheduled_for, workflow_id, step_name,
+   ...)`` index, joined to the ongoing workflows' ids from the ``(type, state, id)``
+   index. The step names each class defines are filtered out in Python (the groups are
+   few: one per type, step and state), rather than a ``NOT IN`` per class, which no
+   index serves;
+3. the failed executions of paused workflows by (type, step), read from the same
+   two indexes alone. Only where a class does not define such a step (rare: after a
+   deploy) does a fourth statement count exactly which of them paused their workflow
+   (:func:`_paused_failures`), on the ``(step_name, state)`` index.
+
+Superseded rows are never active (a rerun cancels them first), so the active counts
+need no ``superseded_at`` test, which would send the scan to the table.
 """
 
 from __future__ import annotations
@@ -189,11 +195,7 @@ def statements(ext: Geneva, stored_type: str | None = None) -> list[sa.Select[An
     w = ext.tables.workflows
     e = ext.tables.executions
     ongoing = w.c.state.in_(ONGOING_STATES)
-    # The types first (a loose index scan, one seek each): with ``type`` and ``state``
-    # both bound, the statements read only the ongoing rows' entries of the indexes that
-    # lead with them, where ``state IN`` alone would walk a whole index or the heap.
-    types = [stored_type] if stored_type is not None else workflow_types(ext)
-    narrow = [w.c.type == stored_type] if stored_type is not None else [w.c.type.in_(types)]
+    narrow = _narrow(ext, stored_type)
     by_fingerprint = (
         sa.select(w.c.type, w.c.state, w.c.fingerprint, sa.func.count())
         .where(ongoing, *narrow)
@@ -202,16 +204,32 @@ def statements(ext: Geneva, stored_type: str | None = None) -> list[sa.Select[An
     by_step = (
         sa.select(w.c.type, e.c.step_name, e.c.state, sa.func.count())
         .select_from(e.join(w, w.c.id == e.c.workflow_id))
-        .where(e.c.state.in_(_ACTIVE), e.c.superseded_at.is_(None), ongoing, *narrow)
+        .where(e.c.state.in_(_ACTIVE), ongoing, *narrow)
         .group_by(w.c.type, e.c.step_name, e.c.state)
     )
-    return [by_fingerprint, by_step, _paused_failures(ext, narrow)]
+    failed_by_step = (
+        sa.select(w.c.type, e.c.step_name)
+        .select_from(e.join(w, w.c.id == e.c.workflow_id))
+        .where(e.c.state == StepState.FAILED, w.c.state == WorkflowState.PAUSED, *narrow)
+        .group_by(w.c.type, e.c.step_name)
+    )
+    return [by_fingerprint, by_step, failed_by_step]
+
+
+def _narrow(ext: Geneva, stored_type: str | None) -> list[sa.ColumnElement[bool]]:
+    # The types first (a loose index scan, one seek each): with ``type`` and ``state``
+    # both bound, the statements read only the ongoing rows' entries of the indexes that
+    # lead with them, where ``state IN`` alone would walk a whole index or the heap.
+    w = ext.tables.workflows
+    if stored_type is not None:
+        return [w.c.type == stored_type]
+    return [w.c.type.in_(workflow_types(ext))]
 
 
 def _read(
     ext: Geneva, stored_type: str | None
 ) -> tuple[dict[str, list[Any]], dict[str, dict[str, dict[str, int]]], dict[str, list[Any]]]:
-    by_fingerprint, by_step, by_failure = statements(ext, stored_type)
+    by_fingerprint, by_step, failed_by_step = statements(ext, stored_type)
     fingerprints: dict[str, list[Any]] = {}
     active: dict[str, dict[str, dict[str, int]]] = {}
     paused: dict[str, list[Any]] = {}
@@ -220,35 +238,39 @@ def _read(
             fingerprints.setdefault(t, []).append((state, fp, int(count)))
         for t, name, state, count in conn.execute(by_step):
             active.setdefault(t, {}).setdefault(name, {})[state] = int(count)
-        for t, name, count, lowest in conn.execute(by_failure):
-            paused.setdefault(t, []).append((name, int(count), int(lowest)))
+        for t, name in conn.execute(failed_by_step).all():
+            cls = ext.registry.get(t)
+            if cls is None or name in cls.__geneva_definition__.graph.steps:
+                continue  # no class: stranded whole; a defined step: not stranded
+            for count, lowest in conn.execute(_paused_failures(ext, t, name)):
+                if count:
+                    paused.setdefault(t, []).append((name, int(count), int(lowest)))
     return fingerprints, active, paused
 
 
-def _paused_failures(ext: Geneva, narrow: list[Any]) -> sa.Select[Any]:
-    """(type, step, count, lowest id) of the failures that paused paused workflows.
+def _paused_failures(ext: Geneva, stored_type: str, step: str) -> sa.Select[int, Any]:
+    """(count, lowest id) of the paused workflows of a type a failure on ``step`` paused.
 
     A failure paused the workflow when the workflow became paused no later than the
     failure was recorded (the same transaction records both at one time); a workflow
     resumed since, and paused again, entered ``paused`` after it. Read from the failed
-    executions (their ``(state, scheduled_for)`` index), each joined to its workflow by
-    primary key: no probe per paused workflow, so a million workflows with tens of
-    thousands paused cost one pass over the failed rows. (A workflow with two branches
-    that failed while it was paused counts under both steps.)
+    executions of the step (the ``(step_name, state)`` index), each joined to its
+    workflow by primary key. (A workflow with two branches that failed while it was
+    paused counts under both steps.)
     """
     w = ext.tables.workflows
     e = ext.tables.executions
     return (
-        sa.select(w.c.type, e.c.step_name, sa.func.count(), sa.func.min(w.c.id))
+        sa.select(sa.func.count(), sa.func.min(w.c.id))
         .select_from(e.join(w, w.c.id == e.c.workflow_id))
         .where(
+            e.c.step_name == step,
             e.c.state == StepState.FAILED,
             e.c.superseded_at.is_(None),
+            w.c.type == stored_type,
             w.c.state == WorkflowState.PAUSED,
-            *narrow,
             w.c.transitioned_at <= e.c.failed_at,
         )
-        .group_by(w.c.type, e.c.step_name)
     )
 
 

@@ -68,7 +68,7 @@ def error_text(executions: sa.Table) -> sa.ColumnElement[str]:
     indexed expression.
     """
     c = executions.c
-    blank = sa.literal_column("''")
+    blank: sa.ColumnElement[str] = sa.literal_column("''")
     joined = (
         sa.func.coalesce(c.error_class, blank)
         .concat(sa.literal_column("' '"))

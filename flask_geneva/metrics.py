@@ -12,7 +12,8 @@ Every number is read so that its cost stays bounded on a table of millions of ro
   performing, paused), from those counts;
 * **active executions** (scheduled, waiting, in progress) per class, step and state,
   and the **queue delay** (how late the oldest due scheduled execution is): one grouped
-  statement over the executions' ``(state, scheduled_for)`` index joined to the ongoing
+  statement over the executions' ``(state, scheduled_for, workflow_id, step_name, ...)``
+  index alone (superseded rows are never active), joined to the ongoing
   workflows, the statement ``flask geneva check`` runs; its cost follows the active
   executions, never the finished history;
 * **failures in the last hour** per class and step: executions that ended ``failed``
@@ -200,7 +201,6 @@ def _active(
         .select_from(e.join(w, w.c.id == e.c.workflow_id))
         .where(
             e.c.state.in_(ACTIVE_STATES),
-            e.c.superseded_at.is_(None),
             w.c.state.in_(_ONGOING),
             w.c.type.in_(types),
         )

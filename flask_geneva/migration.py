@@ -63,6 +63,7 @@ from .models import added_in
 from .models import execution_columns
 from .models import execution_indexes
 from .models import mysql_unique_ddl
+from .models import removed_in
 from .models import schedule_ticks_table
 from .models import workflow_columns
 from .models import workflow_indexes
@@ -238,7 +239,7 @@ def tables_at(key: str) -> tuple[sa.Table, sa.Table]:
     keep = set(known[: known.index(key) + 1])
 
     def present(item: sa.Column[Any] | sa.Index) -> bool:
-        return (added_in(item) or TABLES) in keep
+        return (added_in(item) or TABLES) in keep and removed_in(item) not in keep
 
     metadata = sa.MetaData()
     workflows = sa.Table(
@@ -252,7 +253,10 @@ def tables_at(key: str) -> tuple[sa.Table, sa.Table]:
         EXECUTIONS_TABLE,
         metadata,
         *filter(present, execution_columns()),
-        *filter(present, execution_indexes(active_where=active_where, items=DATA in keep)),
+        *filter(
+            present,
+            execution_indexes(active_where=active_where, items=DATA in keep, history=True),
+        ),
     )
     return workflows, executions
 
@@ -339,6 +343,12 @@ def _render_later(key: str, header: dict[str, Any]) -> str:
                     )
                 upgrade_ops.append(ops.CreateIndexOp.from_index(index))
                 downgrade_ops.append(ops.DropIndexOp.from_index(index))
+    before = [r.key for r in REVISIONS][[r.key for r in REVISIONS].index(key) - 1]
+    for table in tables_at(before):
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            if removed_in(index) == key:  # replaced by a wider one, created above
+                upgrade_ops.append(ops.DropIndexOp.from_index(index))
+                downgrade_ops.append(ops.CreateIndexOp.from_index(index))
     for new in added_tables(key):
         upgrade_ops.extend(create_table_ops(new))
         downgrade_ops.append(ops.DropTableOp.from_table(new))

@@ -48,6 +48,8 @@ ACTIVE_ITEM = "coalesce(item_index, -1)"
 
 #: The ``info`` key naming the migration revision that adds a column or index.
 REVISION_KEY = "geneva_revision"
+#: What an index a later revision drops carries in its ``info``: that revision's key.
+REMOVED_KEY = "geneva_removed_in"
 #: The 0.2 revision that adds step leases (``heartbeat_at``).
 LEASES = "0.2 step leases"
 #: The 0.2 revision that adds the schedule ticks table.
@@ -248,20 +250,45 @@ def schedule_ticks_table(metadata: sa.MetaData) -> sa.Table:
 
 
 def execution_indexes(
-    table: str = EXECUTIONS_TABLE, *, active_where: str = ACTIVE_WHERE, items: bool = True
+    table: str = EXECUTIONS_TABLE,
+    *,
+    active_where: str = ACTIVE_WHERE,
+    items: bool = True,
+    history: bool = False,
 ) -> list[sa.Index]:
     """Return the indexes of the step executions table.
 
     :param active_where: the states that hold a step's slot (0.1's for its revision).
     :param items: the active rule is per (workflow, step, item), as from :data:`DATA`
         on; False gives the rule per (workflow, step) of the revisions before it.
+    :param history: add the indexes a later revision dropped (:data:`REMOVED_KEY`).
     """
     active_key: list[Any] = ["workflow_id", "step_name"]
     if items:
         active_key.append(sa.text(ACTIVE_ITEM))
+    dropped = [
+        sa.Index(
+            f"ix_{table}_state_scheduled_for",
+            "state",
+            "scheduled_for",
+            info={REMOVED_KEY: CONSOLE},
+        )
+    ]
     return [
+        *(dropped if history else []),
         sa.Index(f"ix_{table}_workflow_id_id", "workflow_id", "id"),
-        sa.Index(f"ix_{table}_state_scheduled_for", "state", "scheduled_for"),
+        # By state, then when due: the due rows for the triggers and housekeeping; with
+        # the workflow, step and reattempts in it, the console's counts and "needs a
+        # look" filters read the active and failed rows from the index alone.
+        sa.Index(
+            f"ix_{table}_state_due_workflow",
+            "state",
+            "scheduled_for",
+            "workflow_id",
+            "step_name",
+            "consecutive_reattempts",
+            info={REVISION_KEY: CONSOLE},
+        ),
         sa.Index(f"ix_{table}_state_started_at", "state", "started_at"),
         sa.Index(f"ix_{table}_step_name_state", "step_name", "state"),
         sa.Index(
@@ -391,6 +418,11 @@ def attach_mysql_ddl(workflows: sa.Table, executions: sa.Table) -> None:
 def added_in(item: sa.Column[Any] | sa.Index | sa.Table) -> str | None:
     """The migration revision that adds a column, index or table, or None for the 0.1 schema."""
     return item.info.get(REVISION_KEY)
+
+
+def removed_in(item: sa.Column[Any] | sa.Index) -> str | None:
+    """The migration revision that drops an index (see :data:`REMOVED_KEY`), or None."""
+    return item.info.get(REMOVED_KEY)
 
 
 def is_mysql(dialect_name: str) -> bool:

@@ -166,32 +166,52 @@ WAITING_OVER = timedelta(hours=1)
 
 
 def _attention_condition(ext: Geneva, f: WorkflowFilter) -> sa.ColumnElement[bool]:
-    # The workflows with an active execution of that kind, found on the executions'
-    # (state, scheduled_for) index: the scan is bounded by how many executions are in
-    # that state now (scheduled or waiting), never by the history.
+    # The workflows with an active execution of that kind, read from the executions'
+    # (state, scheduled_for, workflow_id, step_name, consecutive_reattempts) index
+    # alone: the scan is bounded by how many executions are in that state now
+    # (scheduled or waiting), never by the history. Superseded rows are never active
+    # (a rerun cancels them first), so no superseded_at test sends it to the table.
     w = ext.tables.workflows
     e = ext.tables.executions
     now = clock.now()
-    current = e.c.superseded_at.is_(None)
+    runnable = (WorkflowState.READY.value, WorkflowState.PERFORMING.value)
     if f.attention == "reattempting":
         rows = sa.select(e.c.workflow_id).where(
-            e.c.state == StepState.SCHEDULED, e.c.consecutive_reattempts > 0, current
+            e.c.state == StepState.SCHEDULED, e.c.consecutive_reattempts > 0
         )
-        return w.c.id.in_(rows)
-    if f.attention == "overdue":
+    elif f.attention == "overdue":
         rows = sa.select(e.c.workflow_id).where(
-            e.c.state == StepState.SCHEDULED, e.c.scheduled_for < now - OVERDUE_AFTER, current
+            e.c.state == StepState.SCHEDULED, e.c.scheduled_for < now - OVERDUE_AFTER
         )
-        runnable = (WorkflowState.READY.value, WorkflowState.PERFORMING.value)
-        return sa.and_(w.c.state.in_(runnable), w.c.id.in_(rows))
-    since = now - (f.waiting_over if f.waiting_over is not None else WAITING_OVER)
-    rows = sa.select(e.c.workflow_id).where(
+    else:
+        since = now - (f.waiting_over if f.waiting_over is not None else WAITING_OVER)
         # updated_at: when it started waiting (nothing writes a waiting row until it ends)
-        e.c.state == StepState.WAITING,
-        e.c.updated_at < since,
-        current,
-    )
-    return w.c.id.in_(rows)
+        rows = sa.select(e.c.workflow_id).where(
+            e.c.state == StepState.WAITING, e.c.updated_at < since
+        )
+    condition = _few_or_many(ext, rows)
+    return sa.and_(w.c.state.in_(runnable), condition) if f.attention == "overdue" else condition
+
+
+def _few_or_many(
+    ext: Geneva, rows: sa.Select[Any], *, many: sa.ColumnElement[bool] | None = None
+) -> sa.ColumnElement[bool]:
+    """``workflows.id IN rows``, given to the database as the ids when they are few.
+
+    Up to :data:`STEP_CANDIDATES_LIMIT` matching ids are read first (one short scan of
+    the index). When that is all of them, the list holds the ids themselves, so the
+    planner knows how few they are; otherwise the subquery, matches being dense enough
+    that walking the workflows newest first finds a page soon (or ``many``, when
+    given, a condition that does that walk). (Given the subquery
+    alone, PostgreSQL may guess dense, walk newest first, and read every active row
+    when in fact none match.)
+    """
+    w = ext.tables.workflows
+    with ext.engine().connect() as conn:
+        ids = list(conn.execute(rows.limit(STEP_CANDIDATES_LIMIT + 1)).scalars())
+    if len(ids) <= STEP_CANDIDATES_LIMIT:
+        return w.c.id.in_(sorted(set(ids))) if ids else sa.false()
+    return w.c.id.in_(rows) if many is None else many
 
 
 def _stranded_condition(ext: Geneva) -> sa.ColumnElement[bool]:
@@ -230,7 +250,13 @@ def _stranded_condition(ext: Geneva) -> sa.ColumnElement[bool]:
 
 def _error_condition(ext: Geneva, text: str) -> sa.ColumnElement[bool]:
     # A trigram index on PostgreSQL, a bounded scan elsewhere: see error_search.
-    return ext.tables.workflows.c.id.in_(error_search.failed_matching(ext, text))
+    # Many matches: each workflow, newest first, probed for one (a LIMIT 1 subquery the
+    # planner cannot turn into a join over every match).
+    w = ext.tables.workflows
+    e = ext.tables.executions
+    matching = error_search.failed_matching(ext, text)
+    probe = matching.where(e.c.workflow_id == w.c.id).limit(1).correlate(w).scalar_subquery()
+    return _few_or_many(ext, matching, many=probe.is_not(None))
 
 
 def _current_step_condition(ext: Geneva, step: str) -> sa.ColumnElement[bool]:

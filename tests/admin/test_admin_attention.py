@@ -14,6 +14,7 @@ from helpers import deploy
 from flask_geneva import ExceptionPolicy
 from flask_geneva import Geneva
 from flask_geneva import WorkflowFilter
+from flask_geneva import queries
 from flask_geneva import step
 from flask_geneva.testing import perform_next_step
 from flask_geneva.testing import speedrun
@@ -142,3 +143,27 @@ def test_an_unknown_attention_filter_is_a_400(admin):
     assert response.status_code == 400 and "unknown attention filter" in response.text.lower()
     with pytest.raises(ValueError, match="unknown attention filter"):
         WorkflowFilter(attention="sick")
+
+
+@pytest.mark.parametrize("limit", [1, 1000])
+def test_few_or_many_matches_the_filters_find_the_same_workflows(
+    app, limit: int, monkeypatch: pytest.MonkeyPatch
+):
+    # Up to the limit the matching ids are handed to the database as a list; past it,
+    # a subquery (attention) or a probe per workflow, newest first (error text).
+    monkeypatch.setattr(queries, "STEP_CANDIDATES_LIMIT", limit)
+    flaky, broken = [Flaky.create() for _ in range(3)], [Broken_.create() for _ in range(3)]
+    waiting = Plain.create()  # its step is due now, and no worker takes it
+    for workflow in flaky:
+        with pytest.raises(Busy):
+            perform_next_step(workflow)
+    for workflow in broken:
+        with pytest.raises(RuntimeError):
+            perform_next_step(workflow)
+    assert ids("reattempting") == {w.id for w in flaky}
+    found = geneva.list_workflows(WorkflowFilter(error="disk full"), limit=2)
+    assert [row["id"] for row in found] == sorted((w.id for w in broken), reverse=True)[:2]
+    assert geneva.count_workflows(WorkflowFilter(error="DISK")) == 3
+    assert geneva.count_workflows(WorkflowFilter(error="disk", states=("ready",))) == 0
+    with travel(timedelta(minutes=11)):  # the reattempts were due, and no worker ran them
+        assert ids("overdue") == {w.id for w in flaky} | {waiting.id}

@@ -66,3 +66,24 @@ def test_an_unknown_window_is_a_400(admin):
     assert response.status_code == 400 and "Window must be one of 1h, 24h, 7d" in response.text
     with pytest.raises(ValueError, match="unknown window"):
         fleet.fleet(geneva, "3y")
+
+
+def test_a_window_with_more_runs_than_the_sample_keeps_the_newest_of_both_ended_states(
+    app, admin, monkeypatch: pytest.MonkeyPatch
+):
+    # Completed and failed runs interleaved in time: the sample is the newest runs
+    # whatever their state (each state's range is read on its own, then merged).
+    monkeypatch.setattr(fleet, "SAMPLE", 5)
+    for n in range(4):
+        workflow = Shipping.create()
+        with travel(timedelta(minutes=2 * n)):
+            perform_next_step(workflow)  # pack: completed
+        with travel(timedelta(minutes=2 * n + 1)), pytest.raises(Broken):
+            perform_next_step(workflow)  # label: failed
+    with travel(timedelta(minutes=8)):
+        found = fleet.fleet(geneva, "1h")
+        page = admin.get(f"{PREFIX}/fleet?window=1h").text
+    runs = {(s.step_name, s.runs, s.failures) for s in found.steps}
+    # The newest five of eight runs: the last three labels and the last two packs.
+    assert found.sampled and runs == {("label", 3, 3), ("pack", 2, 0)}
+    assert "the newest 5 of them" in page
