@@ -50,6 +50,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import reads
 from .queries import workflow_types
 from .states import ACTIVE_STEP_STATES
 from .states import ONGOING_WORKFLOW_STATES
@@ -233,7 +234,7 @@ def _read(
     fingerprints: dict[str, list[Any]] = {}
     active: dict[str, dict[str, dict[str, int]]] = {}
     paused: dict[str, list[Any]] = {}
-    with ext.engine().connect() as conn:
+    with reads.connect(ext) as conn:
         for t, state, fp, count in conn.execute(by_fingerprint):
             fingerprints.setdefault(t, []).append((state, fp, int(count)))
         for t, name, state, count in conn.execute(by_step):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from . import clock
+from . import reads
 from .states import Outcome
 from .states import StepState
 
@@ -131,7 +132,7 @@ def fleet(ext: Geneva, window: str) -> Fleet:
     found: dict[tuple[str, str], StepStats] = {}
     count = 0
     failed, reattempted = StepState.FAILED.value, Outcome.REATTEMPTED.value
-    with ext.engine().connect() as conn:
+    with reads.connect(ext) as conn:
         for kind, name, state, outcome, error, due, began, ended in conn.execute(query):
             count += 1
             if count > SAMPLE:

@@ -45,6 +45,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import clock
+from . import reads
 from .queries import ALL_STATES
 from .queries import OVERDUE_AFTER
 from .queries import counts_by_type_and_state
@@ -209,7 +210,7 @@ def _active(
     active: dict[str, dict[str, dict[str, int]]] = {}
     oldest: dict[str, datetime] = {}
     overdue: dict[str, dict[str, int]] = {}
-    with ext.engine().connect() as conn:
+    with reads.connect(ext) as conn:
         for t, name, state, count, first_due, lates in conn.execute(query):
             active.setdefault(t, {}).setdefault(name, {})[state] = int(count)
             if lates:
@@ -240,7 +241,7 @@ def _failures(ext: Geneva, now: datetime) -> dict[str, dict[str, int]]:
         .group_by(w.c.type, recent.c.step_name)
     )
     found: dict[str, dict[str, int]] = {}
-    with ext.engine().connect() as conn:
+    with reads.connect(ext) as conn:
         for t, name, count in conn.execute(query):
             found.setdefault(t, {})[name] = int(count)
     return found

@@ -38,6 +38,7 @@ import sqlalchemy as sa
 
 from . import clock
 from . import error_search
+from . import reads
 from .states import ONGOING_WORKFLOW_STATES
 from .states import StepState
 from .states import WorkflowState
@@ -207,7 +208,7 @@ def _few_or_many(
     when in fact none match.)
     """
     w = ext.tables.workflows
-    with ext.engine().connect() as conn:
+    with reads.connect(ext) as conn:
         ids = list(conn.execute(rows.limit(STEP_CANDIDATES_LIMIT + 1)).scalars())
     if len(ids) <= STEP_CANDIDATES_LIMIT:
         return w.c.id.in_(sorted(set(ids))) if ids else sa.false()
@@ -288,7 +289,7 @@ def _current_step_condition(ext: Geneva, step: str) -> sa.ColumnElement[bool]:
     counted = sa.select(sa.func.count()).select_from(
         candidates.limit(STEP_CANDIDATES_LIMIT).subquery()
     )
-    with ext.engine().connect() as conn:
+    with reads.connect(ext) as conn:
         few = int(conn.execute(counted).scalar_one()) < STEP_CANDIDATES_LIMIT
     if few:
         # No LIMIT inside this IN: MariaDB refuses LIMIT in IN (subquery).
@@ -326,7 +327,7 @@ def list_workflows(
     query = filtered_select(ext, f)
     if before_id is not None:
         query = query.where(w.c.id < before_id)
-    with ext.engine().connect() as conn:
+    with reads.connect(ext) as conn:
         ids = [int(row[0]) for row in conn.execute(query.limit(limit))]
         if not ids:
             return []
@@ -348,7 +349,7 @@ def iter_ids(ext: Geneva, f: WorkflowFilter, batch_size: int = 500) -> Iterator[
     before: int | None = None
     while True:
         query = base if before is None else base.where(w.c.id < before)
-        with ext.engine().connect() as conn:
+        with reads.connect(ext) as conn:
             ids = [int(row[0]) for row in conn.execute(query.limit(batch_size))]
         if ids:
             yield ids
@@ -376,7 +377,7 @@ def count_matching(ext: Geneva, f: WorkflowFilter, *, cap: int | None = None) ->
     if cap is not None:
         inner = inner.limit(cap)
     query = sa.select(sa.func.count()).select_from(inner.subquery())
-    with ext.engine().connect() as conn:
+    with reads.connect(ext) as conn:
         return int(conn.execute(query).scalar_one())
 
 
@@ -388,7 +389,7 @@ def workflow_types(ext: Geneva) -> list[str]:
     """
     w = ext.tables.workflows.c
     found: list[str] = []
-    with ext.engine().connect() as conn:
+    with reads.connect(ext) as conn:
         while True:
             query = sa.select(sa.func.min(w.type))
             if found:
@@ -444,7 +445,7 @@ def counts_by_type_and_state(
     if not parts:
         return result
     query = parts[0] if len(parts) == 1 else sa.union_all(*parts)
-    with ext.engine().connect() as conn:
+    with reads.connect(ext) as conn:
         for k, n in conn.execute(query):
             workflow_type, state = keys[int(k)]
             result[workflow_type][state] = int(n)
@@ -469,7 +470,7 @@ def latest_executions(
     )
     columns = [c for c in e.c if c.name not in ("error_traceback", "metadata")]
     result: dict[int, list[Mapping[str, Any]]] = {}
-    with ext.engine().connect() as conn:
+    with reads.connect(ext) as conn:
         ids = [int(row[0]) for row in conn.execute(newest)]
         if not ids:
             return result
