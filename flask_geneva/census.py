@@ -21,7 +21,7 @@ For every stored type with ongoing workflows (ready, performing or paused) it gi
 
 A type with no class is stranded whatever its steps. Every stranded entry carries its
 fix. The stored types are read first with a loose index scan (one seek per type: see
-:func:`~flask_geneva.queries.workflow_types`), then three grouped statements, each
+:func:`~flask_geneva.reads.workflow_types`), then three grouped statements, each
 bound to those types, so their cost follows the ongoing workflows, not the table:
 
 1. ongoing workflows by (type, state, fingerprint): an index-only range of the
@@ -51,7 +51,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import reads
-from .queries import workflow_types
+from .reads import workflow_types
 from .states import ACTIVE_STEP_STATES
 from .states import ONGOING_WORKFLOW_STATES
 from .states import StepState
@@ -273,6 +273,46 @@ def _paused_failures(ext: Geneva, stored_type: str, step: str) -> sa.Select[int,
             w.c.transitioned_at <= e.c.failed_at,
         )
     )
+
+
+def stranded_condition(ext: Geneva) -> sa.ColumnElement[bool]:
+    """The workflows the census reports stranded, as a condition on the workflows table.
+
+    ``WorkflowFilter(attention="stranded")`` (the admin's filter, ``flask geneva list
+    --attention stranded``) is built from the census, so the list holds exactly what
+    ``flask geneva check`` counts: the ongoing workflows of a type no class stores,
+    those of a class with an active execution on a step it counts stranded, and its
+    paused ones a failure on a step it no longer defines paused. Each part reads the
+    executions of those steps only, on the ``(step_name, state)`` index.
+    """
+    w = ext.tables.workflows
+    e = ext.tables.executions
+    terms: list[sa.ColumnElement[bool]] = []
+    for found in census(ext).types:
+        if found.class_name is None:
+            terms.append(w.c.type == found.type)
+            continue
+        steps = [u.step for u in found.undefined_steps if u.stranded]
+        if steps:
+            active = sa.select(e.c.workflow_id).where(
+                e.c.step_name.in_(steps), e.c.state.in_(_ACTIVE)
+            )
+            terms.append(sa.and_(w.c.type == found.type, w.c.id.in_(active)))
+        if found.paused:
+            failed = sa.select(e.c.workflow_id).where(
+                e.c.step_name.in_([p.step for p in found.paused]),
+                e.c.state == StepState.FAILED,
+                e.c.superseded_at.is_(None),
+                w.c.transitioned_at <= e.c.failed_at,
+            )
+            terms.append(
+                sa.and_(
+                    w.c.type == found.type,
+                    w.c.state == WorkflowState.PAUSED,
+                    w.c.id.in_(failed),
+                )
+            )
+    return sa.and_(w.c.state.in_(ONGOING_STATES), sa.or_(sa.false(), *terms))
 
 
 def _type_census(

@@ -24,6 +24,7 @@ from . import clock
 from . import display
 from . import housekeeping
 from . import queries
+from . import reads
 from . import schedules
 from . import show
 from .errors import GenevaError
@@ -231,7 +232,7 @@ def workflow_class(name: str) -> tuple[str, Any]:
     ]
     if len(matches) == 1:
         return matches[0]
-    if not matches and name in queries.workflow_types(ext):
+    if not matches and name in reads.workflow_types(ext):
         return name, None
     known = ", ".join(sorted(ext.registry)) or "none"
     if matches:

@@ -49,7 +49,7 @@ from . import reads
 from .queries import ALL_STATES
 from .queries import OVERDUE_AFTER
 from .queries import counts_by_type_and_state
-from .queries import workflow_types
+from .reads import workflow_types
 from .states import ACTIVE_STEP_STATES
 from .states import ONGOING_WORKFLOW_STATES
 from .states import StepState

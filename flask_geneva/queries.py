@@ -36,10 +36,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import census
 from . import clock
 from . import error_search
 from . import reads
-from .states import ONGOING_WORKFLOW_STATES
 from .states import StepState
 from .states import WorkflowState
 
@@ -141,8 +141,8 @@ def _conditions(ext: Geneva, f: WorkflowFilter) -> list[sa.ColumnElement[bool]]:
         where.append(w.updated_at < f.updated_before)
     if f.step is not None:
         where.append(_current_step_condition(ext, f.step))
-    if f.attention == "stranded":
-        where.append(_stranded_condition(ext))
+    if f.attention == "stranded":  # what the census reports: one rule, decided there
+        where.append(census.stranded_condition(ext))
     elif f.attention is not None:
         where.append(_attention_condition(ext, f))
     if f.error is not None:
@@ -213,40 +213,6 @@ def _few_or_many(
     if len(ids) <= STEP_CANDIDATES_LIMIT:
         return w.c.id.in_(sorted(set(ids))) if ids else sa.false()
     return w.c.id.in_(rows) if many is None else many
-
-
-def _stranded_condition(ext: Geneva) -> sa.ColumnElement[bool]:
-    # Per class, the steps it neither defines nor skips; a type with no class is
-    # stranded whole. The executions are read on their (state, scheduled_for) index.
-    w = ext.tables.workflows
-    e = ext.tables.executions
-    ongoing = w.c.state.in_(ONGOING_WORKFLOW_STATES)
-    active = (StepState.SCHEDULED.value, StepState.WAITING.value, StepState.IN_PROGRESS.value)
-    current = e.c.superseded_at.is_(None)
-    per_class = []
-    for stored_type, cls in ext.registry.items():
-        definition = cls.__geneva_definition__
-        if definition.skip_undefined_steps:
-            continue
-        known = [*definition.graph.steps, *definition.removed_steps]
-        active_on_undefined = sa.and_(
-            w.c.type == stored_type, e.c.state.in_(active), e.c.step_name.not_in(known)
-        )
-        paused_by_undefined = sa.and_(
-            w.c.type == stored_type,
-            w.c.state == WorkflowState.PAUSED.value,
-            e.c.state == StepState.FAILED.value,
-            e.c.step_name.not_in(list(definition.graph.steps)),
-            w.c.transitioned_at <= e.c.failed_at,
-        )
-        per_class.append(sa.or_(active_on_undefined, paused_by_undefined))
-    rows = (
-        sa.select(e.c.workflow_id)
-        .select_from(e.join(w, w.c.id == e.c.workflow_id))
-        .where(current, sa.or_(sa.false(), *per_class))
-    )
-    no_class = w.c.type.not_in(list(ext.registry)) if ext.registry else sa.true()
-    return sa.and_(ongoing, sa.or_(no_class, w.c.id.in_(rows)))
 
 
 def _error_condition(ext: Geneva, text: str) -> sa.ColumnElement[bool]:
@@ -379,25 +345,6 @@ def count_matching(ext: Geneva, f: WorkflowFilter, *, cap: int | None = None) ->
     query = sa.select(sa.func.count()).select_from(inner.subquery())
     with reads.connect(ext) as conn:
         return int(conn.execute(query).scalar_one())
-
-
-def workflow_types(ext: Geneva) -> list[str]:
-    """Return every stored workflow type, sorted (a loose index scan: one seek per type).
-
-    Includes types that no class in this process declares any more (renamed or deleted
-    classes), so the admin can show their orphaned rows.
-    """
-    w = ext.tables.workflows.c
-    found: list[str] = []
-    with reads.connect(ext) as conn:
-        while True:
-            query = sa.select(sa.func.min(w.type))
-            if found:
-                query = query.where(w.type > found[-1])
-            value = conn.execute(query).scalar()
-            if value is None:
-                return found
-            found.append(str(value))
 
 
 def counts_by_state(

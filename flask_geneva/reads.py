@@ -1,4 +1,5 @@
-"""Connections for the console's reads: the lists, counts, census, metrics and fleet.
+"""Connections for the console's reads (the lists, counts, census, metrics and fleet),
+and the stored workflow types they start from.
 
 Each statement they run is bounded by an index, a few milliseconds of work. On
 PostgreSQL, though, a correlated ``LIMIT 1`` subquery (the step and error filters'
@@ -27,3 +28,22 @@ def connect(ext: Geneva) -> Iterator[sa.Connection]:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SET LOCAL jit = off")
         yield conn
+
+
+def workflow_types(ext: Geneva) -> list[str]:
+    """Return every stored workflow type, sorted (a loose index scan: one seek per type).
+
+    Includes types that no class in this process declares any more (renamed or deleted
+    classes), so the admin can show their orphaned rows.
+    """
+    w = ext.tables.workflows.c
+    found: list[str] = []
+    with connect(ext) as conn:
+        while True:
+            query = sa.select(sa.func.min(w.type))
+            if found:
+                query = query.where(w.type > found[-1])
+            value = conn.execute(query).scalar()
+            if value is None:
+                return found
+            found.append(str(value))

@@ -18,6 +18,7 @@ from flask import request
 
 from .. import fleet as fleet_data
 from .. import queries
+from .. import reads
 from ..metrics import paused_share
 from .views import COUNT_CAP
 
@@ -34,7 +35,7 @@ def register(bp: Blueprint, ext: Geneva) -> None:
         if window not in fleet_data.WINDOWS:
             abort(400, description=f"Window must be one of {', '.join(fleet_data.WINDOWS)}.")
         found = fleet_data.fleet(ext, window)
-        types = sorted(set(queries.workflow_types(ext)) | set(ext.registry))
+        types = sorted(set(reads.workflow_types(ext)) | set(ext.registry))
         counts = queries.counts_by_type_and_state(ext, types, cap=COUNT_CAP)
         paused = {t: paused_share(counts.get(t, {})) for t in types}
         longest = max((s.run_p95 or 0 for s in found.steps), default=0) or 1

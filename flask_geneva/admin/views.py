@@ -22,6 +22,7 @@ from .. import clock
 from .. import display
 from .. import failures as recent
 from .. import queries
+from .. import reads
 from .. import schedules
 from ..states import is_ongoing
 from . import definitions
@@ -58,7 +59,7 @@ def register(bp: Blueprint, ext: Geneva) -> None:
 
     @bp.get("/")
     def overview() -> str:
-        types = sorted(set(queries.workflow_types(ext)) | set(ext.registry))
+        types = sorted(set(reads.workflow_types(ext)) | set(ext.registry))
         counts = queries.counts_by_type_and_state(ext, types, cap=COUNT_CAP)
         # The newest paused workflows' failures, grouped: one line per (class, step, error).
         failures = recent.group_failures(recent.recent_failures(ext, limit=FAILURES_SCAN))

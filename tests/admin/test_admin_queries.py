@@ -12,6 +12,7 @@ from flask_geneva import Geneva
 from flask_geneva import clock
 from flask_geneva import operations
 from flask_geneva import queries
+from flask_geneva import reads
 from flask_geneva import step
 from flask_geneva.failures import recent_failures
 from flask_geneva.queries import WorkflowFilter
@@ -158,7 +159,7 @@ def test_counts_per_state_are_exact_or_capped_and_include_every_state(app):
     assert queries.counts_by_state(geneva, "MailWorkflow", cap=3)["ready"] == 3
     both = queries.counts_by_type_and_state(geneva, ["MailWorkflow", "ShipWorkflow"], cap=100)
     assert both["ShipWorkflow"]["ready"] == 1 and both["MailWorkflow"]["ready"] == 5
-    assert queries.workflow_types(geneva) == ["MailWorkflow", "ShipWorkflow"]
+    assert reads.workflow_types(geneva) == ["MailWorkflow", "ShipWorkflow"]
     assert queries.count_matching(geneva, WorkflowFilter(), cap=4) == 4
 
 
