@@ -22,13 +22,13 @@ from .models import EXECUTIONS_TABLE
 from .models import SIGNALS_TABLE
 from .models import WORKFLOWS_TABLE
 from .models import actions_table
-from .models import attach_mysql_ddl
 from .models import execution_columns
 from .models import execution_indexes
 from .models import signal_columns
 from .models import signal_indexes
 from .models import workflow_columns
 from .models import workflow_indexes
+from .models_mysql import attach_mysql_ddl
 from .workflow import WorkflowBase
 
 if TYPE_CHECKING:

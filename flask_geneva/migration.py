@@ -62,11 +62,11 @@ from .models import actions_table
 from .models import added_in
 from .models import execution_columns
 from .models import execution_indexes
-from .models import mysql_unique_ddl
 from .models import removed_in
 from .models import schedule_ticks_table
 from .models import workflow_columns
 from .models import workflow_indexes
+from .models_mysql import mysql_unique_ddl
 
 if TYPE_CHECKING:
     from .extension import Geneva

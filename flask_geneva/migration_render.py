@@ -30,11 +30,11 @@ from .models import SIGNALS_TABLE
 from .models import WORKFLOWS_TABLE
 from .models import added_in
 from .models import execution_columns
-from .models import mysql_active_ddl
-from .models import mysql_active_item_ddl
 from .models import signal_columns
 from .models import signal_indexes
 from .models import workflow_columns
+from .models_mysql import mysql_active_ddl
+from .models_mysql import mysql_active_item_ddl
 
 #: The top of every revision file.
 HEADER = '''"""{message}
