@@ -80,7 +80,8 @@ def creating_traceparent() -> str | None:
 
     What a new workflow's row records (sampled or not: what the span context says).
     A process that never imported ``opentelemetry.trace`` can have no current span, so
-    without the extra, or before anything traced, this is one dictionary lookup.
+    without the extra this is one dictionary lookup (and imports nothing); with it and
+    no span current, one read of the context (about a microsecond).
     """
     trace = sys.modules.get("opentelemetry.trace")
     if trace is None or not trace.get_current_span().get_span_context().is_valid:
