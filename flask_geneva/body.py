@@ -256,6 +256,7 @@ def _perform(ext: Geneva, run: Run) -> _Performed:
         outcome=performed.outcome,
         exception=performed.error,
         duration=performed.duration,
+        traceparent=run.workflow_row.get("traceparent"),
     )
     return performed
 

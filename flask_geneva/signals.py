@@ -3,6 +3,9 @@
 Connect with ``flask_geneva.signals.step_performed.connect(receiver)``. The sender is
 the workflow class; keyword arguments: ``workflow_id``, ``execution_id``,
 ``step_name``, ``outcome``, ``exception`` (or None) and ``duration`` (seconds).
+:data:`step_performed` also gets ``traceparent``: the W3C trace context the workflow
+was created in, or None (read from the claimed row, no query of its own). Receivers
+should take ``**kwargs``: later versions may send more keyword arguments.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ _signals = Namespace()
 #: ``skipped``, ``canceled`` or ``exception``.
 precondition_evaluated = _signals.signal("precondition-evaluated")
 #: After the step body returned or raised. ``outcome``: ``completed``, ``finish``,
-#: ``cancel``, ``pause``, ``skip``, ``reattempt`` or ``exception``.
+#: ``cancel``, ``pause``, ``skip``, ``reattempt`` or ``exception``; also ``traceparent``
+#: (the trace the workflow was created in, or None).
 step_performed = _signals.signal("step-performed")
 #: After the finalize transaction committed. ``outcome``: the execution's outcome;
 #: also ``workflow_state`` and ``step_state``.

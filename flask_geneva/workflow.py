@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from . import clock
 from . import definition
+from . import otel
 from . import unit
 from .controls import Controls
 from .errors import DefinitionError
@@ -90,6 +91,7 @@ class WorkflowBase(StepData, Resumable, Controls):
     transitioned_at: Any
     fingerprint: Any
     job_options: Any
+    traceparent: Any
     executions: Any
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -147,7 +149,9 @@ class WorkflowBase(StepData, Resumable, Controls):
         The workflow and its first executions are added to ``db.session``. With
         ``commit=True`` (default) the session is committed; with ``commit=False`` the
         workflow joins the caller's transaction and its Huey triggers are sent when the
-        caller commits (never if it rolls back).
+        caller commits (never if it rolls back). The OpenTelemetry span current here (a
+        request's), if any, is recorded as the row's ``traceparent``: the step spans of
+        :mod:`flask_geneva.otel` link to it.
 
         :param hero: a persisted mapped instance, or None.
         :param allow_multiple: allow another ongoing workflow of this class for the hero.
@@ -197,6 +201,8 @@ class WorkflowBase(StepData, Resumable, Controls):
             transitioned_at=None,
             fingerprint=cls.__geneva_definition__.graph.fingerprint,
             job_options=dict(step_job_options) if step_job_options else None,
+            # The trace this was created in (a request's), for its step spans to link to.
+            traceparent=otel.creating_traceparent(),
         )
         workflow.__dict__["_geneva_hero"] = hero
         session.add(workflow)

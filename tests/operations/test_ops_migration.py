@@ -396,6 +396,7 @@ def test_a_0_1_database_with_live_workflows_upgrades_runs_them_and_downgrades(ap
     upgrade(migrations)
     columns = schema()["geneva_step_executions"]["columns"]
     assert {"heartbeat_at", "output", "item_index", "cursor", "continues_id"} <= set(columns)
+    assert {"fingerprint", "traceparent"} <= set(schema()["geneva_workflows"]["columns"])
     assert table_names() == ALL_TABLES
 
     # The execution a 0.1 worker left in progress two hours ago has no heartbeat: its
@@ -484,6 +485,9 @@ def test_a_0_1_database_with_live_workflows_upgrades_runs_them_and_downgrades(ap
     before = count_rows()
     db.session.remove()
 
+    downgrade(migrations, "-1")  # the operator console's revision, to deploy safety
+    columns = schema()["geneva_workflows"]["columns"]
+    assert "traceparent" not in columns and "fingerprint" in columns
     downgrade(migrations, REVISION_0_1_ID)
     assert "heartbeat_at" not in schema()["geneva_step_executions"]["columns"]
     assert "output" not in schema()["geneva_step_executions"]["columns"]
