@@ -1,4 +1,4 @@
-"""The rules of map steps, as part of :class:`~flask_geneva.transitions.Transition`.
+"""The rules of map steps, a mixin of :class:`~flask_geneva.transitions.Transition`.
 
 A map step (``@step(for_each="split")``) has one execution per element of the list
 its producer returned: an *item*, numbered by its index in that list. Under the
@@ -13,102 +13,30 @@ workflow lock:
   is: the empty list, or an operator's skip of the whole step).
 
 Done items are not read into the snapshot (a map may have thousands): the snapshot
-reads the items not done, and :class:`MapProgress` counts the others.
+reads the items not done, and :class:`~flask_geneva.transition_base.MapProgress`
+counts the others (defined with the reads of the items, in the base; importable from
+here too).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING
-
-from .records import ExecutionRecord
 from .states import RUNNABLE_WORKFLOW_STATES
 from .states import Outcome
 from .states import StepState
+from .transition_base import MapProgress
+from .transition_base import TransitionBase
 
-if TYPE_CHECKING:
-    from .graph import StepGraph
-
-
-@dataclass
-class MapProgress:
-    """What the snapshot counted of one map step's items (the done ones are not read)."""
-
-    #: Items whose latest execution is completed or skipped.
-    done: int = 0
-    #: The highest item index that has an execution (-1: none yet).
-    highest: int = -1
+__all__ = ["MapProgress", "MapRules"]
 
 
-class MapRules:
-    """The map-step rules of a transition (mixed into it; see its other rules there)."""
+class MapRules(TransitionBase):
+    """The map-step rules of a transition (mixed into it; see its other rules there).
 
-    graph: StepGraph | None
-    state: str
-    now: datetime
-    records: list[ExecutionRecord]
-    maps: dict[str, MapProgress]
-
-    if TYPE_CHECKING:  # provided by Transition
-
-        def latest(
-            self, step_name: str, item_index: int | None = None
-        ) -> ExecutionRecord | None: ...
-
-        def add(
-            self,
-            step_name: str,
-            *,
-            due: datetime,
-            consecutive_reattempts: int = 0,
-            state: str = StepState.SCHEDULED,
-            trigger: bool = True,
-            item_index: int | None = None,
-        ) -> ExecutionRecord: ...
-
-        def end(self, record: ExecutionRecord, state: str, outcome: str) -> None: ...
+    The reads of a map step's items (``items``, ``map_done``, ``pending_items``, ...)
+    are the base's: the rules of every step ask them.
+    """
 
     # -- views -------------------------------------------------------------------------
-
-    def items(self, step_name: str) -> dict[int, ExecutionRecord]:
-        """The latest execution of each item of ``step_name`` read or created (not done
-        at the snapshot), by item index."""
-        found: dict[int, ExecutionRecord] = {}
-        for record in self.records:
-            if record.step_name == step_name and record.item_index is not None:
-                found[record.item_index] = record
-        return found
-
-    def item_total(self, step_name: str) -> int | None:
-        """How many items the map step has: the length of its producer's list (None: unknown)."""
-        assert self.graph is not None
-        producer = self.latest(self.graph.maps[step_name])
-        return producer.item_count if producer is not None else None
-
-    def map_started(self, step_name: str) -> bool:
-        progress = self.maps.get(step_name)
-        return (progress is not None and progress.highest >= 0) or bool(self.items(step_name))
-
-    def map_done(self, step_name: str) -> bool:
-        """Whether every item is done (or the map step's own row is done)."""
-        own = self.latest(step_name)
-        if own is not None and own.is_done:
-            return True
-        total = self.item_total(step_name)
-        if total is None or not self.map_started(step_name):
-            return False
-        progress = self.maps.get(step_name, MapProgress())
-        done_now = sum(1 for r in self.items(step_name).values() if r.is_done)
-        return progress.done + done_now >= total
-
-    def pending_items(self, step_name: str) -> list[int]:
-        """Items whose latest execution failed or was canceled (to run again on resume)."""
-        return sorted(
-            index
-            for index, record in self.items(step_name).items()
-            if not record.is_done and not record.is_active
-        )
 
     def map_progress(self, step_name: str) -> dict[str, int]:
         """Counts for display: total, done, running, failed, scheduled (of the items)."""

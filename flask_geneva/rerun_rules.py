@@ -22,18 +22,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import field
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .errors import InvalidStateError
-from .records import ExecutionRecord
+from .map_rules import MapRules
 from .states import Outcome
 from .states import StepState
 from .states import WorkflowState
 
 if TYPE_CHECKING:
     from .graph import StepGraph
-    from .map_rules import MapProgress
 
 #: The workflow states a rerun is allowed from.
 RERUN_STATES = frozenset({WorkflowState.PAUSED, WorkflowState.FINISHED, WorkflowState.CANCELED})
@@ -64,57 +62,11 @@ class RerunPlan:
         return self.problem is None
 
 
-class RerunRules:
-    """The rerun and resume-at rules of a transition (mixed into it)."""
+class RerunRules(MapRules):
+    """The rerun and resume-at rules of a transition (mixed into it).
 
-    graph: StepGraph | None
-    state: str
-    now: datetime
-    records: list[ExecutionRecord]
-    maps: dict[str, MapProgress]
-    #: Step names whose rows are marked superseded when the transition is persisted.
-    superseded: set[str]
-    #: Records that left ``records`` (superseded) but still have changes to write.
-    retired: list[ExecutionRecord]
-
-    if TYPE_CHECKING:  # provided by Transition
-
-        def latest(
-            self, step_name: str, item_index: int | None = None
-        ) -> ExecutionRecord | None: ...
-
-        def add(
-            self,
-            step_name: str,
-            *,
-            due: datetime,
-            consecutive_reattempts: int = 0,
-            state: str = StepState.SCHEDULED,
-            trigger: bool = True,
-            item_index: int | None = None,
-        ) -> ExecutionRecord: ...
-
-        def end(self, record: ExecutionRecord, state: str, outcome: str) -> None: ...
-
-        def done_steps(self) -> set[str]: ...
-
-        def set_state(self, state: str) -> None: ...
-
-        def resume(self) -> None: ...
-
-        def advance(self) -> None: ...
-
-        def settle_state(self) -> None: ...
-
-        def skip_map(self, step_name: str) -> None: ...
-
-        def retrigger(self, record: ExecutionRecord) -> None: ...
-
-        def due_now(self, record: ExecutionRecord) -> None: ...
-
-        def map_started(self, step_name: str) -> bool: ...
-
-        def start_map(self, step_name: str) -> None: ...
+    On the map rules: going on from a step starts or skips a map step as a whole.
+    """
 
     # -- rerun -------------------------------------------------------------------------
 

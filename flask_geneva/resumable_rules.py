@@ -1,4 +1,4 @@
-"""The rule of resumable steps, as part of :class:`~flask_geneva.transitions.Transition`.
+"""The rule of resumable steps, a mixin of :class:`~flask_geneva.transitions.Transition`.
 
 A resumable step's checkpoint that reached ``max_iterations`` or ``max_runtime`` (or
 found its worker stopping) ends the execution: its cursor and iterations are stored
@@ -10,48 +10,16 @@ runs in between. Pure, like the rest of the rules.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING
-from typing import Any
-
 from .records import ExecutionRecord
 from .records import StepResult
 from .states import Outcome
 from .states import StepState
 from .states import is_ongoing
-
-if TYPE_CHECKING:
-    from .records import ErrorInfo
+from .transition_base import TransitionBase
 
 
-class ResumableRules:
+class ResumableRules(TransitionBase):
     """The continuation rule of a transition (mixed into it)."""
-
-    state: str
-    now: datetime
-
-    if TYPE_CHECKING:  # provided by Transition
-
-        def end(
-            self,
-            record: ExecutionRecord,
-            state: str,
-            outcome: str,
-            *,
-            error: ErrorInfo | None = None,
-            metadata: dict[str, Any] | None = None,
-        ) -> None: ...
-
-        def add(
-            self,
-            step_name: str,
-            *,
-            due: datetime,
-            consecutive_reattempts: int = 0,
-            state: str = StepState.SCHEDULED,
-            trigger: bool = True,
-            item_index: int | None = None,
-        ) -> ExecutionRecord: ...
 
     def continue_step(self, record: ExecutionRecord, result: StepResult) -> None:
         """End ``record`` as ``continued`` with its last cursor; schedule its continuation.

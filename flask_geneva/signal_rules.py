@@ -1,4 +1,4 @@
-"""The rules of signals, as part of :class:`~flask_geneva.transitions.Transition`.
+"""The rules of signals, a mixin of :class:`~flask_geneva.transitions.Transition`.
 
 A claimed step that waits takes the signal it consumed before, else the oldest pending
 one it accepts, else it waits; a signal's arrival wakes the oldest waiting execution
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from datetime import timedelta
-from typing import TYPE_CHECKING
 from typing import Any
 
 from .records import ErrorInfo
@@ -20,9 +19,7 @@ from .records import SignalRecord
 from .states import RUNNABLE_WORKFLOW_STATES
 from .states import Outcome
 from .states import StepState
-
-if TYPE_CHECKING:
-    from .graph import StepGraph
+from .transition_base import TransitionBase
 
 #: The due time of a waiting execution without a timeout: never (no trigger is sent
 #: for it, and housekeeping's overdue search never reaches it).
@@ -31,37 +28,8 @@ NO_TIMEOUT = datetime(9999, 12, 31)
 SIGNAL_TIMEOUT_ERROR = "flask_geneva.SignalTimeout"
 
 
-class SignalRules:
+class SignalRules(TransitionBase):
     """The signal rules of a transition (mixed into it; see its other rules there)."""
-
-    graph: StepGraph | None
-    state: str
-    now: datetime
-    signals: list[SignalRecord]
-
-    if TYPE_CHECKING:  # provided by Transition
-
-        def waiting(self) -> list[ExecutionRecord]: ...
-
-        def settle_state(self) -> None: ...
-
-        def due_now(self, record: ExecutionRecord) -> None: ...
-
-        def retrigger(self, record: ExecutionRecord) -> None: ...
-
-        def end(
-            self,
-            record: ExecutionRecord,
-            state: str,
-            outcome: str,
-            *,
-            error: ErrorInfo | None = None,
-            metadata: dict[str, Any] | None = None,
-        ) -> None: ...
-
-        def stop(self, how: str) -> None: ...
-
-        def advance(self) -> None: ...
 
     def consumed_by_step(self, step_name: str) -> SignalRecord | None:
         """The signal step ``step_name`` consumed (by any of its executions), if any."""

@@ -2,7 +2,9 @@
 
 Every function here runs inside a transaction opened by :mod:`~flask_geneva.unit` and
 takes the workflow row lock before touching its executions (lock order: workflow,
-then execution, always).
+then execution, always). Here: the statements (:class:`Tables`, built once), the
+claim, the snapshot and the other reads; writing a transition's changes is
+:mod:`~flask_geneva.persist`'s (re-exported here as ``persist``).
 """
 
 from __future__ import annotations
@@ -13,18 +15,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .map_rules import MapProgress
 from .models import ACTIONS_TABLE
 from .models import SIGNALS_TABLE
 from .models import is_mysql
+from .persist import persist as persist  # writing a transition: its own module
 from .records import ExecutionRecord
 from .records import SignalRecord
-from .scheduling import Trigger
 from .states import RUNNABLE_WORKFLOW_STATES
 from .states import Outcome
 from .states import StepState
 from .states import WorkflowState
-from .transitions import Transition
+from .transition_base import MapProgress
 
 #: Prefix of the execution columns in statements that also return the workflow's.
 _E = "e_"
@@ -395,103 +396,3 @@ def recovery_streak(
             break
         streak += 1
     return streak
-
-
-def persist(
-    conn: Connection, tables: Tables, workflow_id: int, transition: Transition
-) -> list[Trigger]:
-    """Write the transition's changes and return the triggers to send after commit."""
-    transition.assign_task_ids()
-    now = transition.now
-    new = [record for record in transition.records if record.id is None]
-    for record in transition.retired + transition.records:
-        if record.id is not None and record.changes:
-            record.changes.setdefault("updated_at", now)
-            conn.execute(tables.update_execution, {"p_id": record.id, **record.changes})
-            record.changes = {}
-    if transition.superseded:  # before the inserts: the new rows are the current ones
-        steps = sorted(transition.superseded)
-        conn.execute(tables.supersede, {"p_wid": workflow_id, "p_steps": steps, "p_now": now})
-        transition.superseded = set()
-    if new:
-        rows = [_insert_values(workflow_id, record, now) for record in new]
-        if len(rows) == 1:
-            result = conn.execute(tables.insert_execution, rows[0])
-            new[0].id = int(result.inserted_primary_key[0])  # type: ignore[index]
-        else:  # one statement for a fan-out (insertmanyvalues)
-            ids = conn.execute(tables.insert_executions, rows).scalars().all()
-            for record, new_id in zip(new, ids, strict=True):
-                record.id = int(new_id)
-    if transition.signals:
-        _persist_signals(conn, tables, workflow_id, transition)
-    if transition.actions:
-        rows = [dict(action, workflow_id=workflow_id) for action in transition.actions]
-        conn.execute(tables.insert_action, rows)
-        transition.actions = []
-    if transition.workflow_changes:
-        values = dict(transition.workflow_changes, updated_at=now, p_id=workflow_id)
-        conn.execute(tables.update_workflow, values)
-        transition.workflow_changes = {}
-    return transition.triggers()
-
-
-def _persist_signals(
-    conn: Connection, tables: Tables, workflow_id: int, transition: Transition
-) -> None:
-    """Insert the signals received and mark those consumed (after the executions: ids)."""
-    for signal in transition.signals:
-        consumer = signal.changes.pop("consumed_by", None)
-        if consumer is not None:
-            signal.consumed_by_execution_id = consumer.id
-            signal.changes["consumed_by_execution_id"] = consumer.id
-        if signal.id is None:
-            values = {
-                "workflow_id": workflow_id,
-                "name": signal.name,
-                "payload": signal.payload,
-                "idempotency_key": signal.idempotency_key,
-                "received_at": signal.received_at,
-                "consumed_step": signal.consumed_step,
-                "consumed_by_execution_id": signal.consumed_by_execution_id,
-                "consumed_at": signal.consumed_at,
-            }
-            result = conn.execute(tables.insert_signal, values)
-            signal.id = int(result.inserted_primary_key[0])  # type: ignore[index]
-        elif signal.changes:
-            conn.execute(tables.update_signal, {"p_id": signal.id, **signal.changes})
-        signal.changes = {}
-
-
-def _insert_values(workflow_id: int, record: ExecutionRecord, now: Any) -> dict[str, Any]:
-    # Every row gets the same keys (one INSERT for a fan-out); what the rules decided
-    # for a new record (an error, an output, its end) is in its changes.
-    values = {
-        "workflow_id": workflow_id,
-        "step_name": record.step_name,
-        "state": record.state,
-        "outcome": record.outcome,
-        "scheduled_for": record.scheduled_for,
-        "attempt": record.attempt,
-        "consecutive_reattempts": record.consecutive_reattempts,
-        "huey_task_id": record.huey_task_id,
-        "item_index": record.item_index,
-        "item_count": record.item_count,
-        "continues_id": record.continues_id,
-        "created_at": now,
-        "updated_at": now,
-        "started_at": None,
-        "finished_at": None,
-        "completed_at": None,
-        "failed_at": None,
-        "canceled_at": None,
-        "skipped_at": None,
-        "error_class": None,
-        "error_message": None,
-        "error_traceback": None,
-        "output": None,
-    }
-    if record.state != StepState.SCHEDULED:
-        values.update(finished_at=now, **{f"{record.state}_at": now})
-    values.update((k, v) for k, v in record.changes.items() if k in values)
-    record.changes = {}
-    return values

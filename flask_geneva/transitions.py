@@ -17,20 +17,23 @@ Signals (``@step(wait_for=...)``): the transition also holds the workflow's sign
 claimed step takes the signal it consumed before, else the oldest pending one it
 accepts, else it waits; a signal's arrival wakes the oldest waiting execution that
 accepts it; a timeout applies the step's ``on_timeout``.
+
+Layout of the rules: :mod:`~flask_geneva.transition_base` holds the snapshot, its
+reads and the primitive changes; one mixin on that base per feature
+(:mod:`~flask_geneva.signal_rules`, :mod:`~flask_geneva.map_rules`,
+:mod:`~flask_geneva.resumable_rules`, :mod:`~flask_geneva.rerun_rules`); this module
+composes them with the core rules. The operator commands are in
+:mod:`~flask_geneva.commands`, over the same :class:`Transition`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from .errors import InvalidStateError
-from .graph import StepGraph
-from .map_rules import MapProgress
 from .map_rules import MapRules
 from .records import ErrorInfo
 from .records import ExecutionRecord
-from .records import SignalRecord
 from .records import StepResult
 from .rerun_rules import RerunRules
 from .resumable_rules import ResumableRules
@@ -47,226 +50,17 @@ from .states import is_ongoing
 __all__ = ["ErrorInfo", "ExecutionRecord", "StepResult", "Transition"]
 
 
-class Transition(SignalRules, MapRules, ResumableRules, RerunRules):
+class Transition(SignalRules, RerunRules, MapRules, ResumableRules):
     """Changes to one workflow and its executions, decided under its row lock.
 
-    ``records`` holds the latest execution of each step, oldest first (an active
-    execution is always its step's latest: the unique index allows one per step);
-    for a map step, the latest execution of each item not done (``maps`` counts the
-    done ones; see :mod:`~flask_geneva.map_rules`).
+    The snapshot, its reads and the primitive changes are the base's
+    (:class:`~flask_geneva.transition_base.TransitionBase`); the rules of signals,
+    map steps, resumable steps and reruns are its mixins'; here are the core rules:
+    a new workflow, advancing to ready steps, a step's result, a recovery, resume,
+    and the triggers to send after commit.
     """
 
-    def __init__(
-        self,
-        graph: StepGraph | None,
-        workflow_state: str,
-        records: list[ExecutionRecord],
-        now: datetime,
-        *,
-        priority: int | None = None,
-        signals: list[SignalRecord] | None = None,
-        maps: dict[str, MapProgress] | None = None,
-    ) -> None:
-        self.graph = graph
-        self.state = workflow_state
-        self.initial_state = workflow_state
-        self.records = records
-        self.now = now
-        self.priority = priority
-        #: The workflow's signals, oldest first (empty unless the snapshot read them).
-        self.signals: list[SignalRecord] = signals if signals is not None else []
-        #: The map steps' done items, counted by the snapshot.
-        self.maps: dict[str, MapProgress] = maps if maps is not None else {}
-        self.workflow_changes: dict[str, Any] = {}
-        #: A rerun's steps, whose rows are marked superseded (see rerun_rules).
-        self.superseded: set[str] = set()
-        #: Records taken out of ``records`` by a rerun, with changes still to write.
-        self.retired: list[ExecutionRecord] = []
-        #: Operator actions to record (the audit): who did what, when and why.
-        self.actions: list[dict[str, Any]] = []
-
-    # -- views -------------------------------------------------------------------------
-
-    def get(self, execution_id: int) -> ExecutionRecord | None:
-        for record in self.records:
-            if record.id == execution_id:
-                return record
-        return None
-
-    def latest(self, step_name: str, item_index: int | None = None) -> ExecutionRecord | None:
-        """The latest execution of a step (of one item of a map step, or its own row)."""
-        for record in reversed(self.records):
-            if record.step_name == step_name and record.item_index == item_index:
-                return record
-        return None
-
-    def latest_by_step(self) -> dict[str, ExecutionRecord]:
-        """Each step's latest execution of its own (a map step's items are apart)."""
-        latest: dict[str, ExecutionRecord] = {}
-        for record in self.records:
-            if record.item_index is None:
-                latest[record.step_name] = record
-        return latest
-
-    def done_steps(self) -> set[str]:
-        done = {name for name, r in self.latest_by_step().items() if r.is_done}
-        if self.graph is not None:
-            done.update(name for name in self.graph.maps if self.map_done(name))
-        return done
-
-    def started_steps(self) -> set[str]:
-        """Steps with an execution (a map step: of its own, or of an item)."""
-        started = {r.step_name for r in self.records}
-        started.update(name for name, p in self.maps.items() if p.highest >= 0)
-        return started
-
-    def scheduled(self) -> list[ExecutionRecord]:
-        return [r for r in self.records if r.state == StepState.SCHEDULED]
-
-    def in_progress(self) -> list[ExecutionRecord]:
-        return [r for r in self.records if r.state == StepState.IN_PROGRESS]
-
-    def waiting(self) -> list[ExecutionRecord]:
-        return [r for r in self.records if r.state == StepState.WAITING]
-
-    def pending_steps(self) -> list[str]:
-        """Steps whose predecessors are done but whose latest execution failed or was canceled."""
-        if self.graph is None:
-            return []
-        done = self.done_steps()
-        latest = self.latest_by_step()
-        return [
-            name
-            for name in self.graph.steps
-            if name not in done
-            and all(p in done for p in self.graph.predecessors[name])
-            and (
-                self.pending_items(name)
-                if name in self.graph.maps
-                else name in latest and not latest[name].is_done and not latest[name].is_active
-            )
-        ]
-
-    def due_or_failed(self, *, waiting: bool = True) -> list[str]:
-        """Steps an operator can skip (or, without the waiting ones, reattempt).
-
-        Scheduled ones, pending ones, and (``waiting``) those waiting for a signal.
-        """
-        names = [r.step_name for r in self.records if r.state == StepState.SCHEDULED]
-        if waiting:
-            names += [r.step_name for r in self.waiting()]
-        return list(dict.fromkeys(names + self.pending_steps()))
-
-    # -- changes -----------------------------------------------------------------------
-
-    def set_state(self, state: str) -> None:
-        if state != self.state:
-            self.state = state
-            self.workflow_changes["state"] = state
-            self.workflow_changes["transitioned_at"] = self.now
-
-    def end(
-        self,
-        record: ExecutionRecord,
-        state: str,
-        outcome: str,
-        *,
-        error: ErrorInfo | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """Move an execution to a terminal state, stamping its timestamps."""
-        record.state = state
-        record.outcome = outcome
-        record.changes.update(
-            state=state, outcome=outcome, finished_at=self.now, updated_at=self.now
-        )
-        record.changes[f"{state}_at"] = self.now
-        if error is not None:
-            record.changes.update(
-                error_class=error.error_class,
-                error_message=error.message,
-                error_traceback=error.traceback,
-            )
-        if metadata:
-            record.changes["metadata"] = metadata
-
-    def add(
-        self,
-        step_name: str,
-        *,
-        due: datetime,
-        consecutive_reattempts: int = 0,
-        state: str = StepState.SCHEDULED,
-        trigger: bool = True,
-        item_index: int | None = None,
-    ) -> ExecutionRecord:
-        """Create a new execution of ``step_name`` (scheduled unless told otherwise).
-
-        :param state: ``skipped`` or ``completed`` (a map step with no items) create
-            it ended.
-        :param item_index: the item of a map step it runs for.
-        """
-        previous = self.latest(step_name, item_index)
-        if previous is None:  # a rerun's step numbers on from its superseded rows
-            previous = next(
-                (
-                    r
-                    for r in reversed(self.retired)
-                    if (r.step_name, r.item_index) == (step_name, item_index)
-                ),
-                None,
-            )
-        record = ExecutionRecord(
-            id=None,
-            step_name=step_name,
-            state=state,
-            outcome=None,
-            scheduled_for=due,
-            attempt=previous.attempt + 1 if previous else 1,
-            consecutive_reattempts=consecutive_reattempts,
-            trigger=trigger and state == StepState.SCHEDULED,
-            item_index=item_index,
-        )
-        if state == StepState.SKIPPED:
-            record.outcome = Outcome.SKIPPED
-        elif state == StepState.COMPLETED:
-            record.outcome = Outcome.SUCCESS
-        self.records.append(record)
-        return record
-
-    def note(
-        self,
-        action: str,
-        *,
-        step: str | None = None,
-        actor: str | None = None,
-        reason: str | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        """Record an operator action with the change it made (written by ``persist``)."""
-        self.actions.append(
-            dict(
-                action=action,
-                step_name=step,
-                actor=actor,
-                reason=reason,
-                detail=detail,
-                created_at=self.now,
-            )
-        )
-
-    def retrigger(self, record: ExecutionRecord) -> None:
-        record.trigger = True
-
-    def due_now(self, record: ExecutionRecord) -> None:
-        """Move a scheduled execution's due time to now (no trigger by itself)."""
-        record.scheduled_for = self.now
-        record.changes["scheduled_for"] = self.now
-
-    def cancel_scheduled(self) -> None:
-        """Cancel the executions not running: scheduled and waiting ones."""
-        for record in self.scheduled() + self.waiting():
-            self.end(record, StepState.CANCELED, Outcome.CANCELED)
+    # -- core rules --------------------------------------------------------------------
 
     def start(self) -> None:
         """A new workflow: schedule its root steps; a class with no steps is finished."""
@@ -295,12 +89,6 @@ class Transition(SignalRules, MapRules, ResumableRules, RerunRules):
         # Every step of the graph (done may also name steps it no longer defines).
         if done.issuperset(self.graph.steps) and not any(r.is_active for r in self.records):
             self.set_state(WorkflowState.FINISHED)
-
-    def settle_state(self) -> None:
-        """Set ready/performing from whether any execution is still in progress."""
-        if self.state in RUNNABLE_WORKFLOW_STATES:
-            busy = bool(self.in_progress())
-            self.set_state(WorkflowState.PERFORMING if busy else WorkflowState.READY)
 
     def resume(self) -> None:
         """Re-trigger scheduled executions and re-create pending steps, due now.
@@ -481,15 +269,6 @@ class Transition(SignalRules, MapRules, ResumableRules, RerunRules):
         if latest is not None and latest.state == StepState.IN_PROGRESS:
             raise InvalidStateError(f"Cannot run step {step_name!r} now: it is running")
         return self.add(step_name, due=self.now, trigger=False)
-
-    def stop(self, how: str) -> None:
-        if not is_ongoing(self.state):
-            return
-        if how == "cancel":
-            self.cancel_scheduled()
-            self.set_state(WorkflowState.CANCELED)
-        else:
-            self.set_state(WorkflowState.PAUSED)
 
     # -- what to send after commit -----------------------------------------------------
 
