@@ -16,7 +16,7 @@ database again without filling or dropping it (it counts the workflows it holds)
     .venv/bin/python tests/admin/bench_admin.py --reuse postgresql+psycopg://postgres@127.0.0.1:5432/geneva_bench_1764770000
 
 The timed action (pause, then resume, of one ready workflow) leaves it as it found it,
-with two more operator actions in its timeline.
+with eight more operator actions (4 pauses, 4 resumes) in its timeline per run.
 """
 
 from __future__ import annotations
