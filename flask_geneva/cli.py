@@ -10,7 +10,6 @@ turns every :class:`~flask_geneva.GenevaError` into a :class:`click.ClickExcepti
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 from typing import TypeVar
@@ -291,48 +290,6 @@ def show_command(workflow_id: int) -> None:
         raise click.ClickException(f"no workflow with id {workflow_id}")
     for line in show.render(ext, row, _class_label(row["type"])):
         click.echo(line)
-
-
-# -- signals -----------------------------------------------------------------------------------
-
-
-@geneva_cli.command("signal")
-@click.argument("workflow_id", type=WORKFLOW_ID)
-@click.argument("name")
-@click.option("-p", "--payload", default=None, help="The payload, as JSON (default: none).")
-@click.option(
-    "-k", "--idempotency-key", default=None, help="Deliver once per key; a repeat is a duplicate."
-)
-def signal_command(
-    workflow_id: int, name: str, payload: str | None, idempotency_key: str | None
-) -> None:
-    """Deliver signal NAME to workflow ID, as a webhook would (wf.signal)."""
-    for option, value in (("NAME", name), ("--idempotency-key", idempotency_key)):
-        _no_nul(option, value)
-    try:
-        data = None if payload is None else json.loads(payload)
-    except ValueError as error:
-        raise click.ClickException(f"--payload is not JSON: {error}") from None
-    workflow = load_workflow(_ext(), workflow_id)
-    result = workflow.signal(name, data, idempotency_key=idempotency_key)
-    click.echo(display.signal_result(result, workflow.state))
-
-
-def load_workflow(ext: Any, workflow_id: int) -> Any:
-    """Return the workflow with ``workflow_id`` as an instance of its class."""
-    w = ext.tables.workflows
-    stored_type = ext.db.session.execute(
-        sa.select(w.c.type).where(w.c.id == workflow_id)
-    ).scalar_one_or_none()
-    if stored_type is None:
-        raise click.ClickException(f"no workflow with id {workflow_id}")
-    cls = ext.registry.get(stored_type)
-    if cls is None:
-        raise click.ClickException(
-            f"workflow {workflow_id} has type {stored_type!r}, which names no workflow class "
-            "in this process"
-        )
-    return ext.db.session.get(cls, workflow_id)
 
 
 # -- graph -------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The operator commands of ``flask geneva``: pause, resume, cancel, skip, reattempt,
-rerun and resume-at, on workflow ids or on every workflow a filter matches.
+rerun and resume-at, on workflow ids or on every workflow a filter matches; and
+signal, on one workflow.
 
 Each command is recorded in the workflow's operator actions with ``--actor`` (by
 default the operating-system user running the command) and ``--reason``. The work is
@@ -10,11 +11,14 @@ command by filter over many workflows holds no long lock.
 from __future__ import annotations
 
 import getpass
+import json
 from collections.abc import Callable
 from typing import Any
 
 import click
+import sqlalchemy as sa
 
+from . import display
 from . import queries
 from .cli import WORKFLOW_ID
 from .cli import _ext
@@ -25,6 +29,7 @@ from .cli import geneva_cli
 from .operations import ALLOWED
 from .operations import check_audit
 from .operations import perform
+from .signal_delivery import deliver
 
 _PAST = {
     "pause": "paused",
@@ -57,9 +62,14 @@ def audit_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def _actor(actor: str | None) -> str | None:
+def _audit(actor: str | None, reason: str | None) -> tuple[str | None, str | None]:
+    """``--actor`` (the operating-system user by default) and ``--reason``, checked."""
     _no_nul("--actor", actor)
-    return actor if actor is not None else os_user()
+    _no_nul("--reason", reason)
+    try:
+        return check_audit(actor if actor is not None else os_user(), reason)
+    except ValueError as error:  # too long, control characters
+        raise click.BadParameter(str(error).replace("=", "", 1)) from None
 
 
 def _run(
@@ -73,12 +83,8 @@ def _run(
     yes: bool,
 ) -> None:
     """Apply ``operation`` to the ids, or to what ``selection`` matches; report and exit."""
-    _no_nul("--reason", reason)
     ext = _ext()
-    try:
-        actor, reason = check_audit(_actor(actor), reason)
-    except ValueError as error:  # too long, control characters
-        raise click.BadParameter(str(error).replace("=", "", 1)) from None
+    actor, reason = _audit(actor, reason)
     if workflow_ids:
         batches: Any = [list(dict.fromkeys(workflow_ids))]
     else:
@@ -215,3 +221,64 @@ def resume_at_command(workflow_id: int, step: str, actor: str | None, reason: st
     """
     _no_nul("STEP", step)
     _run("resume_at", (workflow_id,), None, step=step, actor=actor, reason=reason, yes=True)
+
+
+@geneva_cli.command("signal")
+@click.argument("workflow_id", type=WORKFLOW_ID)
+@click.argument("name")
+@click.option("-p", "--payload", default=None, help="The payload, as JSON (default: none).")
+@click.option(
+    "-k", "--idempotency-key", default=None, help="Deliver once per key; a repeat is a duplicate."
+)
+@audit_options
+def signal_command(
+    workflow_id: int,
+    name: str,
+    payload: str | None,
+    idempotency_key: str | None,
+    actor: str | None,
+    reason: str | None,
+) -> None:
+    """Deliver signal NAME to workflow ID, as a webhook would (wf.signal).
+
+    Recorded in the workflow's operator actions with --actor and --reason (a
+    duplicate, stored before, records nothing new).
+    """
+    for option, value in (("NAME", name), ("--idempotency-key", idempotency_key)):
+        _no_nul(option, value)
+    actor, reason = _audit(actor, reason)
+    try:
+        data = None if payload is None else json.loads(payload)
+    except ValueError as error:
+        raise click.ClickException(f"--payload is not JSON: {error}") from None
+    ext = _ext()
+    workflow = load_workflow(ext, workflow_id)
+    result = deliver(
+        ext,
+        type(workflow),
+        workflow_id,
+        name,
+        data,
+        idempotency_key=idempotency_key,
+        actor=actor,
+        reason=reason,
+        operator=True,
+    )
+    click.echo(display.signal_result(result, workflow.state))
+
+
+def load_workflow(ext: Any, workflow_id: int) -> Any:
+    """Return the workflow with ``workflow_id`` as an instance of its class."""
+    w = ext.tables.workflows
+    stored_type = ext.db.session.execute(
+        sa.select(w.c.type).where(w.c.id == workflow_id)
+    ).scalar_one_or_none()
+    if stored_type is None:
+        raise click.ClickException(f"no workflow with id {workflow_id}")
+    cls = ext.registry.get(stored_type)
+    if cls is None:
+        raise click.ClickException(
+            f"workflow {workflow_id} has type {stored_type!r}, which names no workflow class "
+            "in this process"
+        )
+    return ext.db.session.get(cls, workflow_id)

@@ -6,6 +6,11 @@ under the workflow row lock the rules (:meth:`~flask_geneva.transitions.Transiti
 look for the same (name, idempotency key) stored before, store the signal, and make the
 oldest waiting execution that accepts it due; its trigger is sent after the commit
 (the caller's commit with ``commit=False``), never after a rollback.
+
+A signal an operator sends (``actor=`` / ``reason=``, the admin's form, ``flask geneva
+signal``) is also an operator action: the rules note it with the signal, and the write
+path stores both in the same transaction. A duplicate (stored before), a refused
+signal, or one application code sends without an actor records none.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from . import unit
 from .errors import InvalidStateError
 from .errors import SignalError
 from .logging import tagged
+from .operations import check_audit
 from .records import Signal
 from .records import SignalRecord
 from .records import json_size
@@ -41,16 +47,27 @@ def deliver(
     *,
     idempotency_key: str | None = None,
     commit: bool = True,
+    actor: str | None = None,
+    reason: str | None = None,
+    operator: bool = False,
 ) -> Signal:
     """Store signal ``name`` for workflow ``workflow_id``; wake the step waiting for it.
 
+    :param actor: who sends it (an operator); recorded with ``reason`` as an operator
+        action ``signal``, in the signal's transaction.
+    :param operator: record the action even without an actor or a reason (the admin
+        and the CLI: an operator sends it, whether or not they are named).
     :raises SignalError: the name, key or payload cannot be stored (checked before
         anything is written).
+    :raises ValueError: ``actor`` or ``reason`` is not a string of acceptable length
+        (as for every operator call; checked before anything is written).
     :raises InvalidStateError: the workflow is finished or canceled (nothing is
         written; the caller's transaction is left as it was).
     :raises WorkflowNotFoundError: there is no such workflow.
     """
     check(ext, name, payload, idempotency_key)
+    audited = operator or actor is not None or reason is not None
+    actor, reason = check_audit(actor, reason)
     session = ext.db.session
 
     def receive(snap: unit.Snapshot) -> tuple[SignalRecord | str, bool]:
@@ -66,7 +83,13 @@ def deliver(
             # Refused without raising here: raising would roll back the caller's
             # transaction, and its own rows with it.
             return str(transition.state), False
-        signal, _woken = transition.receive(name, payload, idempotency_key)
+        signal, woken = transition.receive(name, payload, idempotency_key)
+        if audited:
+            detail: dict[str, Any] = {"signal": name}
+            if idempotency_key is not None:
+                detail["idempotency_key"] = idempotency_key
+            step = woken.step_name if woken is not None else None
+            transition.note("signal", step=step, actor=actor, reason=reason, detail=detail)
         return signal, False  # its id is filled in when it is persisted
 
     found, duplicate = unit.change_in_session(
@@ -79,12 +102,15 @@ def deliver(
         )
     result = found.public(workflow_id, duplicate=duplicate)
     log = tagged(cls.__name__, workflow_id, None, None)
+    by = ""
+    if audited:
+        by = f" from {actor or 'an operator'}{f': {reason}' if reason else ''}"
     if duplicate:
         log.info("signal %r (key %r) was delivered before; ignored", name, idempotency_key)
     elif result.consumed_step is not None:
-        log.info("signal %r received; step %r woken", name, result.consumed_step)
+        log.info("signal %r received%s; step %r woken", name, by, result.consumed_step)
     else:
-        log.info("signal %r received; pending (no step waits for it now)", name)
+        log.info("signal %r received%s; pending (no step waits for it now)", name, by)
     signals.send(
         signals.signal_received, cls, log, workflow_id=workflow_id, name=name, duplicate=duplicate
     )

@@ -287,6 +287,8 @@ class WorkflowBase(StepData, Resumable, Controls):
         *,
         idempotency_key: str | None = None,
         commit: bool = True,
+        actor: str | None = None,
+        reason: str | None = None,
     ) -> Signal:
         """Store signal ``name`` for this workflow and wake the step waiting for it.
 
@@ -301,9 +303,18 @@ class WorkflowBase(StepData, Resumable, Controls):
                       idempotency_key=request.headers["X-Delivery-Id"], commit=False)
             db.session.commit()
 
+        An operator sending it by hand gives ``actor=`` (and ``reason=``): the signal is
+        then also recorded in the operator actions, in the same transaction, and shown
+        on the workflow's page (a duplicate records nothing new)::
+
+            wf.signal("approved", {"by": "legal"}, actor="ops@example.com",
+                      reason="approved on the phone")
+
         :return: the stored :class:`~flask_geneva.records.Signal`.
         :raises SignalError: the payload is not JSON-serialisable or is over
             ``GENEVA_MAX_SIGNAL_PAYLOAD``; the name or key is not a short string.
+        :raises ValueError: ``actor`` or ``reason`` is too long or holds control
+            characters (as for the other operator calls).
         :raises InvalidStateError: the workflow is finished or canceled.
         """
         from .signal_delivery import deliver
@@ -318,6 +329,8 @@ class WorkflowBase(StepData, Resumable, Controls):
             payload,
             idempotency_key=idempotency_key,
             commit=commit,
+            actor=actor,
+            reason=reason,
         )
 
     @classmethod
@@ -329,21 +342,33 @@ class WorkflowBase(StepData, Resumable, Controls):
         *,
         idempotency_key: str | None = None,
         commit: bool = True,
+        actor: str | None = None,
+        reason: str | None = None,
     ) -> Signal:
         """:meth:`signal` the ongoing workflow of this class for ``hero``.
 
         :raises InvalidStateError: no workflow of this class is ongoing for ``hero``
             (or several are: signal one with :meth:`signal`).
         """
+        from .operations import check_audit
         from .signal_delivery import check
         from .signal_delivery import deliver
         from .signal_delivery import ongoing_for
 
         ext = cls._geneva
         check(ext, name, payload, idempotency_key)
+        check_audit(actor, reason)
         workflow_id = ongoing_for(ext, cls, hero)
         return deliver(
-            ext, cls, workflow_id, name, payload, idempotency_key=idempotency_key, commit=commit
+            ext,
+            cls,
+            workflow_id,
+            name,
+            payload,
+            idempotency_key=idempotency_key,
+            commit=commit,
+            actor=actor,
+            reason=reason,
         )
 
     def __repr__(self) -> str:

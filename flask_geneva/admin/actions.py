@@ -1,8 +1,9 @@
 """The admin's state-changing routes (POST only): one workflow, or many in batches.
 
 Each calls :func:`flask_geneva.operations.perform` (the send-signal form:
-``wf.signal``) and answers htmx with the updated
-fragment, or a plain form post with a redirect (post/redirect/get).
+:func:`flask_geneva.signal_delivery.deliver`, what ``wf.signal`` calls), recorded with
+the actor the authorization hook named and the form's reason, and answers htmx with the
+updated fragment, or a plain form post with a redirect (post/redirect/get).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .. import queries
 from ..commands import ALLOWED
 from ..errors import GenevaError
 from ..operations import perform
+from ..signal_delivery import deliver
 from . import forms
 from . import security
 from .detail import load_detail
@@ -123,13 +125,14 @@ def _act(ext: Geneva, workflow_id: int, operation: str) -> Any:
 
 
 def _signal(ext: Geneva, workflow_id: int) -> Any:
-    """Deliver the form's signal through ``wf.signal``; say what happened, or why not."""
+    """Deliver the form's signal as an operator action; say what happened, or why not."""
     row = load_workflow(ext, workflow_id)
     if row is None:
         abort(404, description=f"No workflow with id {workflow_id}.")
     name = forms.text("name", request.form.get("name", "").strip())
     key = forms.text("idempotency_key", request.form.get("idempotency_key", "").strip()) or None
     payload_text = forms.text("payload", request.form.get("payload", "").strip())
+    reason = forms.text("reason", request.form.get("reason", "")) or None
     cls = ext.registry.get(row["type"])
     try:
         payload = json.loads(payload_text) if payload_text else None
@@ -140,10 +143,23 @@ def _signal(ext: Geneva, workflow_id: int) -> Any:
         return _answer(ext, workflow_id, message, "error")
     workflow = ext.db.session.get(cls, workflow_id)
     try:
-        signal = workflow.signal(name, payload, idempotency_key=key)
+        signal = deliver(
+            ext,
+            cls,
+            workflow_id,
+            name,
+            payload,
+            idempotency_key=key,
+            actor=security.actor(),
+            reason=reason,
+            operator=True,
+        )
     except GenevaError as error:  # SignalError, InvalidStateError
         ext.db.session.rollback()
         return _answer(ext, workflow_id, str(error), "error")
+    except ValueError as error:  # the reason is too long or holds control characters
+        ext.db.session.rollback()
+        return _answer(ext, workflow_id, f"{str(error)[0].upper()}{str(error)[1:]}.", "error")
     said = display.signal_result(signal, workflow.state)
     return _answer(ext, workflow_id, f"{said[0].upper()}{said[1:]}.", "success")
 

@@ -3,7 +3,8 @@
 Every command an operator gives (in the admin, the CLI or the Python API) is a row of
 ``geneva_operator_actions``, written in the transaction that made the change. The page
 lists the newest :data:`MAX_ACTIONS` as sentences ("canceled by ops@example.com at
-10:04: duplicate order") and marks them on the timeline.
+10:04: duplicate order", "signal approved sent by ops@example.com at 10:06: approved on
+the phone") and marks them on the timeline.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ _DONE = {
     "reattempt": "reattempted step {step}",
     "resume_at": "resumed at step {step}",
     "rerun_from": "rerun from step {step}",
+    "signal": "signal {signal} sent",
 }
 
 _DETAIL = {"rerun": "re-runs", "skipped": "skipped", "canceled": "canceled"}
@@ -53,8 +55,12 @@ class Action:
 
     @property
     def done(self) -> str:
-        """What was done, in words: ``canceled``, ``rerun from step charge``."""
-        return _DONE.get(self.action, self.action).format(step=self.step_name)
+        """What was done, in words: ``canceled``, ``rerun from step charge``,
+        ``signal settled sent``."""
+        detail = self.detail if isinstance(self.detail, dict) else {}
+        return _DONE.get(self.action, self.action).format(
+            step=self.step_name, signal=detail.get("signal", "?")
+        )
 
     @property
     def by(self) -> str:
@@ -62,7 +68,10 @@ class Action:
 
     @property
     def changes(self) -> str:
-        """What else the command changed: ``re-runs charge, ship``; "" when nothing."""
+        """What else the command changed: ``re-runs charge, ship``, a signal's ``woke
+        step record``; "" when nothing."""
+        if self.action == "signal":
+            return f"woke step {self.step_name}" if self.step_name else ""
         if not isinstance(self.detail, dict):
             return ""
         parts = []

@@ -221,3 +221,87 @@ def test_the_overview_shows_each_schedule_in_words_and_its_next_tick(admin):
     assert "NightlyReport" in table and "Refund" not in table
     assert NightlyReport.__geneva_definition__.schedule.describe() in table
     assert f"{upcoming:%Y-%m-%d %H:%M} UTC</span> (in " in table
+
+
+# -- the audit: a signal sent from the form is an operator action ----------------------------
+
+
+def _actions(workflow_id: int) -> list[tuple[Any, ...]]:
+    a = geneva.tables.actions
+    query = (
+        sa.select(a.c.action, a.c.step_name, a.c.actor, a.c.reason, a.c.detail)
+        .where(a.c.workflow_id == workflow_id)
+        .order_by(a.c.id)
+    )
+    with geneva.engine().connect() as conn:
+        return [tuple(r) for r in conn.execute(query)]
+
+
+def test_the_form_records_the_hook_s_actor_and_the_reason_and_the_page_shows_them(app, admin):
+    workflow = waiting_refund()
+    assert 'name="reason"' in page(admin, workflow.id).split('id="geneva-send-signal"')[1]
+    app.config["GENEVA_ADMIN_AUTHORIZE"] = lambda action: "ops@example.com"
+    data = {"name": "settled", "idempotency_key": "k-2", "reason": "bank confirmed by phone"}
+    response = hx_post(admin, f"/workflows/{workflow.id}/signal", data=data)
+    assert "woke step &#39;record&#39;" in response.text and "flash-success" in response.text
+    assert _actions(workflow.id) == [
+        (
+            "signal",
+            "record",
+            "ops@example.com",
+            "bank confirmed by phone",
+            {"signal": "settled", "idempotency_key": "k-2"},
+        )
+    ]
+    again = hx_post(admin, f"/workflows/{workflow.id}/signal", data=data)
+    assert "duplicate of signal" in again.text
+    assert len(_actions(workflow.id)) == 1  # a duplicate records nothing new
+
+    html = page(admin, workflow.id)
+    (item,) = re.findall(r'<li data-action="signal".*?</li>', html)
+    assert '<strong>signal settled sent</strong> by <a href="' in item
+    assert ">ops@example.com</a> <span title=" in item
+    assert ': <q class="reason">bank confirmed by phone</q>' in item
+    assert '<span class="muted">(woke step record)</span>' in item
+    assert "<title>signal settled sent by ops@example.com</title>" in html  # the timeline
+    # The actor's link lists the workflows they acted on: this one.
+    listed = admin.get(f"{PREFIX}/workflows", query_string={"actor": "ops@example.com"}).text
+    ids = {int(i) for i in re.findall(rf'href="{PREFIX}/workflows/(\d+)"', listed)}
+    assert ids == {workflow.id}
+
+
+def test_a_hook_that_names_nobody_still_records_the_signal_by_an_operator(app, admin):
+    workflow = waiting_refund()
+    app.config["GENEVA_ADMIN_AUTHORIZE"] = lambda action: True
+    response = hx_post(admin, f"/workflows/{workflow.id}/signal", data={"name": "early"})
+    assert "pending" in response.text
+    assert _actions(workflow.id) == [("signal", None, None, None, {"signal": "early"})]
+    (item,) = re.findall(r'<li data-action="signal".*?</li>', page(admin, workflow.id))
+    assert "<strong>signal early sent</strong> by an operator <span" in item
+    assert "woke step" not in item
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [("bell\x07", "Reason= holds a control character"), ("r" * 2001, "at most 2,000")],
+)
+def test_a_bad_reason_is_shown_and_nothing_is_stored(admin, reason, expected):
+    workflow = waiting_refund()
+    data = {"name": "settled", "reason": reason}
+    response = hx_post(admin, f"/workflows/{workflow.id}/signal", data=data)
+    assert "flash-error" in response.text and expected in response.text
+    assert _actions(workflow.id) == []
+    assert_waiting_for(workflow, "settled")
+    s = geneva.tables.signals
+    with geneva.engine().connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(s)).scalar_one() == 0
+
+
+def test_a_refused_signal_from_the_form_records_nothing(admin):
+    workflow = waiting_refund()
+    deliver_signal(workflow, "settled")
+    speedrun(workflow)
+    data = {"name": "settled", "reason": "too late"}
+    response = hx_post(admin, f"/workflows/{workflow.id}/signal", data=data)
+    assert "Cannot signal &#39;settled&#39; to a finished workflow" in response.text
+    assert _actions(workflow.id) == []
