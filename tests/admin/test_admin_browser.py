@@ -6,23 +6,21 @@ running demo.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import browser_helpers
 import pytest
 import sqlalchemy as sa
-from admin_helpers import PREFIX
+from browser_helpers import serving
+from browser_helpers import wait_for_state
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from helpers import IN_CI
 from helpers import Committed
-from helpers import running_consumer
 from helpers import wait_until
-from werkzeug.serving import make_server
 
 from flask_geneva import Geneva
 from flask_geneva import step
@@ -34,15 +32,9 @@ pytestmark = [
     pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
 ]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
+#: The shared fixtures, bound in this module: pytest finds a module's fixtures by name.
+browser = browser_helpers.browser
+watched = browser_helpers.watched
 
 db = SQLAlchemy()
 geneva = Geneva(db)
@@ -103,87 +95,21 @@ class PayoutWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
 
 
 @pytest.fixture
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        if IN_CI:
-            pytest.fail(f"CI=true requires Chromium at {CHROMIUM}")
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
-
-
-#: Collects every Content-Security-Policy violation the page reports, from the first script.
-CSP_LISTENER = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", (e) => {
-  window.__cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || "inline"}`);
-});
-"""
-
-
-class Watched:
-    """A page that records CSP violations: from the DOM event and from the console."""
-
-    def __init__(self, browser: Any) -> None:
-        self.page = browser.new_page()
-        self.console: list[str] = []
-        self.page.add_init_script(CSP_LISTENER)
-        self.page.on("console", self._console)
-        self.page.on("dialog", lambda dialog: dialog.accept())
-
-    def _console(self, message: Any) -> None:
-        if message.type in ("error", "warning"):
-            self.console.append(message.text)
-
-    def violations(self) -> list[str]:
-        reported = list(self.page.evaluate("window.__cspViolations || []"))
-        return reported + [m for m in self.console if "Content Security Policy" in m]
-
-
-@pytest.fixture
-def watched(browser: Any) -> Iterator[Watched]:
-    """A new page; the test fails if the admin's policy refused anything on it."""
-    page = Watched(browser)
-    yield page
-    assert page.violations() == []
-
-
-@pytest.fixture
 def live(app: Flask, huey: Any) -> Iterator[str]:
-    """Serve the app on 127.0.0.1 with a real Huey consumer running steps."""
-    app.register_blueprint(geneva.admin_blueprint, url_prefix=PREFIX)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with running_consumer(huey, workers=2):
-            release.clear()
-            try:
-                yield f"http://127.0.0.1:{server.server_port}{PREFIX}"
-            finally:
-                release.set()  # before the consumer stops: a held step must end
-    finally:
-        server.shutdown()
-        thread.join(5)
+    """Serve the app with a real Huey consumer; ``release`` ends a held step before it stops."""
+    with serving(app, geneva, huey) as url:
+        release.clear()
+        try:
+            yield url
+        finally:
+            release.set()  # before the consumer stops: a held step must end
 
 
 committed = Committed(geneva)
 
 
 def _wait_for_state(workflow_id: int, state: str, timeout: float = 10) -> None:
-    wait_until(
-        lambda: committed.state(workflow_id) == state,
-        timeout=timeout,
-        message=lambda: (
-            f"workflow {workflow_id} is {committed.state(workflow_id)!r}, not {state!r}"
-        ),
-    )
+    wait_for_state(committed, workflow_id, state, timeout)
 
 
 def _refund() -> Refund:
