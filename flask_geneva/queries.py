@@ -84,8 +84,10 @@ class WorkflowFilter:
         execution on a step its class neither defines nor skips, or a paused one whose
         failure on such a step paused it: what ``flask geneva check`` reports).
     :param waiting_over: with ``attention="waiting"``: how long counts as long.
-    :param error: only workflows whose newest failure's error class or message holds
-        this text (case-insensitive): a bounded scan of the failed executions.
+    :param error: only workflows with a current failed execution whose error class or
+        message holds this text (case-insensitive; see :mod:`~flask_geneva.error_search`).
+    :param error_class: only workflows with a current failed execution of exactly this
+        error class (what a group of the overview's recent failures links to).
     """
 
     workflow_type: str | None = None
@@ -101,6 +103,7 @@ class WorkflowFilter:
     attention: str | None = None
     waiting_over: timedelta | None = None
     error: str | None = None
+    error_class: str | None = None
 
     def __post_init__(self) -> None:
         if self.attention is not None and self.attention not in ATTENTION:
@@ -147,6 +150,14 @@ def _conditions(ext: Geneva, f: WorkflowFilter) -> list[sa.ColumnElement[bool]]:
         where.append(_attention_condition(ext, f))
     if f.error is not None:
         where.append(_error_condition(ext, f.error))
+    if f.error_class is not None:
+        e = ext.tables.executions
+        rows = sa.select(e.c.workflow_id).where(
+            e.c.state == StepState.FAILED,
+            e.c.superseded_at.is_(None),
+            e.c.error_class == f.error_class,
+        )
+        where.append(_few_or_many(ext, rows))
     if f.actor is not None:  # the (actor, workflow_id) index of the actions
         a = ext.tables.actions.c
         where.append(w.id.in_(sa.select(a.workflow_id).where(a.actor == f.actor)))

@@ -28,15 +28,15 @@ MAX_ID = 2**63 - 1
 #: Query-string names of the time filters (HTML ``datetime-local`` values, in UTC).
 TIME_FIELDS = ("created_after", "created_before", "updated_after", "updated_before")
 #: Query-string names of the text filters.
-TEXT_FIELDS = ("hero_type", "hero_id", "step", "actor", "attention", "error")
+TEXT_FIELDS = ("hero_type", "hero_id", "step", "actor", "attention", "error", "error_class")
 #: ``waiting_over``: minutes, at most a year.
 MAX_WAITING_MINUTES = 525_600
 
 
 def parse_filter(args: MultiDict[str, str], workflow_type: str | None = None) -> WorkflowFilter:
     """Return the filter described by ``args`` (``type``, ``state`` (repeatable), ``hero_type``,
-    ``hero_id``, ``step``, ``actor``, ``attention`` with ``waiting_over`` (minutes), and the
-    time fields); abort 400 on a malformed value.
+    ``hero_id``, ``step``, ``actor``, ``attention`` with ``waiting_over`` (minutes), ``error``,
+    ``error_class``, and the time fields); abort 400 on a malformed value.
 
     :param workflow_type: the class of a per-class list (wins over ``type=``).
     """

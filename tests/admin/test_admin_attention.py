@@ -167,3 +167,43 @@ def test_few_or_many_matches_the_filters_find_the_same_workflows(
     assert geneva.count_workflows(WorkflowFilter(error="disk", states=("ready",))) == 0
     with travel(timedelta(minutes=11)):  # the reattempts were due, and no worker ran them
         assert ids("overdue") == {w.id for w in flaky} | {waiting.id}
+
+
+class Picky(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def check(self) -> None:
+        raise (KeyError if self.id % 2 else ValueError)("bad input")
+
+
+def test_a_failure_group_links_to_its_own_error_class_on_a_shared_step(app, admin):
+    # Two groups on one step: each count links to its own workflows, not both groups'.
+    made = [Picky.create(allow_multiple=True) for _ in range(4)]
+    keyed = [w for w in made if w.id % 2]
+    valued = [w for w in made if not w.id % 2]
+    for workflow in made:
+        with pytest.raises((KeyError, ValueError)):
+            perform_next_step(workflow)
+    page = admin.get(f"{PREFIX}/").text
+    links = dict(
+        (m.group(2), m.group(1).replace("&amp;", "&"))
+        for m in re.finditer(r'<a href="([^"]+)" class="failure-count">(\d+)</a>', page)
+    )
+    assert set(links) == {"2"}  # two groups of two
+    links = {
+        m.group(1): m.group(2).replace("&amp;", "&")
+        for m in re.finditer(
+            r'data-failure-group="Picky:check:(\w+)".*?<a href="([^"]+)"'
+            r' class="failure-count">',
+            page,
+            re.S,
+        )
+    }
+    assert "error_class=KeyError" in links["KeyError"]
+    listed = admin.get(links["KeyError"]).text
+    assert sorted(re.findall(r'name="ids" value="(\d+)"', listed)) == sorted(
+        str(w.id) for w in keyed
+    )
+    assert 'name="error_class" value="KeyError"' in listed
+    only = WorkflowFilter(error_class="ValueError")
+    found = geneva.list_workflows(only, limit=10)
+    assert sorted(r["id"] for r in found) == sorted(w.id for w in valued)
