@@ -320,3 +320,23 @@ def deploy(geneva: Any, workflow: Any, cls: type[Any]) -> Any:
     geneva.db.session.commit()  # a new snapshot (MariaDB's REPEATABLE READ keeps the old)
     geneva.db.session.expunge_all()
     return geneva.db.session.get(cls, ident)
+
+
+def apply_revision(
+    engine: sa.Engine, source: str, tmp_path: Path, direction: str = "upgrade"
+) -> None:
+    """Run one revision file's upgrade() or downgrade() on ``engine``'s database."""
+    import importlib.util
+
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    path = tmp_path / f"revision_{abs(hash(source))}.py"
+    path.write_text(source, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with engine.begin() as conn:
+        with Operations.context(MigrationContext.configure(conn)):
+            getattr(module, direction)()

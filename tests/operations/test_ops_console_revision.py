@@ -3,14 +3,12 @@ on PostgreSQL, the error-text trigram index; and back."""
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic.migration import MigrationContext
-from alembic.operations import Operations
 from flask_sqlalchemy import SQLAlchemy
+from helpers import apply_revision
 
 from flask_geneva import Geneva
 from flask_geneva import WorkflowFilter
@@ -35,15 +33,7 @@ class Console(geneva.Workflow):  # type: ignore[name-defined,misc]
 
 
 def run(source: str, tmp_path: Path, direction: str) -> None:
-    path = tmp_path / f"revision_{abs(hash(source))}.py"
-    path.write_text(source, encoding="utf-8")
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    with db.engine.begin() as conn:
-        with Operations.context(MigrationContext.configure(conn)):
-            getattr(module, direction)()
+    apply_revision(db.engine, source, tmp_path, direction)
 
 
 def indexes() -> set[str]:

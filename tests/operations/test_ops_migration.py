@@ -7,7 +7,6 @@ created by it are what 0.2's chain of revisions upgrades.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import shutil
 import warnings
@@ -17,10 +16,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 import sqlalchemy as sa
-from alembic.migration import MigrationContext
-from alembic.operations import Operations
 from alembic.script import ScriptDirectory
 from flask import Flask
 from flask_migrate import Migrate
@@ -212,15 +210,7 @@ def test_the_revision_upgrades_downgrades_and_upgrades_again(app, migrations):
 
 def apply_revision(source: str, tmp_path: Path, direction: str = "upgrade") -> None:
     """Run one revision file's upgrade() or downgrade() on the app's database."""
-    path = tmp_path / f"revision_{abs(hash(source))}.py"
-    path.write_text(source, encoding="utf-8")
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    with db.engine.begin() as conn:
-        with Operations.context(MigrationContext.configure(conn)):
-            getattr(module, direction)()
+    helpers.apply_revision(db.engine, source, tmp_path, direction)
 
 
 def schema() -> dict[str, Any]:
