@@ -163,7 +163,8 @@ def schedules_command() -> None:
 
 
 def filter_options(func: F) -> F:
-    """Add the shared filter options (--class, --state, --hero, --step)."""
+    """Add the shared filter options (--class, --state, --hero, --step, --attention,
+    --error, --error-class)."""
     options = [
         click.option("-c", "--class", "class_name", help="Workflow class (name or stored type)."),
         click.option(
@@ -180,6 +181,14 @@ def filter_options(func: F) -> F:
             "(no worker took a due step), waiting (for a signal over an hour), stranded "
             "(a step the class no longer defines, or no class).",
         ),
+        click.option(
+            "--error",
+            help="Workflows whose current failure's error class or message holds this "
+            "text (case-insensitive).",
+        ),
+        click.option(
+            "--error-class", help="Workflows with a current failure of exactly this class."
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -192,9 +201,18 @@ def build_filter(
     hero: str | None,
     step: str | None,
     attention: str | None = None,
+    *,
+    error: str | None = None,
+    error_class: str | None = None,
 ) -> queries.WorkflowFilter:
     """Turn the filter options into a :class:`~flask_geneva.queries.WorkflowFilter`."""
-    for name, value in (("--class", class_name), ("--hero", hero), ("--step", step)):
+    for name, value in (
+        ("--class", class_name),
+        ("--hero", hero),
+        ("--step", step),
+        ("--error", error),
+        ("--error-class", error_class),
+    ):
         _no_nul(name, value)
     hero_type, hero_id = None, None
     if hero is not None:
@@ -210,9 +228,11 @@ def build_filter(
             hero_id=hero_id,
             step=step,
             attention=attention,
+            error=error,
+            error_class=error_class,
         )
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+    except ValueError as refused:
+        raise click.ClickException(str(refused)) from None
 
 
 def workflow_class(name: str) -> tuple[str, Any]:
@@ -251,11 +271,15 @@ def list_command(
     hero: str | None,
     step: str | None,
     attention: str | None,
+    error: str | None,
+    error_class: str | None,
     limit: int,
 ) -> None:
     """List workflows, newest first."""
     ext = _ext()
-    selection = build_filter(class_name, states, hero, step, attention)
+    selection = build_filter(
+        class_name, states, hero, step, attention, error=error, error_class=error_class
+    )
     rows = queries.list_workflows(ext, selection, limit=limit)
     if not rows:
         click.echo("no workflows match")

@@ -128,22 +128,27 @@ def _operation_command(operation: str, help_text: str) -> None:
         hero: str | None,
         step: str | None,
         attention: str | None,
+        error: str | None,
+        error_class: str | None,
         actor: str | None,
         reason: str | None,
         yes: bool,
     ) -> None:
-        by_filter = any((class_name, states, hero, attention))
+        by_filter = any((class_name, states, hero, attention, error, error_class))
         step_name = step if operation in ("skip", "reattempt") else None
         if workflow_ids and (by_filter or (step and step_name is None)):
             raise click.ClickException("give workflow ids or filter options, not both")
         if not workflow_ids and not (by_filter or step):
             raise click.ClickException(
-                f"give workflow ids, or filter options (--class, --state, --hero, --step, "
-                f"--attention) "
-                f"to {operation} every matching workflow"
+                "give workflow ids, or filter options (--class, --state, --hero, --step, "
+                f"--attention, --error, --error-class) to {operation} every matching workflow"
             )
         selection = (
-            None if workflow_ids else build_filter(class_name, states, hero, step, attention)
+            None
+            if workflow_ids
+            else build_filter(
+                class_name, states, hero, step, attention, error=error, error_class=error_class
+            )
         )
         _run(
             operation,

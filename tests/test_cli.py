@@ -17,6 +17,7 @@ from flask_geneva import Geneva
 from flask_geneva import step
 from flask_geneva.testing import assert_waiting_for
 from flask_geneva.testing import assert_workflow_state
+from flask_geneva.testing import perform_next_step
 from flask_geneva.testing import perform_step_inline
 from flask_geneva.testing import speedrun
 from flask_geneva.testing import travel
@@ -467,3 +468,29 @@ def test_list_and_operations_take_the_attention_filter(app):
     assert_workflow_state(late, "paused")
     wrong = invoke(app, "list", "--attention", "sick")
     assert wrong.exit_code == 2 and "'sick' is not one of" in wrong.output
+
+
+class Flaky(geneva.Workflow):  # type: ignore[name-defined,misc]
+    @step
+    def call(self) -> None:
+        raise (KeyError if self.id % 2 else TimeoutError)("upstream gateway")
+
+
+def test_list_and_operations_take_the_error_filters(app):
+    made = [Flaky.create(allow_multiple=True) for _ in range(3)]
+    for workflow in made:
+        with pytest.raises((KeyError, TimeoutError)):
+            perform_next_step(workflow)
+    keyed = {w.id for w in made if w.id % 2}
+    listed = invoke(app, "list", "--error", "GATEWAY")
+    assert listed.exit_code == 0
+    assert all(f"\n{w.id} " in listed.output for w in made)
+    by_class = invoke(app, "list", "--error-class", "KeyError")
+    assert {w.id for w in made if f"\n{w.id} " in by_class.output} == keyed
+    canceled = invoke(app, "cancel", "--error-class", "KeyError", "--yes")
+    assert canceled.output == f"canceled {len(keyed)} workflow(s)\n"
+    for workflow in made:
+        assert_workflow_state(workflow, "canceled" if workflow.id in keyed else "paused")
+    assert "no workflows match" in invoke(app, "list", "--error", "nothing like it").output
+    refused = invoke(app, "list", "--error", "a\x00b")
+    assert refused.exit_code != 0 and "NUL" in refused.output
