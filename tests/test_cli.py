@@ -146,7 +146,7 @@ def test_list_shows_workflows_newest_first_and_filters_them(app):
 def test_list_rejects_an_unknown_class_or_state_in_one_line(app):
     Welcome.create()
     line = error_line(invoke(app, "list", "--class", "Nope"))
-    known = "AwaitApproval, Digest, FulfilOrder, Welcome"
+    known = "AwaitApproval, Digest, Flaky, FulfilOrder, Welcome"
     assert line == f"Error: unknown workflow class 'Nope'; known classes: {known}"
     line = error_line(invoke(app, "list", "--state", "stuck"))
     assert line.startswith("Error: unknown workflow state(s) 'stuck'; expected any of ready")
