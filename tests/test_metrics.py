@@ -8,16 +8,15 @@ and the spans with the OpenTelemetry SDK's in-memory exporter.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import otel_spans
 import pytest
 from flask import Flask
 from flask import request
 from flask_sqlalchemy import SQLAlchemy
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from prometheus_client.parser import text_string_to_metric_families
@@ -275,18 +274,7 @@ def test_the_setting_must_be_a_bool(app: Flask) -> None:
 # -- OpenTelemetry spans per step (the otel extra) ------------------------------------------
 
 
-@pytest.fixture
-def spans() -> Iterator[tuple[InMemorySpanExporter, TracerProvider]]:
-    """Step spans go to an in-memory exporter while the test runs."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    otel.instrument(provider)
-    try:
-        yield exporter, provider
-    finally:
-        otel.uninstrument()
-        provider.shutdown()
+spans = otel_spans.spans
 
 
 def test_each_step_body_run_is_a_span(

@@ -13,10 +13,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import otel_spans
 import pytest
 import sqlalchemy as sa
 from flask import Flask
@@ -27,13 +27,11 @@ from helpers import wait_until
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from flask_geneva import Geneva
-from flask_geneva import otel
 from flask_geneva import step
 from flask_geneva.testing import perform_next_step
 from flask_geneva.testing import speedrun
@@ -55,18 +53,7 @@ class ShipmentWorkflow(geneva.Workflow):  # type: ignore[name-defined,misc]
         pass
 
 
-@pytest.fixture
-def spans() -> Iterator[tuple[InMemorySpanExporter, TracerProvider]]:
-    """Step spans go to an in-memory exporter while the test runs."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    otel.instrument(provider)
-    try:
-        yield exporter, provider
-    finally:
-        otel.uninstrument()
-        provider.shutdown()
+spans = otel_spans.spans
 
 
 def traceparent_of(span_context: trace.SpanContext) -> str:
